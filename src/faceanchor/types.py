@@ -1,0 +1,279 @@
+"""Shared records: faces, the one generation request and result, progress, job states.
+
+Imports nothing internal (but :mod:`faceanchor.errors`). The request field names follow
+the hosted InstantID APIs so the HTTP layer and characters can reuse them as they are.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Literal, Protocol
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+# --------------------------------------------------------------------------- faces
+
+#: Names of the five keypoints, in InsightFace order, as they appear in the image.
+KEYPOINT_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
+
+
+@dataclass(frozen=True, eq=False)
+class QualityReport:
+    """How usable a detected face is as an identity reference."""
+
+    size_px: float  # the shorter side of the face box, in pixels
+    blur: float  # variance of the Laplacian on the face crop; higher is sharper
+    yaw_deg: float  # signed yaw estimated from the keypoints; 0 is frontal
+    det_score: float
+    warnings: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "size_px": round(float(self.size_px), 2),
+            "blur": round(float(self.blur), 2),
+            "yaw_deg": round(float(self.yaw_deg), 2),
+            "det_score": round(float(self.det_score), 4),
+            "warnings": list(self.warnings),
+        }
+
+
+@dataclass(frozen=True, eq=False)
+class Face:
+    """One detected face.
+
+    ``bbox`` is ``(x1, y1, x2, y2)`` in pixels; ``kps`` is ``(5, 2)`` in
+    :data:`KEYPOINT_NAMES` order; ``embedding`` is set once an encoder has run, together with
+    ``space``, the name of the embedding space (``dlib``, ``antelopev2``, ``buffalo_l``...).
+    """
+
+    bbox: np.ndarray
+    kps: np.ndarray
+    det_score: float
+    embedding: np.ndarray | None = None
+    space: str | None = None
+    quality: QualityReport | None = None
+
+    def __post_init__(self) -> None:
+        bbox = np.asarray(self.bbox, dtype=np.float32).reshape(4)
+        kps = np.asarray(self.kps, dtype=np.float32).reshape(5, 2)
+        object.__setattr__(self, "bbox", bbox)
+        object.__setattr__(self, "kps", kps)
+        if self.embedding is not None:
+            object.__setattr__(self, "embedding", np.asarray(self.embedding, dtype=np.float32).reshape(-1))
+
+    @property
+    def area(self) -> float:
+        x1, y1, x2, y2 = self.bbox
+        return float(max(0.0, x2 - x1) * max(0.0, y2 - y1))
+
+    @property
+    def normed_embedding(self) -> np.ndarray | None:
+        if self.embedding is None:
+            return None
+        n = float(np.linalg.norm(self.embedding))
+        return self.embedding / n if n > 0 else self.embedding
+
+    def with_(self, **changes: Any) -> "Face":
+        return replace(self, **changes)
+
+    def to_dict(self, include_embedding: bool = False) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "bbox": [round(float(v), 2) for v in self.bbox],
+            "kps": {name: [round(float(x), 2), round(float(y), 2)] for name, (x, y) in zip(KEYPOINT_NAMES, self.kps)},
+            "det_score": round(float(self.det_score), 4),
+            "space": self.space,
+        }
+        if self.quality is not None:
+            d["quality"] = self.quality.to_dict()
+        if include_embedding and self.embedding is not None:
+            d["embedding"] = [float(v) for v in self.embedding]
+        return d
+
+
+# --------------------------------------------------------------------------- progress
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    """One unit of reported progress. ``step``/``total`` are set during denoising."""
+
+    stage: str  # "face", "prompt", "denoise", "decode", "score", ...
+    step: int = 0
+    total: int = 0
+    message: str = ""
+    sample: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"stage": self.stage, "step": self.step, "total": self.total, "message": self.message, "sample": self.sample}
+
+
+ProgressCallback = Callable[[ProgressEvent], None]
+CancelCheck = Callable[[], bool]
+
+
+# --------------------------------------------------------------------------- generation
+
+Method = Literal["instantid", "faceid", "faceid-plus", "faceid-plusv2", "faceid-portrait"]
+ControlName = Literal["pose", "canny", "depth"]
+Scheduler = Literal["euler", "euler_a", "dpmpp_2m", "ddim", "unipc", "lcm"]
+OutputFormat = Literal["png", "jpeg", "webp"]
+CombineMode = Literal["average", "norm-average", "concat"]
+BaseFamily = Literal["sd15", "sdxl"]
+
+#: Defaults of the official InstantID demo (and of LCM mode).
+DEFAULT_STEPS = 30
+DEFAULT_GUIDANCE = 5.0
+LCM_STEPS = 5
+LCM_GUIDANCE = 1.5
+
+
+class GenerationRequest(BaseModel):
+    """Everything one generation needs. Names follow the hosted InstantID APIs.
+
+    An image input is a local path, raw bytes, base64 text or a ``data:`` URI (the HTTP layer
+    resolves URLs before it builds a request).
+    """
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    method: Method = Field("instantid", description="instantid, faceid, faceid-plus, faceid-plusv2 or faceid-portrait.")
+    face_image: str | bytes | None = Field(None, description="The reference face photo.")
+    face_images: list[str | bytes] = Field(default_factory=list, description="More references of the same person (up to 5).")
+    face_embedding: list[float] | None = Field(None, description="A precomputed identity embedding instead of a photo.")
+    face_embedding_space: str | None = Field(None, description="Space of face_embedding (antelopev2, buffalo_l, dlib).")
+    face_kps: list[list[float]] | None = Field(None, description="Precomputed 5x2 keypoints for the control image.")
+    face_image_size: tuple[int, int] | None = Field(None, description="(width, height) of the photo face_kps came from.")
+    face_index: int | None = Field(None, ge=0, description="Which face to use, in the documented order (largest first); default the largest.")
+    combine: CombineMode = Field("average", description="How several references combine: average, norm-average or concat.")
+
+    prompt: str = Field("", max_length=10_000)
+    negative_prompt: str = Field("", max_length=10_000)
+    style: str = Field("(No style)", description="A style preset name; see `faceanchor styles`.")
+
+    num_inference_steps: int | None = Field(None, ge=1, le=100, description="Denoising steps, 1-100. Default 30 (LCM: 5).")
+    guidance_scale: float | None = Field(None, ge=0.0, le=30.0, description="Classifier-free guidance, 0-30. Default 5 (LCM: 1.5).")
+    seed: int = Field(-1, ge=-1, le=2**63 - 1, description="-1 picks a random seed; the used seed is returned.")
+    samples: int = Field(1, ge=1, le=4, description="Images per request, 1-4.")
+    best_of: int = Field(1, ge=1, le=8, description="Generate this many per sample and keep the best by identity score.")
+    width: int | None = Field(None, ge=64, le=2048, description="Rounded down to a multiple of 64 (SD1.5: 8). Default from the face photo.")
+    height: int | None = Field(None, ge=64, le=2048)
+
+    identity_strength: float = Field(0.8, ge=0.0, le=2.0, description="IdentityNet (ControlNet) scale, 0-2.")
+    adapter_strength: float = Field(0.8, ge=0.0, le=2.0, description="IP-Adapter scale, 0-2.")
+    enhance_face_region: bool = Field(True, description="Confine identity conditioning to the face region.")
+    controlnet_selection: list[ControlName] = Field(default_factory=list, description="Extra ControlNets: pose, canny, depth.")
+    controlnet_conditioning_scale: float = Field(0.4, ge=0.0, le=2.0, description="Scale of each extra ControlNet.")
+    pose_image: str | bytes | None = Field(None, description="Take keypoints (and body pose) from this photo instead.")
+    control_guidance_start: float = Field(0.0, ge=0.0, le=1.0, description="Fraction of steps where identity conditioning starts.")
+    control_guidance_end: float = Field(1.0, ge=0.0, le=1.0, description="Fraction of steps where it ends.")
+    negative_embedding_noise: float = Field(0.0, ge=0.0, le=10.0, description="Std of noise added to the negative identity embedding.")
+    scheduler: Scheduler = Field("euler", description="euler, euler_a, dpmpp_2m, ddim, unipc or lcm (LCM-LoRA).")
+
+    s_scale: float = Field(1.0, ge=0.0, le=3.0, description="FaceID-PlusV2: weight of the CLIP face structure.")
+    lora_scale: float = Field(1.0, ge=0.0, le=2.0, description="FaceID: scale of the LoRA shipped with the adapter.")
+    base: BaseFamily | None = Field(None, description="sd15 or sdxl for FaceID methods; InstantID is SDXL.")
+
+    model_name: str | None = Field(None, description="Base model: hub id, local diffusers folder or single .safetensors file.")
+    output_format: OutputFormat = "png"
+    face_detail: bool = Field(False, description="Re-render small faces at higher resolution.")
+
+    @model_validator(mode="after")
+    def _check(self) -> "GenerationRequest":
+        if self.control_guidance_start >= self.control_guidance_end:
+            raise ValueError("control_guidance_start must be below control_guidance_end")
+        if len(self.face_images) + (1 if self.face_image is not None else 0) > 5:
+            raise ValueError("at most 5 face images per request")
+        if self.face_kps is not None:
+            arr = np.asarray(self.face_kps, dtype=np.float32)
+            if arr.shape != (5, 2):
+                raise ValueError("face_kps must be 5 points of (x, y)")
+        return self
+
+    @property
+    def references(self) -> list[str | bytes]:
+        """Every reference photo, the main one first."""
+        return ([self.face_image] if self.face_image is not None else []) + list(self.face_images)
+
+    @property
+    def steps(self) -> int:
+        if self.num_inference_steps is not None:
+            return self.num_inference_steps
+        return LCM_STEPS if self.scheduler == "lcm" else DEFAULT_STEPS
+
+    @property
+    def guidance(self) -> float:
+        if self.guidance_scale is not None:
+            return self.guidance_scale
+        return LCM_GUIDANCE if self.scheduler == "lcm" else DEFAULT_GUIDANCE
+
+    def public_params(self) -> dict[str, Any]:
+        """The parameters worth recording with an output (no image bytes)."""
+        skip = {"face_image", "face_images", "pose_image", "face_embedding", "face_kps"}
+        out = self.model_dump(exclude=skip)
+        out["num_inference_steps"] = self.steps
+        out["guidance_scale"] = self.guidance
+        out["references"] = len(self.references)
+        return out
+
+
+@dataclass
+class GeneratedImage:
+    """One output image with its seed and identity score."""
+
+    image: Any  # PIL.Image.Image
+    seed: int
+    identity_score: float | None = None
+    identity_reason: str | None = None  # why the score is null
+
+
+@dataclass
+class GenerationResult:
+    """What :meth:`Engine.generate` returns."""
+
+    images: list[GeneratedImage]
+    seed: int
+    params: dict[str, Any] = field(default_factory=dict)
+    models: dict[str, str] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "seed": self.seed,
+            "seeds": [im.seed for im in self.images],
+            "identity_scores": [im.identity_score for im in self.images],
+            "params": self.params,
+            "models": self.models,
+            "timings": {k: round(v, 4) for k, v in self.timings.items()},
+            "warnings": self.warnings,
+        }
+
+
+# --------------------------------------------------------------------------- jobs
+
+
+class JobStatus(str, enum.Enum):
+    """Queue states, named as the hosted queue APIs name them."""
+
+    IN_QUEUE = "IN_QUEUE"
+    IN_PROGRESS = "IN_PROGRESS"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def finished(self) -> bool:
+        return self in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+class GenerationEngine(Protocol):
+    """What the service and the API need of an engine (tests pass tiny ones)."""
+
+    def generate(
+        self,
+        request: GenerationRequest,
+        on_progress: ProgressCallback | None = None,
+        cancel: CancelCheck | None = None,
+    ) -> GenerationResult: ...
