@@ -1,0 +1,237 @@
+"""Decoupled cross-attention (IP-Adapter) processors and their install / restore on a UNet.
+
+The math is the one of the official IP-Adapter / InstantID ``IPAttnProcessor2_0``:
+
+* the UNet's encoder states of a cross-attention layer are ``cat(text_tokens, id_tokens)``;
+  the **last** ``num_tokens`` tokens are the identity tokens, everything before is text;
+* text attention is the layer's own attention (``to_q``/``to_k``/``to_v``, optional
+  ``norm_cross`` on the text part only, the text attention mask);
+* identity attention reuses the same query and attends to the identity tokens through this
+  processor's own ``to_k_ip`` / ``to_v_ip`` (no bias, no mask);
+* optionally the identity result is multiplied by a region mask (InstantID's
+  ``enhance_face_region``), then ``hidden = text + scale * identity`` before ``to_out``.
+
+Self-attention layers keep their processors: identity tokens only enter cross-attention.
+
+Reusable by every IP-Adapter flavour (InstantID 16 tokens, FaceID 4, Portrait 80): give
+``num_tokens`` and ``scale``; subclass and override :meth:`IPAttnProcessor.project_query` /
+``project_text`` hooks if a flavour needs LoRA on the base projections.
+
+Checkpoint indices: the official loaders build ``ModuleList(unet.attn_processors.values())``
+and load ``"<i>.to_k_ip.weight"`` into it, so ``<i>`` counts **every** processor of the UNet
+in ``attn_processors`` order, self-attention ones included (SDXL: 1, 3, 5, ...).
+:func:`cross_attention_layers` yields exactly those indices.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def is_cross_attention_name(name: str) -> bool:
+    """The official rule: a processor is a cross-attention one unless its name ends in
+    ``attn1.processor`` (``attn1`` is the self-attention of every transformer block)."""
+    return not name.endswith("attn1.processor")
+
+
+@dataclass(frozen=True)
+class CrossAttentionLayer:
+    """One cross-attention layer of a UNet as the official checkpoints index it."""
+
+    index: int  # position in unet.attn_processors (self-attention included)
+    name: str  # the processor name, e.g. "mid_block.attentions.0.transformer_blocks.0.attn2.processor"
+    hidden_size: int  # width of the layer's query (out_features of to_k_ip / to_v_ip)
+    cross_attention_dim: int  # width of the encoder states (in_features of to_k_ip / to_v_ip)
+
+
+def cross_attention_layers(unet: Any) -> list[CrossAttentionLayer]:
+    """The UNet's cross-attention layers with their official checkpoint index and sizes.
+
+    Sizes are read from the layer itself (``to_q.out_features``, ``to_k.in_features``), which
+    equals the official ``block_out_channels`` rule for SD1.5 and SDXL UNets.
+    """
+    out: list[CrossAttentionLayer] = []
+    for index, name in enumerate(unet.attn_processors.keys()):
+        if not is_cross_attention_name(name):
+            continue
+        attn = unet.get_submodule(name[: -len(".processor")])
+        out.append(
+            CrossAttentionLayer(
+                index=index,
+                name=name,
+                hidden_size=int(attn.to_q.out_features),
+                cross_attention_dim=int(attn.to_k.in_features),
+            )
+        )
+    return out
+
+
+def region_mask_for_sequence(region_mask: torch.Tensor, seq_len: int) -> torch.Tensor:
+    """Resample an image-resolution mask ``(H, W)`` to a layer's token grid, as ``(1, seq_len, 1)``.
+
+    Same computation as the official region control: ``ratio = sqrt(H*W / seq_len)`` and
+    nearest-neighbour interpolation with ``scale_factor = 1 / ratio``. When the float ratio
+    does not land on a whole grid (sizes not multiples of the UNet's stride), the grid size is
+    taken by rounding instead of failing.
+    """
+    h, w = region_mask.shape[-2:]
+    ratio = (h * w / seq_len) ** 0.5
+    mask = F.interpolate(region_mask[None, None], scale_factor=1 / ratio, mode="nearest")
+    if mask.numel() != seq_len:
+        mask = F.interpolate(region_mask[None, None], size=(round(h / ratio), round(w / ratio)), mode="nearest")
+    if mask.numel() != seq_len:
+        raise ValueError(f"region mask {h}x{w} cannot be mapped onto {seq_len} attention tokens")
+    return mask.reshape([1, -1, 1])
+
+
+class IPAttnProcessor(nn.Module):
+    """Decoupled cross-attention for IP-Adapter-style identity tokens.
+
+    Args:
+        hidden_size: width of the layer's attention (``to_q.out_features``).
+        cross_attention_dim: width of the encoder states (``to_k.in_features``).
+        num_tokens: how many trailing encoder tokens are identity tokens.
+        scale: weight of the identity attention (``set_scale`` on the adapter changes it).
+
+    Attributes:
+        region_mask: ``None`` or a float ``(H, W)`` tensor at output-image resolution with
+            values in [0, 1]; the identity attention output is multiplied by it (resampled to
+            each layer's token grid), so identity acts only where the mask is non-zero.
+    """
+
+    def __init__(self, hidden_size: int, cross_attention_dim: int, num_tokens: int = 4, scale: float = 1.0):
+        super().__init__()
+        self.hidden_size = int(hidden_size)
+        self.cross_attention_dim = int(cross_attention_dim)
+        self.num_tokens = int(num_tokens)
+        self.scale = float(scale)
+        self.region_mask: torch.Tensor | None = None
+        self.to_k_ip = nn.Linear(self.cross_attention_dim, self.hidden_size, bias=False)
+        self.to_v_ip = nn.Linear(self.cross_attention_dim, self.hidden_size, bias=False)
+
+    def extra_repr(self) -> str:
+        return f"hidden_size={self.hidden_size}, cross_attention_dim={self.cross_attention_dim}, num_tokens={self.num_tokens}, scale={self.scale}"
+
+    # Hooks for flavours that modify the base projections (e.g. LoRA). Default: the layer's own.
+    def project_query(self, attn: Any, hidden_states: torch.Tensor) -> torch.Tensor:
+        return attn.to_q(hidden_states)
+
+    def project_key_value(self, attn: Any, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return attn.to_k(states), attn.to_v(states)
+
+    def project_out(self, attn: Any, hidden_states: torch.Tensor) -> torch.Tensor:
+        return attn.to_out[1](attn.to_out[0](hidden_states))
+
+    def forward(
+        self,
+        attn: Any,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        temb: torch.Tensor | None = None,
+        **_: Any,
+    ) -> torch.Tensor:
+        residual = hidden_states
+        if attn.spatial_norm is not None:
+            hidden_states = attn.spatial_norm(hidden_states, temb)
+
+        input_ndim = hidden_states.ndim
+        if input_ndim == 4:
+            batch_size, channel, height, width = hidden_states.shape
+            hidden_states = hidden_states.view(batch_size, channel, height * width).transpose(1, 2)
+
+        batch_size, sequence_length, _ = (
+            hidden_states.shape if encoder_hidden_states is None else encoder_hidden_states.shape
+        )
+        if attention_mask is not None:
+            attention_mask = attn.prepare_attention_mask(attention_mask, sequence_length, batch_size)
+            attention_mask = attention_mask.view(batch_size, attn.heads, -1, attention_mask.shape[-1])
+
+        if attn.group_norm is not None:
+            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+
+        query = self.project_query(attn, hidden_states)
+
+        ip_tokens: torch.Tensor | None = None
+        if encoder_hidden_states is None:
+            encoder_hidden_states = hidden_states
+        else:
+            if encoder_hidden_states.shape[1] <= self.num_tokens:
+                raise ValueError(
+                    f"cross-attention got {encoder_hidden_states.shape[1]} encoder tokens but expects text tokens "
+                    f"followed by {self.num_tokens} identity tokens"
+                )
+            end = encoder_hidden_states.shape[1] - self.num_tokens
+            encoder_hidden_states, ip_tokens = encoder_hidden_states[:, :end, :], encoder_hidden_states[:, end:, :]
+            if attn.norm_cross:
+                encoder_hidden_states = attn.norm_encoder_hidden_states(encoder_hidden_states)
+
+        key, value = self.project_key_value(attn, encoder_hidden_states)
+        head_dim = key.shape[-1] // attn.heads
+
+        query = query.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
+        key = key.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
+        value = value.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
+
+        hidden_states = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, dropout_p=0.0, is_causal=False)
+        hidden_states = hidden_states.transpose(1, 2).reshape(batch_size, -1, attn.heads * head_dim)
+        hidden_states = hidden_states.to(query.dtype)
+
+        # A zero scale adds exactly nothing (0 * finite == 0): skip the identity branch.
+        if ip_tokens is not None and self.scale != 0.0:
+            ip_hidden = self.identity_attention(attn, query, ip_tokens, batch_size, head_dim)
+            if self.region_mask is not None:
+                mask = region_mask_for_sequence(self.region_mask, query.shape[-2])
+                ip_hidden = ip_hidden * mask.to(device=ip_hidden.device, dtype=ip_hidden.dtype)
+            hidden_states = hidden_states + self.scale * ip_hidden
+
+        hidden_states = self.project_out(attn, hidden_states)
+
+        if input_ndim == 4:
+            hidden_states = hidden_states.transpose(-1, -2).reshape(batch_size, channel, height, width)
+        if attn.residual_connection:
+            hidden_states = hidden_states + residual
+        hidden_states = hidden_states / attn.rescale_output_factor
+        return hidden_states
+
+    def identity_attention(
+        self, attn: Any, query: torch.Tensor, ip_tokens: torch.Tensor, batch_size: int, head_dim: int
+    ) -> torch.Tensor:
+        """Attention of the (already head-split) query over the identity tokens, ``(B, L, C)``."""
+        ip_key = self.to_k_ip(ip_tokens).view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
+        ip_value = self.to_v_ip(ip_tokens).view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
+        ip_hidden = F.scaled_dot_product_attention(query, ip_key, ip_value, attn_mask=None, dropout_p=0.0, is_causal=False)
+        ip_hidden = ip_hidden.transpose(1, 2).reshape(batch_size, -1, attn.heads * head_dim)
+        return ip_hidden.to(query.dtype)
+
+
+def install_processors(unet: Any, new: dict[str, Any]) -> dict[str, Any]:
+    """Replace some of the UNet's attention processors; return the originals of every layer.
+
+    Base weights are untouched: processors are separate modules. Pass the returned dict to
+    :func:`restore_processors` to put the UNet back exactly as it was.
+    """
+    originals = dict(unet.attn_processors)
+    unknown = sorted(set(new) - set(originals))
+    if unknown:
+        raise KeyError(f"the UNet has no attention processor named {unknown[0]!r}")
+    merged = {name: new.get(name, proc) for name, proc in originals.items()}
+    unet.set_attn_processor(merged)
+    return originals
+
+
+def restore_processors(unet: Any, originals: dict[str, Any]) -> None:
+    """Put back the processors :func:`install_processors` returned (drops the added modules)."""
+    unet.set_attn_processor(dict(originals))
+
+
+def iter_ip_processors(unet: Any) -> Iterator[IPAttnProcessor]:
+    """Every :class:`IPAttnProcessor` (or subclass) installed on the UNet."""
+    for proc in unet.attn_processors.values():
+        if isinstance(proc, IPAttnProcessor):
+            yield proc
