@@ -52,6 +52,18 @@ class Settings(BaseSettings):
     rate_limit_per_minute: int = Field(default=60, ge=0)
     job_lease_seconds: float = Field(default=60.0, gt=0)
     webhook_secret: str | None = None
+    # Service (issue 5): queue, limits and URL inputs.
+    max_steps: int = Field(default=100, ge=1, le=100, description="Highest num_inference_steps the API accepts.")
+    max_queue_size: int = Field(default=1000, ge=1, description="Queued jobs beyond this answer 503.")
+    job_max_attempts: int = Field(default=3, ge=1, description="Leases of one job before it fails as crashing its worker.")
+    workers: int = Field(default=1, ge=1, description="Worker threads (one per device); each gets its own engine.")
+    sync_timeout_seconds: float = Field(default=300.0, gt=0, description="Start deadline of synchronous requests (504 past it).")
+    sse_keepalive_seconds: float = Field(default=15.0, gt=0)
+    webhook_max_attempts: int = Field(default=5, ge=1)
+    url_fetch_timeout: float = Field(default=10.0, gt=0, description="Seconds for each URL input (connect, read and whole transfer).")
+    allow_private_urls: bool = Field(default=False, description="Let URL inputs and webhooks reach loopback/private addresses (tests only).")
+    api_model_names: list[str] = Field(default_factory=list, description="model_name values HTTP clients may ask for; empty: none.")
+    engine_factory: str | None = Field(default=None, description="'module:function' building the engine for `faceanchor serve`.")
 
     @field_validator("home", "insightface_root", mode="after")
     @classmethod

@@ -1,0 +1,1 @@
+"""Persistence: the SQLite database (jobs, keys, characters) and content-addressed files."""

@@ -1,0 +1,364 @@
+"""The durable job table and every state change a job can go through.
+
+A job moves IN_QUEUE → IN_PROGRESS → COMPLETED | FAILED | CANCELLED. A worker *claims* a job by
+taking a lease (``lease_owner`` + ``lease_expires_at``) and keeps it alive with heartbeats; a job
+whose lease expired (its worker died) is claimed again. Every terminal write is conditional on
+the writer still owning the lease and the job still being IN_PROGRESS, so however many workers
+ran a job, clients see exactly one outcome. All changes run in ``BEGIN IMMEDIATE``
+transactions (see :mod:`faceanchor.store.db`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from sqlalchemy import Boolean, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint, and_, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Mapped, mapped_column
+
+from faceanchor.errors import FaceAnchorError
+from faceanchor.store.db import Base, Database
+from faceanchor.types import JobStatus
+
+Q, P, C, F, X = (JobStatus.IN_QUEUE.value, JobStatus.IN_PROGRESS.value, JobStatus.COMPLETED.value,
+                 JobStatus.FAILED.value, JobStatus.CANCELLED.value)
+
+
+class IdempotencyConflict(FaceAnchorError):
+    """The same Idempotency-Key was sent with a different request."""
+
+    http_status = 422
+    type = "idempotency_conflict"
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+    __table_args__ = (
+        UniqueConstraint("key_id", "idempotency_key", name="uq_jobs_idempotency"),
+        Index("ix_jobs_status_created", "status", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    app: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), default=Q)
+    request_json: Mapped[str] = mapped_column(Text)
+    request_sha256: Mapped[str] = mapped_column(String(64), default="")
+    result_json: Mapped[str | None] = mapped_column(Text, nullable=True)
+    error_json: Mapped[str | None] = mapped_column(Text, nullable=True)
+    progress_json: Mapped[str | None] = mapped_column(Text, nullable=True)
+    key_id: Mapped[str] = mapped_column(String(32), default="")
+    idempotency_key: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    webhook_url: Mapped[str | None] = mapped_column(Text, nullable=True)
+    webhook_state: Mapped[str | None] = mapped_column(String(16), nullable=True)  # pending/delivered/failed
+    webhook_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    lease_owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    lease_expires_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    heartbeat_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    start_deadline: Mapped[float | None] = mapped_column(Float, nullable=True)
+    created_at: Mapped[float] = mapped_column(Float)
+    started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class JobLog(Base):
+    __tablename__ = "job_logs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(String(32), ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    at: Mapped[float] = mapped_column(Float)
+    message: Mapped[str] = mapped_column(Text)
+
+
+@dataclass(frozen=True)
+class JobView:
+    """A read-only snapshot of one job."""
+
+    id: str
+    app: str
+    status: JobStatus
+    request: dict[str, Any]
+    result: dict[str, Any] | None
+    error: dict[str, Any] | None
+    progress: dict[str, Any] | None
+    key_id: str
+    idempotency_key: str | None
+    webhook_url: str | None
+    webhook_state: str | None
+    webhook_attempts: int
+    lease_owner: str | None
+    lease_expires_at: float | None
+    attempts: int
+    cancel_requested: bool
+    start_deadline: float | None
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    queue_position: int | None = None
+    logs: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _loads(text: str | None) -> Any:
+    return json.loads(text) if text else None
+
+
+def _view(row: Job, position: int | None = None) -> JobView:
+    return JobView(
+        id=row.id, app=row.app, status=JobStatus(row.status), request=json.loads(row.request_json),
+        result=_loads(row.result_json), error=_loads(row.error_json), progress=_loads(row.progress_json),
+        key_id=row.key_id, idempotency_key=row.idempotency_key, webhook_url=row.webhook_url,
+        webhook_state=row.webhook_state, webhook_attempts=row.webhook_attempts, lease_owner=row.lease_owner,
+        lease_expires_at=row.lease_expires_at, attempts=row.attempts, cancel_requested=bool(row.cancel_requested),
+        start_deadline=row.start_deadline, created_at=row.created_at, started_at=row.started_at,
+        finished_at=row.finished_at, queue_position=position,
+    )
+
+
+def error_dict(type_: str, message: str, status: int) -> dict[str, Any]:
+    return {"type": type_, "message": message, "status": status}
+
+
+DEADLINE_ERROR = error_dict("deadline_exceeded", "the job did not start before its start deadline", 504)
+
+
+class CancelOutcome:
+    REQUESTED = "CANCELLATION_REQUESTED"
+    ALREADY_COMPLETED = "ALREADY_COMPLETED"
+
+
+class JobStore:
+    """Every read and conditional write of the job table."""
+
+    def __init__(self, db: Database, clock=time.time):  # noqa: ANN001
+        self.db = db
+        self.clock = clock
+
+    # ------------------------------------------------------------------ submit and read
+
+    def submit(
+        self,
+        app: str,
+        request: dict[str, Any],
+        *,
+        key_id: str = "",
+        idempotency_key: str | None = None,
+        request_sha256: str = "",
+        webhook_url: str | None = None,
+        start_deadline: float | None = None,
+    ) -> tuple[JobView, bool]:
+        """Insert a queued job; return ``(job, created)``. A repeated idempotency key returns the
+        existing job (``created`` false), or raises :class:`IdempotencyConflict` if the request differs."""
+        if idempotency_key is not None:
+            existing = self._by_idempotency(key_id, idempotency_key, request_sha256)
+            if existing is not None:
+                return existing, False
+        now = self.clock()
+        row = Job(
+            id=uuid.uuid4().hex, app=app, status=Q, request_json=json.dumps(request, sort_keys=True),
+            request_sha256=request_sha256, key_id=key_id, idempotency_key=idempotency_key,
+            webhook_url=webhook_url, webhook_state="pending" if webhook_url else None, webhook_attempts=0,
+            attempts=0, cancel_requested=False, start_deadline=start_deadline, created_at=now,
+        )
+        try:
+            with self.db.write() as s:
+                s.add(row)
+        except IntegrityError:
+            if idempotency_key is None:
+                raise
+            existing = self._by_idempotency(key_id, idempotency_key, request_sha256)
+            if existing is None:
+                raise
+            return existing, False
+        return _view(row, position=None), True
+
+    def _by_idempotency(self, key_id: str, idem: str, request_sha256: str) -> JobView | None:
+        with self.db.read() as s:
+            row = s.scalar(select(Job).where(Job.key_id == key_id, Job.idempotency_key == idem))
+            if row is None:
+                return None
+            if row.request_sha256 != request_sha256:
+                raise IdempotencyConflict("this Idempotency-Key was already used with a different request")
+            return _view(row)
+
+    def get(self, job_id: str, *, with_logs: bool = False) -> JobView | None:
+        with self.db.read() as s:
+            row = s.get(Job, job_id)
+            if row is None:
+                return None
+            position = self._position(s, row) if row.status == Q else None
+            view = _view(row, position)
+            if with_logs:
+                logs = s.scalars(select(JobLog).where(JobLog.job_id == job_id).order_by(JobLog.id))
+                view = _replace_logs(view, [{"timestamp": lg.at, "message": lg.message} for lg in logs])
+            return view
+
+    def _position(self, s, row: Job) -> int:  # noqa: ANN001
+        ahead = s.scalar(
+            select(func.count()).select_from(Job).where(
+                Job.status == Q,
+                or_(Job.created_at < row.created_at, and_(Job.created_at == row.created_at, Job.id < row.id)),
+            )
+        )
+        return int(ahead or 0)
+
+    def counts(self) -> dict[str, int]:
+        with self.db.read() as s:
+            rows = s.execute(select(Job.status, func.count()).group_by(Job.status)).all()
+        out = {st.value: 0 for st in JobStatus}
+        out.update({status: int(n) for status, n in rows})
+        return out
+
+    def queue_depth(self) -> int:
+        with self.db.read() as s:
+            return int(s.scalar(select(func.count()).select_from(Job).where(Job.status == Q)) or 0)
+
+    # ------------------------------------------------------------------ worker side
+
+    def claim(self, owner: str, lease_seconds: float, *, max_attempts: int = 3, apps: Iterable[str] | None = None) -> JobView | None:
+        """Lease the oldest runnable job (queued, or in progress with an expired lease)."""
+        apps = list(apps) if apps is not None else None
+        while True:
+            now = self.clock()
+            with self.db.write() as s:
+                s.execute(
+                    update(Job)
+                    .where(Job.status == Q, Job.start_deadline.is_not(None), Job.start_deadline < now)
+                    .values(status=F, error_json=json.dumps(DEADLINE_ERROR), finished_at=now)
+                )
+                runnable = or_(Job.status == Q, and_(Job.status == P, Job.lease_expires_at < now))
+                stmt = select(Job).where(runnable)
+                if apps is not None:
+                    stmt = stmt.where(Job.app.in_(apps))
+                row = s.scalar(stmt.order_by(Job.created_at, Job.id).limit(1))
+                if row is None:
+                    return None
+                if row.status == P and row.cancel_requested:
+                    row.status, row.finished_at, row.lease_owner = X, now, None
+                    row.error_json = json.dumps(error_dict("cancelled", "the job was cancelled", 409))
+                    continue
+                if row.attempts >= max_attempts:
+                    row.status, row.finished_at, row.lease_owner = F, now, None
+                    row.error_json = json.dumps(error_dict(
+                        "worker_crashed", f"the job stopped its worker {row.attempts} times and was given up", 500))
+                    continue
+                row.status = P
+                row.lease_owner = owner
+                row.lease_expires_at = now + lease_seconds
+                row.heartbeat_at = now
+                row.attempts += 1
+                if row.started_at is None:
+                    row.started_at = now
+                s.flush()
+                return _view(row)
+
+    def heartbeat(
+        self,
+        job_id: str,
+        owner: str,
+        lease_seconds: float,
+        *,
+        progress: dict[str, Any] | None = None,
+        logs: list[tuple[float, str]] = (),  # type: ignore[assignment]
+    ) -> tuple[bool, bool]:
+        """Extend the lease (and record progress/logs); return ``(still_owner, cancel_requested)``."""
+        now = self.clock()
+        with self.db.write() as s:
+            values: dict[str, Any] = {"lease_expires_at": now + lease_seconds, "heartbeat_at": now}
+            if progress is not None:
+                values["progress_json"] = json.dumps(progress)
+            res = s.execute(update(Job).where(Job.id == job_id, Job.lease_owner == owner, Job.status == P).values(**values))
+            owned = res.rowcount == 1
+            if owned and logs:
+                s.add_all([JobLog(job_id=job_id, at=at, message=msg) for at, msg in logs])
+            cancel = bool(s.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
+        return owned, cancel
+
+    def is_cancel_requested(self, job_id: str) -> bool:
+        with self.db.read() as s:
+            return bool(s.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
+
+    def _finish(self, job_id: str, owner: str, **values: Any) -> bool:
+        now = self.clock()
+        with self.db.write() as s:
+            res = s.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.lease_owner == owner, Job.status == P)
+                .values(finished_at=now, lease_expires_at=None, **values)
+            )
+            return res.rowcount == 1
+
+    def complete(self, job_id: str, owner: str, result: dict[str, Any]) -> bool:
+        """Record the result if ``owner`` still holds the job; ``False`` means another run won."""
+        return self._finish(job_id, owner, status=C, result_json=json.dumps(result))
+
+    def fail(self, job_id: str, owner: str, error: dict[str, Any]) -> bool:
+        return self._finish(job_id, owner, status=F, error_json=json.dumps(error))
+
+    def finish_cancelled(self, job_id: str, owner: str) -> bool:
+        return self._finish(job_id, owner, status=X, error_json=json.dumps(error_dict("cancelled", "the job was cancelled", 409)))
+
+    def release(self, job_id: str, owner: str) -> bool:
+        """Give a running job back to the queue (graceful shutdown); attempts are refunded."""
+        with self.db.write() as s:
+            res = s.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.lease_owner == owner, Job.status == P)
+                .values(status=Q, lease_owner=None, lease_expires_at=None, attempts=Job.attempts - 1)
+            )
+            return res.rowcount == 1
+
+    def append_logs(self, job_id: str, logs: list[tuple[float, str]]) -> None:
+        if logs:
+            with self.db.write() as s:
+                s.add_all([JobLog(job_id=job_id, at=at, message=msg) for at, msg in logs])
+
+    # ------------------------------------------------------------------ client side
+
+    def request_cancel(self, job_id: str) -> str | None:
+        """Cancel a queued job now, flag a running one; ``None`` if there is no such job."""
+        now = self.clock()
+        with self.db.write() as s:
+            row = s.get(Job, job_id)
+            if row is None:
+                return None
+            if JobStatus(row.status).finished:
+                return CancelOutcome.ALREADY_COMPLETED
+            row.cancel_requested = True
+            if row.status == Q:
+                row.status, row.finished_at = X, now
+                row.error_json = json.dumps(error_dict("cancelled", "the job was cancelled before it started", 409))
+            return CancelOutcome.REQUESTED
+
+    def expire_deadline(self, job_id: str) -> None:
+        """Fail a still-queued job whose start deadline passed (so clients see 504 promptly)."""
+        now = self.clock()
+        with self.db.write() as s:
+            s.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.status == Q, Job.start_deadline.is_not(None), Job.start_deadline < now)
+                .values(status=F, error_json=json.dumps(DEADLINE_ERROR), finished_at=now)
+            )
+
+    # ------------------------------------------------------------------ webhooks
+
+    def pending_webhooks(self) -> list[JobView]:
+        with self.db.read() as s:
+            rows = s.scalars(
+                select(Job).where(Job.webhook_state == "pending", Job.status.in_([C, F, X])).order_by(Job.finished_at)
+            )
+            return [_view(r) for r in rows]
+
+    def mark_webhook(self, job_id: str, state: str, attempts: int) -> None:
+        with self.db.write() as s:
+            s.execute(update(Job).where(Job.id == job_id).values(webhook_state=state, webhook_attempts=attempts))
+
+
+def _replace_logs(view: JobView, logs: list[dict[str, Any]]) -> JobView:
+    from dataclasses import replace
+
+    return replace(view, logs=logs)

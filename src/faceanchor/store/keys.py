@@ -1,0 +1,124 @@
+"""API keys, stored hashed.
+
+A key reads ``fa_<id>_<secret>``: ``id`` (12 hex digits) is the public prefix by which the row is
+found, and only the sha256 of the whole key is stored. A key is shown once, when created.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+import time
+from dataclasses import dataclass
+
+from sqlalchemy import Float, Integer, String, select
+from sqlalchemy.orm import Mapped, mapped_column
+
+from faceanchor.store.db import Base, Database
+
+_KEY = re.compile(r"^fa_(?P<id>[0-9a-f]{12})_(?P<secret>[A-Za-z0-9_-]{20,100})$")
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(12), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    key_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[float] = mapped_column(Float)
+    revoked_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    rate_limit_per_minute: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    id: str
+    name: str
+    created_at: float
+    revoked_at: float | None
+    rate_limit_per_minute: int | None
+
+    @property
+    def revoked(self) -> bool:
+        return self.revoked_at is not None
+
+    def to_dict(self) -> dict:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "created_at": self.created_at,
+            "revoked": self.revoked,
+            "revoked_at": self.revoked_at,
+            "rate_limit_per_minute": self.rate_limit_per_minute,
+        }
+
+
+class KeyCheck:
+    """Outcomes of :meth:`KeyStore.verify`."""
+
+    OK = "ok"
+    UNKNOWN = "unknown"  # malformed, no such id, or wrong secret
+    REVOKED = "revoked"
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def _info(row: ApiKey) -> KeyInfo:
+    return KeyInfo(row.id, row.name, row.created_at, row.revoked_at, row.rate_limit_per_minute)
+
+
+class KeyStore:
+    def __init__(self, db: Database):
+        self.db = db
+
+    def create(self, name: str = "", rate_limit_per_minute: int | None = None) -> tuple[str, KeyInfo]:
+        """Make a key; return ``(the key in clear, its info)``. The clear key is not kept."""
+        with self.db.write() as s:
+            while True:
+                key_id = secrets.token_hex(6)
+                if s.get(ApiKey, key_id) is None:
+                    break
+            key = f"fa_{key_id}_{secrets.token_urlsafe(32)}"
+            row = ApiKey(id=key_id, name=name, key_hash=hash_key(key), created_at=time.time(),
+                         rate_limit_per_minute=rate_limit_per_minute)
+            s.add(row)
+            s.flush()
+            return key, _info(row)
+
+    def list(self) -> list[KeyInfo]:
+        with self.db.read() as s:
+            return [_info(r) for r in s.scalars(select(ApiKey).order_by(ApiKey.created_at))]
+
+    def get(self, key_id: str) -> KeyInfo | None:
+        with self.db.read() as s:
+            row = s.get(ApiKey, key_id)
+            return _info(row) if row else None
+
+    def revoke(self, key_id: str) -> bool:
+        """Revoke by id (or by the whole key); ``False`` if no such key."""
+        m = _KEY.match(key_id)
+        if m:
+            key_id = m.group("id")
+        with self.db.write() as s:
+            row = s.get(ApiKey, key_id)
+            if row is None:
+                return False
+            if row.revoked_at is None:
+                row.revoked_at = time.time()
+            return True
+
+    def verify(self, key: str) -> tuple[str, KeyInfo | None]:
+        """Check a presented key: ``(KeyCheck.OK | UNKNOWN | REVOKED, info)``."""
+        m = _KEY.match(key.strip())
+        if not m:
+            return KeyCheck.UNKNOWN, None
+        with self.db.read() as s:
+            row = s.get(ApiKey, m.group("id"))
+            if row is None or not hmac.compare_digest(row.key_hash, hash_key(key.strip())):
+                return KeyCheck.UNKNOWN, None
+            info = _info(row)
+        return (KeyCheck.REVOKED if info.revoked else KeyCheck.OK), info
