@@ -1,0 +1,1 @@
+"""Control images for the extra ControlNets: canny, pose, depth."""

@@ -1,0 +1,1 @@
+"""Model registry, resolution of model references into local files, and dummy weights."""

@@ -1,0 +1,1 @@
+"""Style presets (data) and the pure apply_style."""
