@@ -1,0 +1,231 @@
+"""``FaceAnalyzer``: one pack's detector + encoder, composed like InsightFace's FaceAnalysis.
+
+``FaceAnalyzer(settings, pack=...)`` only records what to load; ``prepare()`` finds the pack
+and loads its models; ``get(image)`` returns every face, largest first, each with its
+embedding (raw) and quality report. When a detector finds nothing it tries again at other
+scales before giving up: SCRFD at det sizes 640 → 320 → 160 and on a padded image (faces
+filling the frame), dlib with more upsampling (small faces) and on a padded, downscaled image.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from faceanchor.errors import InvalidInputError, NoFaceError
+from faceanchor.face.choose import choose_face, sort_faces
+from faceanchor.face.quality import assess_quality
+from faceanchor.face.similarity import Verdict, compare_embeddings, space_info
+from faceanchor.imageio import ImageLimits, load_image
+from faceanchor.types import Face
+
+PAD_FRACTION = 0.3  # border added on every side for faces that fill the frame
+
+
+def _pad(rgb: np.ndarray, frac: float) -> tuple[np.ndarray, int, int]:
+    h, w = rgb.shape[:2]
+    py, px = int(round(h * frac)), int(round(w * frac))
+    out = np.zeros((h + 2 * py, w + 2 * px, 3), dtype=np.uint8)
+    out[py : py + h, px : px + w] = rgb
+    return out, px, py
+
+
+def _shift(faces: list[Face], dx: float, dy: float, scale: float, w: int, h: int) -> list[Face]:
+    """Map faces found on a padded/resized copy back to the original image."""
+    out = []
+    for f in faces:
+        bbox = f.bbox / scale - np.array([dx, dy, dx, dy], dtype=np.float32)
+        bbox = np.clip(bbox, 0, [w, h, w, h]).astype(np.float32)
+        kps = f.kps / scale - np.array([dx, dy], dtype=np.float32)
+        if bbox[2] - bbox[0] < 2 or bbox[3] - bbox[1] < 2:
+            continue
+        out.append(f.with_(bbox=bbox, kps=kps))
+    return out
+
+
+class FaceAnalyzer:
+    """Detect, embed and assess faces with one face pack.
+
+    ``pack``: ``dlib`` (default from ``settings.face_pack``), ``antelopev2``, ``buffalo_l`` or
+    the name of any directory holding an SCRFD + ArcFace pair. ``detector``: ``auto`` (HOG
+    for dlib, SCRFD for ONNX packs), ``hog`` or ``cnn`` (dlib's MMOD).
+    """
+
+    def __init__(
+        self,
+        settings: Any,
+        pack: str | None = None,
+        *,
+        detector: str = "auto",
+        det_size: int | None = None,
+        det_thresh: float = 0.5,
+        providers: list[str] | None = None,
+        retry_scales: bool = True,
+    ):
+        self.settings = settings
+        self.pack = pack or getattr(settings, "face_pack", "dlib") or "dlib"
+        if detector not in ("auto", "hog", "cnn", "scrfd"):
+            raise InvalidInputError(f"detector {detector!r} is unknown; use auto, hog, cnn or scrfd")
+        if self.pack == "dlib" and detector == "scrfd":
+            raise InvalidInputError("the dlib pack has no SCRFD detector; use --detector hog or cnn")
+        if self.pack != "dlib" and detector in ("hog", "cnn"):
+            raise InvalidInputError(f"the {self.pack} pack detects with SCRFD; --detector {detector} is for the dlib pack")
+        self.detector_kind = ("hog" if self.pack == "dlib" else "scrfd") if detector == "auto" else detector
+        self.det_size = int(det_size or getattr(settings, "det_size", 640))
+        self.det_thresh = det_thresh
+        self.providers = providers or ["CPUExecutionProvider"]
+        self.retry_scales = retry_scales
+        self.limits = ImageLimits.from_settings(settings) if hasattr(settings, "max_image_bytes") else ImageLimits()
+        self.detector: Any = None
+        self.encoder: Any = None
+        self.model_files: dict[str, str] = {}
+
+    # ------------------------------------------------------------------ loading
+
+    @property
+    def prepared(self) -> bool:
+        return self.encoder is not None
+
+    def prepare(self) -> "FaceAnalyzer":
+        """Find the pack and load its models (idempotent). Raises ModelNotFoundError."""
+        if self.prepared:
+            return self
+        if self.pack == "dlib":
+            from faceanchor.face.detect_dlib import DlibDetector
+            from faceanchor.face.encode_dlib import DlibEncoder
+            from faceanchor.face.packs import find_dlib_pack
+
+            p = find_dlib_pack(self.settings, need_cnn=self.detector_kind == "cnn")
+            self.detector = DlibDetector(p.landmarks, mode=self.detector_kind, cnn_path=p.cnn).prepare()
+            self.encoder = DlibEncoder(p.landmarks, p.recognition).prepare()
+            self.model_files = {"detector": self.detector_kind, "landmarks": str(p.landmarks), "recognizer": str(p.recognition)}
+        else:
+            from faceanchor.face.detect_scrfd import ScrfdDetector
+            from faceanchor.face.encode_arcface import ArcFaceEncoder
+            from faceanchor.face.packs import find_insightface_pack, open_onnx_pack
+
+            files = find_insightface_pack(self.settings, self.pack)
+            det_path, det_sess, rec_path, rec_sess = open_onnx_pack(files, self.providers)
+            self.detector = ScrfdDetector(det_path, det_size=self.det_size, det_thresh=self.det_thresh, providers=self.providers, session=det_sess)
+            self.encoder = ArcFaceEncoder(rec_path, space=self.pack, providers=self.providers, session=rec_sess)
+            from faceanchor.face.encode_arcface import graph_normalises_itself
+
+            if graph_normalises_itself(rec_path):
+                self.encoder.input_mean, self.encoder.input_std = 0.0, 1.0
+            self.encoder.prepare()
+            self.model_files = {"detector": str(det_path), "recognizer": str(rec_path)}
+        return self
+
+    # ------------------------------------------------------------------ facts
+
+    @property
+    def space(self) -> str:
+        return "dlib" if self.pack == "dlib" else self.pack
+
+    @property
+    def dim(self) -> int:
+        if self.encoder is not None:
+            return int(self.encoder.dim)
+        return space_info(self.space).dim
+
+    @property
+    def metric(self) -> str:
+        return space_info(self.space, self.dim).metric
+
+    @property
+    def threshold(self) -> float:
+        return space_info(self.space, self.dim).threshold
+
+    # ------------------------------------------------------------------ work
+
+    def load(self, source: Any, name: str | None = None) -> Image.Image:
+        """Decode an untrusted image with the settings' limits."""
+        return load_image(source, self.limits, name=name)
+
+    def _rgb(self, image: Any, name: str | None = None) -> np.ndarray:
+        if isinstance(image, np.ndarray) and image.ndim == 3 and image.dtype == np.uint8 and image.shape[2] == 3:
+            return np.ascontiguousarray(image)
+        return np.asarray(self.load(image, name=name), dtype=np.uint8)
+
+    def _attempts(self, rgb: np.ndarray) -> list[tuple[str, Any]]:
+        h, w = rgb.shape[:2]
+        if self.detector_kind == "scrfd":
+            sizes = [self.det_size] + [s for s in (320, 160) if s < self.det_size]
+            tries: list[tuple[str, Any]] = [("size", s) for s in sizes]
+            tries.append(("pad", self.det_size))
+            if self.detector.fixed_input_size is None and max(h, w) > self.det_size:
+                tries.append(("size", min(2 * self.det_size, 1280 if max(h, w) <= 2560 else 1920)))
+            return tries
+        up = 0 if self.detector_kind == "cnn" and h * w > 1_000_000 else 1
+        tries = [("up", up)]
+        if h * w <= 1_500_000:
+            tries.append(("up", up + 1))
+        tries.append(("pad", 640))
+        return tries
+
+    def detect(self, image: Any, name: str | None = None) -> list[Face]:
+        """Faces (box, keypoints, score; no embedding), largest first; [] if none at any scale."""
+        self.prepare()
+        rgb = self._rgb(image, name)
+        h, w = rgb.shape[:2]
+        attempts = self._attempts(rgb)
+        if not self.retry_scales:
+            attempts = attempts[:1]
+        for kind, arg in attempts:
+            if kind == "size":
+                faces = self.detector.detect(rgb, det_size=arg)
+            elif kind == "up":
+                faces = self.detector.detect(rgb, upsample=arg)
+            else:  # pad, then shrink so the longer side is at most `arg`
+                import cv2
+
+                padded, px, py = _pad(rgb, PAD_FRACTION)
+                scale = min(1.0, arg / max(padded.shape[:2]))
+                if scale < 1.0:
+                    padded = cv2.resize(padded, (max(1, int(padded.shape[1] * scale)), max(1, int(padded.shape[0] * scale))), interpolation=cv2.INTER_AREA)
+                if self.detector_kind == "scrfd":
+                    found = self.detector.detect(padded, det_size=arg)
+                else:
+                    found = self.detector.detect(padded, upsample=1)
+                faces = _shift(found, px, py, scale, w, h)
+            if faces:
+                return sort_faces(faces)
+        return []
+
+    def embed(self, image: Any, face: Face, with_quality: bool = True) -> Face:
+        """``face`` with its embedding (raw), space and quality filled in."""
+        self.prepare()
+        rgb = self._rgb(image)
+        emb = self.encoder.encode(rgb, face)
+        quality = assess_quality(rgb, face) if with_quality else face.quality
+        return face.with_(embedding=emb, space=self.space, quality=quality)
+
+    def get(self, image: Any, max_num: int = 0, name: str | None = None) -> list[Face]:
+        """Every face, largest first, with embedding and quality ([] when none is found)."""
+        rgb = self._rgb(image, name)
+        faces = self.detect(rgb)
+        if max_num > 0:
+            faces = faces[:max_num]
+        return [self.embed(rgb, f) for f in faces]
+
+    def get_face(
+        self, image: Any, index: int | None = None, min_score: float | None = None, name: str | None = None
+    ) -> Face:
+        """One face (largest, or ``index`` in largest-first order) with its embedding.
+
+        Raises NoFaceError naming the image when no scale finds a face, FaceSelectionError
+        when the index or minimum score excludes every face.
+        """
+        label = name or (image if isinstance(image, str) and len(image) < 260 else "the image")
+        rgb = self._rgb(image, name)
+        faces = self.detect(rgb)
+        if not faces:
+            raise NoFaceError(f"no face found in {label} (also tried other scales)")
+        face = choose_face(faces, index=index, min_score=min_score, image_name=label)
+        return self.embed(rgb, face)
+
+    def compare(self, a: np.ndarray, b: np.ndarray) -> Verdict:
+        """Judge two embeddings of this analyzer's space."""
+        return compare_embeddings(a, b, self.space)
