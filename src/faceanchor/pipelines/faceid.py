@@ -1,0 +1,231 @@
+"""IP-Adapter-FaceID generation on one loaded SD1.5 or SDXL diffusers pipeline.
+
+:class:`FaceIDPipeline` wraps a ``StableDiffusionPipeline`` or ``StableDiffusionXLPipeline``
+and manages FaceID adapters on it: :meth:`~FaceIDPipeline.load` installs one method
+(unloading the previous one first), :meth:`~FaceIDPipeline.unload` restores the base
+pipeline exactly, :meth:`~FaceIDPipeline.generate` runs the reference's steps:
+
+1. CLIP features of the aligned face crop (Plus/PlusV2): ``hidden_states[-2]`` of the image
+   encoder on the preprocessed crop, and of ``zeros_like`` that pixel tensor for uncond.
+2. Identity tokens: the projection of the embedding(s) and of zeros (uncond).
+3. Prompt encoding by the diffusers pipeline (with CFG negatives), then
+   ``prompt_embeds = cat(text, id_tokens)`` and ``negative = cat(negative_text, uncond_tokens)``.
+4. Denoising by the diffusers pipeline, with progress and a cancel check after every step.
+
+Face detection, alignment (the 224 px ``norm_crop`` for CLIP) and embedding live in
+:mod:`faceanchor.face`; this module takes their results as tensors/images.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+
+from faceanchor.adapters.faceid import FACEID_EMBEDDING_SPACE, VARIANTS, FaceIDAdapter, get_variant
+from faceanchor.errors import Cancelled, InvalidInputError
+
+StepCallback = Callable[[int, int], None]
+CancelCheck = Callable[[], bool]
+
+
+def clip_image_processor_for(image_encoder: Any):
+    """A ``CLIPImageProcessor`` built locally for the encoder's input size (224 for ViT-H: the defaults)."""
+    from transformers import CLIPImageProcessor
+
+    size = int(image_encoder.config.image_size)
+    return CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
+
+
+class FaceIDPipeline:
+    """One SD1.5/SDXL base serving every FaceID method, one adapter installed at a time."""
+
+    def __init__(self, pipe: Any, image_encoder: Any | None = None, image_processor: Any | None = None):
+        from diffusers import StableDiffusionXLPipeline
+
+        self.pipe = pipe
+        self.family = "sdxl" if isinstance(pipe, StableDiffusionXLPipeline) else "sd15"
+        self.image_encoder = image_encoder
+        self.image_processor = image_processor
+        if image_encoder is not None and image_processor is None:
+            self.image_processor = clip_image_processor_for(image_encoder)
+        self.adapter: FaceIDAdapter | None = None
+
+    # ------------------------------------------------------------------ adapters
+
+    @property
+    def method(self) -> str | None:
+        return self.adapter.variant.method if self.adapter is not None else None
+
+    def load(
+        self,
+        method: str,
+        checkpoint: str | Path | Mapping[str, Mapping[str, torch.Tensor]] | None = None,
+        *,
+        id_dim: int = 512,
+        lora_rank: int = 128,
+        required_space: str | None = FACEID_EMBEDDING_SPACE,
+        seed: int | None = None,
+    ) -> FaceIDAdapter:
+        """Install ``method`` on the base: from an official checkpoint, or random weights when ``checkpoint`` is None.
+
+        Random weights (dummy/tiny runs) take ``id_dim``, ``lora_rank`` and ``seed`` and accept
+        any embedding space; checkpoint weights require ``required_space`` (buffalo_l).
+        """
+        variant = get_variant(method)
+        if variant.clip and self.image_encoder is None:
+            raise InvalidInputError(f"{method} needs a CLIP image encoder; build FaceIDPipeline with image_encoder=...")
+        self.unload()
+        unet = self.pipe.unet
+        clip_dim = int(self.image_encoder.config.hidden_size) if variant.clip else None
+        if checkpoint is None:
+            if seed is not None:
+                torch.manual_seed(seed)
+            adapter = FaceIDAdapter.build(unet, method, id_dim=id_dim, clip_dim=clip_dim, lora_rank=lora_rank)
+        else:
+            adapter = FaceIDAdapter.from_checkpoint(unet, method, checkpoint, clip_dim=clip_dim, required_space=required_space)
+        adapter.install()
+        self.adapter = adapter
+        return adapter
+
+    def use(self, adapter: FaceIDAdapter) -> None:
+        """Install an adapter built elsewhere for this pipeline's UNet (e.g. one kept in a cache)."""
+        if adapter.unet is not self.pipe.unet:
+            raise InvalidInputError("this FaceID adapter was built for another UNet")
+        self.unload()
+        adapter.install()
+        self.adapter = adapter
+
+    def unload(self) -> None:
+        """Remove the installed adapter; the base pipeline is then exactly as before."""
+        if self.adapter is not None:
+            self.adapter.unload()
+            self.adapter = None
+
+    # ------------------------------------------------------------------ steps
+
+    @torch.no_grad()
+    def encode_face_crop(self, face_image: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """CLIP penultimate hidden states of the crop, and of an all-zeros pixel tensor (uncond).
+
+        ``face_image``: a PIL image / HxWx3 uint8 array (preprocessed here) or an already
+        preprocessed ``(B, 3, S, S)`` pixel tensor.
+        """
+        if self.image_encoder is None:
+            raise InvalidInputError("no CLIP image encoder is loaded")
+        param = next(self.image_encoder.parameters())
+        if isinstance(face_image, torch.Tensor):
+            pixels = face_image if face_image.ndim == 4 else face_image[None]
+        else:
+            pixels = self.image_processor(images=face_image, return_tensors="pt").pixel_values
+        pixels = pixels.to(device=param.device, dtype=param.dtype)
+        cond = self.image_encoder(pixels, output_hidden_states=True).hidden_states[-2]
+        uncond = self.image_encoder(torch.zeros_like(pixels), output_hidden_states=True).hidden_states[-2]
+        return cond, uncond
+
+    def identity_tokens(
+        self,
+        face_embeds: torch.Tensor,
+        face_image: Any | None = None,
+        *,
+        s_scale: float = 1.0,
+        embedding_space: str | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(cond, uncond)`` identity tokens ``(1, T, C)`` for the installed method."""
+        adapter = self._require_adapter()
+        clip_c = clip_u = None
+        if adapter.variant.clip:
+            if face_image is None:
+                raise InvalidInputError(f"{adapter.variant.method} needs the aligned face crop (face_image)")
+            clip_c, clip_u = self.encode_face_crop(face_image)
+        return adapter.project(face_embeds, clip_c, clip_u, s_scale=s_scale, space=embedding_space)
+
+    def _require_adapter(self) -> FaceIDAdapter:
+        if self.adapter is None:
+            raise InvalidInputError(f"no FaceID method is loaded; call load() with one of {', '.join(VARIANTS)}")
+        return self.adapter
+
+    @torch.no_grad()
+    def generate(
+        self,
+        face_embeds: torch.Tensor,
+        *,
+        face_image: Any | None = None,
+        prompt: str = "",
+        negative_prompt: str = "",
+        num_images: int = 1,
+        num_inference_steps: int = 30,
+        guidance_scale: float = 7.5,
+        width: int | None = None,
+        height: int | None = None,
+        generator: torch.Generator | Sequence[torch.Generator] | None = None,
+        scale: float = 1.0,
+        s_scale: float = 1.0,
+        lora_scale: float = 1.0,
+        embedding_space: str | None = None,
+        on_step: StepCallback | None = None,
+        cancel: CancelCheck | None = None,
+        output_type: str = "pil",
+    ) -> list[Any]:
+        """Generate ``num_images`` images (PIL by default) conditioned on the face.
+
+        ``face_embeds``: ``(D,)``/``(1, D)`` for FaceID/Plus/PlusV2, ``(K, D)`` with K ≤ 5 for
+        Portrait. ``generator``: one per image (a list) or a single one. ``scale`` weighs the
+        identity attention, ``lora_scale`` the LoRA, ``s_scale`` the PlusV2 CLIP shortcut.
+        """
+        adapter = self._require_adapter()
+        if num_images < 1:
+            raise InvalidInputError("num_images must be at least 1")
+        if isinstance(generator, (list, tuple)) and len(generator) != num_images:
+            raise InvalidInputError(f"got {len(generator)} generators for {num_images} images; give one per image")
+        if cancel is not None and cancel():
+            raise Cancelled("generation was cancelled before it started")
+
+        # 1-2. identity tokens (cond from the face, uncond from zeros)
+        cond, uncond = self.identity_tokens(face_embeds, face_image, s_scale=s_scale, embedding_space=embedding_space)
+        adapter.set_scale(scale)
+        adapter.set_lora_scale(lora_scale)
+        adapter.set_num_tokens(cond.shape[1])
+
+        # 3. text, then cat(text, identity)
+        pipe = self.pipe
+        device = pipe._execution_device
+        cond = cond.to(device).repeat(num_images, 1, 1)
+        uncond = uncond.to(device).repeat(num_images, 1, 1)
+        extra: dict[str, Any] = {}
+        if self.family == "sdxl":
+            text, neg_text, pooled, neg_pooled = pipe.encode_prompt(
+                prompt, device=device, num_images_per_prompt=num_images,
+                do_classifier_free_guidance=True, negative_prompt=negative_prompt,
+            )
+            extra = {"pooled_prompt_embeds": pooled, "negative_pooled_prompt_embeds": neg_pooled}
+        else:
+            text, neg_text = pipe.encode_prompt(
+                prompt, device=device, num_images_per_prompt=num_images,
+                do_classifier_free_guidance=True, negative_prompt=negative_prompt,
+            )
+        prompt_embeds = torch.cat([text, cond.to(text.dtype)], dim=1)
+        negative_embeds = torch.cat([neg_text, uncond.to(neg_text.dtype)], dim=1)
+
+        # 4. denoise with progress + cancel between steps
+        def _after_step(_pipe: Any, i: int, _t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+            if on_step is not None:
+                on_step(i + 1, num_inference_steps)
+            if cancel is not None and cancel():
+                raise Cancelled(f"generation was cancelled after step {i + 1} of {num_inference_steps}")
+            return {}
+
+        out = pipe(
+            prompt_embeds=prompt_embeds,
+            negative_prompt_embeds=negative_embeds,
+            guidance_scale=guidance_scale,
+            num_inference_steps=num_inference_steps,
+            generator=list(generator) if isinstance(generator, (list, tuple)) else generator,
+            width=width,
+            height=height,
+            output_type=output_type,
+            callback_on_step_end=_after_step,
+            **extra,
+        )
+        return list(out.images)
