@@ -1,0 +1,475 @@
+"""InstantID on SDXL: identity tokens through decoupled cross-attention + IdentityNet.
+
+Numerically the official ``StableDiffusionXLInstantIDPipeline`` (instantX-research/InstantID,
+``pipeline_stable_diffusion_xl_instantid.py``) with the region control and extra ControlNets of
+``pipeline_stable_diffusion_xl_instantid_full.py``:
+
+* prompt encoding: diffusers' SDXL ``encode_prompt`` (two CLIP encoders, pooled embeds, time
+  ids), as the base official pipeline;
+* identity: the embedding (``(D,)``, ``(B, D)`` or ``(B, T, D)``) and an all-zeros
+  unconditional embedding go through the adapter's Resampler in one batch
+  ``[uncond, cond]``; the UNet sees ``cat(text_tokens, id_tokens)``;
+* IdentityNet (the pipeline's ``controlnet``) gets ``encoder_hidden_states = id_tokens`` (only
+  the identity tokens, CFG-doubled) and the keypoint image; extra ControlNets (pose, canny,
+  depth) get the text tokens; residuals are summed as the official full pipeline does
+  (``stack(...).sum(0)``);
+* ``control_guidance_start/end`` keep-lists and ``conditioning_scale`` per net as diffusers;
+* ``face_mask`` (``enhance_face_region``): IdentityNet's residuals are multiplied by the mask
+  resized (bilinear) to each residual's grid, and every IP layer's identity attention by the
+  mask resized (nearest) to its token grid; extra ControlNets are not masked;
+* no CFG when ``guidance_scale <= 1`` (LCM): only the conditional batch is run.
+
+Fixed vs the official code: more than one image (the full pipeline crashed, its prompt
+embeddings were not repeated) — identity tokens, control images, time ids and prompt
+embeddings are all repeated per image; per-image generators are accepted. Added: per-step
+progress and cancellation, optional noise on the unconditional identity embedding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import PIL.Image
+import torch
+import torch.nn.functional as F
+from diffusers import StableDiffusionXLControlNetPipeline
+from diffusers.pipelines.stable_diffusion_xl import StableDiffusionXLPipelineOutput
+from diffusers.utils.torch_utils import randn_tensor
+
+from faceanchor.adapters.instantid import InstantIDAdapter
+from faceanchor.errors import Cancelled, InvalidInputError
+
+StepCallback = Callable[[int, int], None]
+CancelCheck = Callable[[], bool]
+
+
+@dataclass
+class ExtraControl:
+    """One more ControlNet next to IdentityNet (pose, canny, depth...).
+
+    ``guidance_start``/``guidance_end`` default to the identity ones (the official code uses one
+    start/end for every net).
+    """
+
+    controlnet: Any  # diffusers ControlNetModel
+    image: Any  # PIL image, array or tensor, like any ControlNet condition
+    scale: float = 0.4
+    guidance_start: float | None = None
+    guidance_end: float | None = None
+
+
+def mask_to_tensor(mask: Any, height: int, width: int, device: Any, dtype: torch.dtype) -> torch.Tensor:
+    """A face-region mask as ``(height, width)`` in [0, 1], computed like the official code.
+
+    ``uint8`` images/arrays (PIL ``L``/``RGB``, ``(H, W)`` or ``(H, W, C)``) use channel 0 divided
+    by 255 after conversion to ``dtype`` (official ``control_mask``); ``bool`` arrays map to 0/1;
+    float arrays/tensors are taken as they are. A mask of another size is resized (nearest).
+    """
+    if isinstance(mask, PIL.Image.Image):
+        if mask.size != (width, height):
+            mask = mask.resize((width, height), PIL.Image.NEAREST)
+        mask = np.array(mask)
+    if isinstance(mask, np.ndarray):
+        arr = mask[:, :, 0] if mask.ndim == 3 else mask
+        if arr.dtype == np.bool_:
+            t = torch.from_numpy(arr.astype(np.float32))
+        elif arr.dtype == np.uint8:
+            t = torch.from_numpy(np.ascontiguousarray(arr)).to(dtype=dtype) / 255.0
+        else:
+            t = torch.from_numpy(np.ascontiguousarray(arr.astype(np.float32)))
+    elif isinstance(mask, torch.Tensor):
+        t = mask[..., 0] if mask.ndim == 3 and mask.shape[-1] in (1, 3, 4) else mask
+        t = t.float() if t.dtype == torch.bool else t
+        if t.dtype == torch.uint8:
+            t = t.to(dtype=dtype) / 255.0
+    else:
+        raise InvalidInputError(f"face_mask must be a PIL image, numpy array or tensor, got {type(mask).__name__}")
+    if t.ndim != 2:
+        raise InvalidInputError(f"face_mask must be (H, W) or (H, W, C), got shape {tuple(t.shape)}")
+    if tuple(t.shape) != (height, width):
+        t = F.interpolate(t.float()[None, None], size=(height, width), mode="nearest")[0, 0]
+    return t.to(device=device, dtype=dtype)
+
+
+class InstantIDSDXLPipeline(StableDiffusionXLControlNetPipeline):
+    """SDXL + InstantID. ``controlnet`` is IdentityNet; load an adapter before calling.
+
+    Build from components (as ``StableDiffusionXLControlNetPipeline``)::
+
+        pipe = InstantIDSDXLPipeline(vae=vae, text_encoder=te, text_encoder_2=te2, tokenizer=tok,
+                                     tokenizer_2=tok2, unet=unet, controlnet=identitynet,
+                                     scheduler=EulerDiscreteScheduler.from_config(...))
+        pipe.load_instantid_adapter("ip-adapter.bin", scale=0.8)
+        out = pipe("a photo of a person", face_embedding=emb, kps_image=kps).images
+    """
+
+    def __init__(
+        self,
+        vae: Any,
+        text_encoder: Any,
+        text_encoder_2: Any,
+        tokenizer: Any,
+        tokenizer_2: Any,
+        unet: Any,
+        controlnet: Any,
+        scheduler: Any,
+        force_zeros_for_empty_prompt: bool = True,
+        add_watermarker: bool | None = False,
+        feature_extractor: Any = None,
+        image_encoder: Any = None,
+    ):
+        super().__init__(
+            vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2, tokenizer=tokenizer, tokenizer_2=tokenizer_2,
+            unet=unet, controlnet=controlnet, scheduler=scheduler, force_zeros_for_empty_prompt=force_zeros_for_empty_prompt,
+            add_watermarker=add_watermarker, feature_extractor=feature_extractor, image_encoder=image_encoder,
+        )
+        self.identity_adapter: InstantIDAdapter | None = None
+
+    # ------------------------------------------------------------------ adapter lifecycle
+    def load_instantid_adapter(self, adapter: InstantIDAdapter | Any, *, scale: float = 0.8, dim_head: int = 64) -> InstantIDAdapter:
+        """Install an :class:`InstantIDAdapter` or one read from a checkpoint path / state dict."""
+        if self.identity_adapter is not None:
+            self.unload_instantid_adapter()
+        if not isinstance(adapter, InstantIDAdapter):
+            adapter = InstantIDAdapter.from_checkpoint(adapter, self.unet, scale=scale, dim_head=dim_head)
+        else:
+            adapter.set_scale(scale)
+        self.identity_adapter = adapter.load(self.unet)
+        return adapter
+
+    def set_ip_adapter_scale(self, scale: float) -> None:  # same name as diffusers / official
+        self._require_adapter().set_scale(scale)
+
+    def unload_instantid_adapter(self) -> None:
+        """Restore the UNet's original attention processors."""
+        if self.identity_adapter is not None:
+            self.identity_adapter.unload()
+            self.identity_adapter = None
+
+    def _require_adapter(self) -> InstantIDAdapter:
+        if self.identity_adapter is None:
+            raise InvalidInputError("no InstantID adapter is loaded: call load_instantid_adapter(...) first")
+        return self.identity_adapter
+
+    # ------------------------------------------------------------------ inputs
+    def check_instantid_inputs(
+        self,
+        prompt: Any,
+        face_embedding: Any,
+        kps_image: Any,
+        num_images: int,
+        num_inference_steps: int,
+        guidance_scale: float,
+        generator: Any,
+        identity_scale: float,
+        adapter_scale: float | None,
+        control_guidance_start: float,
+        control_guidance_end: float,
+        negative_embedding_noise: float,
+        extra_controls: Sequence[ExtraControl],
+        height: int | None,
+        width: int | None,
+        prompt_embeds: Any,
+    ) -> torch.Tensor:
+        """Validate everything up front; return the embedding as ``(B, T, D)``."""
+        adapter = self._require_adapter()
+        if prompt is None and prompt_embeds is None:
+            raise InvalidInputError("give a prompt (it may be empty) or prompt_embeds")
+        if prompt is not None and not isinstance(prompt, str):
+            raise InvalidInputError("prompt must be one string; use num_images for several images")
+        if kps_image is None:
+            raise InvalidInputError("kps_image (the IdentityNet keypoint image) is required")
+        if not isinstance(num_images, int) or num_images < 1:
+            raise InvalidInputError(f"num_images must be a positive integer, got {num_images!r}")
+        if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
+            raise InvalidInputError(f"num_inference_steps must be a positive integer, got {num_inference_steps!r}")
+        if not guidance_scale >= 0:
+            raise InvalidInputError(f"guidance_scale must be >= 0, got {guidance_scale}")
+        for name, value in (("identity_scale", identity_scale), ("negative_embedding_noise", negative_embedding_noise)):
+            if not value >= 0:
+                raise InvalidInputError(f"{name} must be >= 0, got {value}")
+        if adapter_scale is not None and not adapter_scale >= 0:
+            raise InvalidInputError(f"adapter_scale must be >= 0, got {adapter_scale}")
+        _check_window(control_guidance_start, control_guidance_end, "control_guidance")
+        for k, extra in enumerate(extra_controls):
+            if extra.image is None or extra.controlnet is None:
+                raise InvalidInputError(f"extra control {k} needs a controlnet and an image")
+            if not extra.scale >= 0:
+                raise InvalidInputError(f"extra control {k} scale must be >= 0, got {extra.scale}")
+            s = control_guidance_start if extra.guidance_start is None else extra.guidance_start
+            e = control_guidance_end if extra.guidance_end is None else extra.guidance_end
+            _check_window(s, e, f"extra control {k} guidance")
+        if isinstance(generator, list) and len(generator) != num_images:
+            raise InvalidInputError(f"got {len(generator)} generators for {num_images} images; give one per image or one in all")
+        for name, value in (("height", height), ("width", width)):
+            if value is not None and (value <= 0 or value % self.vae_scale_factor):
+                raise InvalidInputError(f"{name} must be a positive multiple of {self.vae_scale_factor}, got {value}")
+        emb = adapter.check_embedding(face_embedding if isinstance(face_embedding, torch.Tensor) else torch.as_tensor(np.asarray(face_embedding, dtype=np.float32)))
+        if emb.shape[0] not in (1, num_images):
+            raise InvalidInputError(f"face_embedding has {emb.shape[0]} rows; give 1 (shared) or one per image ({num_images})")
+        return emb
+
+    # ------------------------------------------------------------------ identity tokens
+    def encode_identity(
+        self,
+        embeds: torch.Tensor,
+        num_images: int,
+        do_cfg: bool,
+        negative_noise: float,
+        generator: Any,
+        device: Any,
+        dtype: torch.dtype,
+    ) -> torch.Tensor:
+        """Identity tokens for the UNet batch: ``[uncond x n, cond x n]`` with CFG, ``[cond x n]`` without.
+
+        The unconditional embedding is all zeros, as the official code; with
+        ``negative_noise > 0`` it is ``negative_noise * N(0, 1)`` drawn from ``generator`` (one
+        draw per image; drawn after the initial latents, so latents do not change). All
+        distinct rows go through the Resampler in one batch ``[uncond..., cond...]`` (for one
+        image and no noise exactly the official ``[zeros, embedding]``) and are then repeated.
+        """
+        adapter = self._require_adapter()
+        p = adapter.image_proj.latents
+        cond = embeds.to(device=p.device, dtype=p.dtype)
+        rows = [cond]
+        n_uncond = 0
+        if do_cfg:
+            if negative_noise > 0:
+                noise = randn_tensor((num_images, *cond.shape[1:]), generator=generator, device=p.device, dtype=p.dtype)
+                uncond = torch.zeros_like(noise) + negative_noise * noise
+            else:
+                uncond = torch.zeros_like(cond[:1])
+            rows = [uncond, cond]
+            n_uncond = uncond.shape[0]
+        tokens = adapter.project(torch.cat(rows, dim=0))
+        cond_tokens = _expand(tokens[n_uncond:], num_images)
+        if do_cfg:
+            tokens = torch.cat([_expand(tokens[:n_uncond], num_images), cond_tokens], dim=0)
+        else:
+            tokens = cond_tokens
+        return tokens.to(device=device, dtype=dtype)
+
+    # ------------------------------------------------------------------ call
+    @torch.no_grad()
+    def __call__(  # type: ignore[override]
+        self,
+        prompt: str | None = None,
+        face_embedding: Any = None,
+        kps_image: Any = None,
+        *,
+        negative_prompt: str | None = None,
+        face_mask: Any = None,
+        height: int | None = None,
+        width: int | None = None,
+        num_inference_steps: int = 30,
+        guidance_scale: float = 5.0,
+        num_images: int = 1,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        identity_scale: float = 0.8,
+        adapter_scale: float | None = None,
+        control_guidance_start: float = 0.0,
+        control_guidance_end: float = 1.0,
+        negative_embedding_noise: float = 0.0,
+        extra_controls: Sequence[ExtraControl] = (),
+        latents: torch.Tensor | None = None,
+        prompt_embeds: torch.Tensor | None = None,
+        negative_prompt_embeds: torch.Tensor | None = None,
+        pooled_prompt_embeds: torch.Tensor | None = None,
+        negative_pooled_prompt_embeds: torch.Tensor | None = None,
+        on_step: StepCallback | None = None,
+        cancel: CancelCheck | None = None,
+        output_type: str = "pil",
+    ) -> StableDiffusionXLPipelineOutput:
+        """Generate ``num_images`` images of the identity in ``face_embedding``.
+
+        Args:
+            prompt / negative_prompt: text; ``negative_prompt=None`` gives zero negative text
+                embeddings (diffusers' ``force_zeros_for_empty_prompt``), a string is encoded.
+            face_embedding: ``(D,)``, ``(B, D)`` or ``(B, T, D)`` tensor/array, B = 1 or
+                ``num_images``; T > 1 feeds several tokens to the Resampler (as the official
+                ``reshape([1, -1, D])``). InstantID: the raw 512-D antelopev2 embedding.
+            kps_image: IdentityNet condition (``draw_kps`` output).
+            face_mask: face-region mask (``enhance_face_region``), see :func:`mask_to_tensor`.
+            height / width: output size (multiples of the VAE factor); default the kps image's.
+            num_inference_steps / guidance_scale: sampler steps and CFG (<= 1: no CFG).
+            num_images: images in the batch; ``generator``: one, or a list with one per image.
+            identity_scale: IdentityNet conditioning scale. ``adapter_scale``: IP scale (None
+                keeps the adapter's current scale).
+            control_guidance_start / end: fraction of steps where IdentityNet is applied.
+            negative_embedding_noise: std of Gaussian noise on the zero uncond embedding.
+            extra_controls: more ControlNets (text-conditioned), see :class:`ExtraControl`.
+            prompt_embeds ...: pre-encoded text (e.g. weighted prompts), batch 1.
+            on_step: called with ``(step, total)`` after every step (1-based).
+            cancel: checked before every step; when it returns True, :class:`Cancelled` is raised.
+            output_type: ``"pil"``, ``"np"``, ``"pt"`` or ``"latent"``.
+        """
+        # 0. Inputs
+        extra_controls = list(extra_controls)
+        embeds = self.check_instantid_inputs(
+            prompt, face_embedding, kps_image, num_images, num_inference_steps, guidance_scale, generator,
+            identity_scale, adapter_scale, control_guidance_start, control_guidance_end, negative_embedding_noise,
+            extra_controls, height, width, prompt_embeds,
+        )
+        adapter = self._require_adapter()
+        if adapter_scale is not None:
+            adapter.set_scale(adapter_scale)
+
+        # 1. Call parameters
+        self._guidance_scale = guidance_scale
+        self._clip_skip = None
+        self._cross_attention_kwargs = None
+        self._denoising_end = None
+        self._interrupt = False
+        do_cfg = self.do_classifier_free_guidance
+        device = self._execution_device
+        identitynet = self.controlnet
+        nets = [identitynet] + [x.controlnet for x in extra_controls]
+        scales = [float(identity_scale)] + [float(x.scale) for x in extra_controls]
+        starts = [control_guidance_start] + [control_guidance_start if x.guidance_start is None else x.guidance_start for x in extra_controls]
+        ends = [control_guidance_end] + [control_guidance_end if x.guidance_end is None else x.guidance_end for x in extra_controls]
+
+        # 2. Text
+        prompt_embeds, negative_prompt_embeds, pooled_prompt_embeds, negative_pooled_prompt_embeds = self.encode_prompt(
+            prompt, None, device, num_images, do_cfg, negative_prompt, None,
+            prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_prompt_embeds,
+            pooled_prompt_embeds=pooled_prompt_embeds, negative_pooled_prompt_embeds=negative_pooled_prompt_embeds,
+        )
+
+        # 3. Control images (IdentityNet first)
+        images = []
+        for net, img in zip(nets, [kps_image] + [x.image for x in extra_controls]):
+            images.append(
+                self.prepare_image(
+                    image=img, width=width, height=height, batch_size=num_images, num_images_per_prompt=num_images,
+                    device=device, dtype=net.dtype, do_classifier_free_guidance=do_cfg, guess_mode=False,
+                )
+            )
+            height, width = images[0].shape[-2:]
+
+        # 4. Timesteps
+        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        timesteps = self.scheduler.timesteps
+        self._num_timesteps = len(timesteps)
+
+        # 5. Initial latents
+        latents = self.prepare_latents(
+            num_images, self.unet.config.in_channels, height, width, prompt_embeds.dtype, device, generator, latents
+        )
+        timestep_cond = None
+        if self.unet.config.time_cond_proj_dim is not None:
+            gs = torch.tensor(self.guidance_scale - 1).repeat(num_images)
+            timestep_cond = self.get_guidance_scale_embedding(gs, embedding_dim=self.unet.config.time_cond_proj_dim).to(
+                device=device, dtype=latents.dtype
+            )
+
+        # 6. Identity tokens (after the latents: optional uncond noise must not shift them)
+        id_tokens = self.encode_identity(embeds, num_images, do_cfg, negative_embedding_noise, generator, device, self.unet.dtype)
+
+        # 7. Step kwargs, keep-lists, region masks, time ids
+        extra_step_kwargs = self.prepare_extra_step_kwargs(generator, 0.0)
+        keep = [
+            [1.0 - float(i / len(timesteps) < s or (i + 1) / len(timesteps) > e) for s, e in zip(starts, ends)]
+            for i in range(len(timesteps))
+        ]
+        region = None
+        if face_mask is not None:
+            region = mask_to_tensor(face_mask, height, width, device, prompt_embeds.dtype)
+            ip_region = mask_to_tensor(face_mask, height, width, self.unet.device, self.unet.dtype)
+        add_time_ids = self._get_add_time_ids(
+            tuple(images[0].shape[-2:]), (0, 0), (height, width), dtype=prompt_embeds.dtype,
+            text_encoder_projection_dim=int(self.text_encoder_2.config.projection_dim)
+            if self.text_encoder_2 is not None else int(pooled_prompt_embeds.shape[-1]),
+        )
+        add_text_embeds = pooled_prompt_embeds
+        if do_cfg:
+            prompt_embeds = torch.cat([negative_prompt_embeds, prompt_embeds], dim=0)
+            add_text_embeds = torch.cat([negative_pooled_prompt_embeds, add_text_embeds], dim=0)
+            add_time_ids = torch.cat([add_time_ids, add_time_ids], dim=0)
+        prompt_embeds = prompt_embeds.to(device)
+        add_text_embeds = add_text_embeds.to(device)
+        add_time_ids = add_time_ids.to(device).repeat(num_images, 1)
+        encoder_hidden_states = torch.cat([prompt_embeds, id_tokens], dim=1)
+        added_cond_kwargs = {"text_embeds": add_text_embeds, "time_ids": add_time_ids}
+
+        # 8. Denoising loop
+        total = len(timesteps)
+        with adapter.region(ip_region if region is not None else None):
+            for i, t in enumerate(timesteps):
+                if cancel is not None and cancel():
+                    raise Cancelled(f"generation was cancelled before step {i + 1} of {total}")
+                latent_model_input = torch.cat([latents] * 2) if do_cfg else latents
+                latent_model_input = self.scheduler.scale_model_input(latent_model_input, t)
+
+                downs_list, mids = [], []
+                for k, net in enumerate(nets):
+                    down, mid = net(
+                        latent_model_input, t,
+                        encoder_hidden_states=id_tokens if k == 0 else prompt_embeds,
+                        controlnet_cond=images[k], conditioning_scale=scales[k] * keep[i][k], guess_mode=False,
+                        added_cond_kwargs=added_cond_kwargs, return_dict=False,
+                    )
+                    if k == 0 and region is not None:
+                        down = [d * _resize_mask(region, d) for d in down]
+                        mid = mid * _resize_mask(region, mid)
+                    downs_list.append(down)
+                    mids.append(mid)
+                if len(nets) == 1:
+                    down_res, mid_res = downs_list[0], mids[0]
+                else:
+                    mid_res = torch.stack(mids).sum(dim=0)
+                    down_res = [torch.stack(ds).sum(dim=0) for ds in zip(*downs_list)]
+
+                noise_pred = self.unet(
+                    latent_model_input, t, encoder_hidden_states=encoder_hidden_states, timestep_cond=timestep_cond,
+                    down_block_additional_residuals=down_res, mid_block_additional_residual=mid_res,
+                    added_cond_kwargs=added_cond_kwargs, return_dict=False,
+                )[0]
+                if do_cfg:
+                    uncond, text = noise_pred.chunk(2)
+                    noise_pred = uncond + guidance_scale * (text - uncond)
+                latents = self.scheduler.step(noise_pred, t, latents, **extra_step_kwargs, return_dict=False)[0]
+                if on_step is not None:
+                    on_step(i + 1, total)
+
+        # 9. Decode
+        if output_type == "latent":
+            return StableDiffusionXLPipelineOutput(images=latents)
+        needs_upcasting = self.vae.dtype == torch.float16 and self.vae.config.force_upcast
+        if needs_upcasting:
+            self.upcast_vae()
+            latents = latents.to(next(iter(self.vae.post_quant_conv.parameters())).dtype)
+        mean = getattr(self.vae.config, "latents_mean", None)
+        std = getattr(self.vae.config, "latents_std", None)
+        if mean is not None and std is not None:
+            mean_t = torch.tensor(mean).view(1, 4, 1, 1).to(latents.device, latents.dtype)
+            std_t = torch.tensor(std).view(1, 4, 1, 1).to(latents.device, latents.dtype)
+            latents = latents * std_t / self.vae.config.scaling_factor + mean_t
+        else:
+            latents = latents / self.vae.config.scaling_factor
+        image = self.vae.decode(latents, return_dict=False)[0]
+        if needs_upcasting:
+            self.vae.to(dtype=torch.float16)
+        if self.watermark is not None:
+            image = self.watermark.apply_watermark(image)
+        image = self.image_processor.postprocess(image, output_type=output_type)
+        self.maybe_free_model_hooks()
+        return StableDiffusionXLPipelineOutput(images=image)
+
+
+def _check_window(start: float, end: float, what: str) -> None:
+    if not (0.0 <= start < end <= 1.0):
+        raise InvalidInputError(f"{what} start/end must satisfy 0 <= start < end <= 1, got {start} and {end}")
+
+
+def _expand(tokens: torch.Tensor, n: int) -> torch.Tensor:
+    """``(1, L, C)`` -> ``(n, L, C)`` by repetition; ``(n, L, C)`` unchanged."""
+    if tokens.shape[0] == n:
+        return tokens
+    return tokens.repeat(n, 1, 1)
+
+
+def _resize_mask(region: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+    """The official residual mask: bilinear resize of the full-size mask to the residual's grid."""
+    return F.interpolate(region[None, None], size=tuple(residual.shape[-2:]), mode="bilinear")
