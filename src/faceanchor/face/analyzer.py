@@ -3,8 +3,9 @@
 ``FaceAnalyzer(settings, pack=...)`` only records what to load; ``prepare()`` finds the pack
 and loads its models; ``get(image)`` returns every face, largest first, each with its
 embedding (raw) and quality report. When a detector finds nothing it tries again at other
-scales before giving up: SCRFD at det sizes 640 → 320 → 160 and on a padded image (faces
-filling the frame), dlib with more upsampling (small faces) and on a padded, downscaled image.
+scales before giving up: SCRFD at det sizes 640 → 320 → 160, then on a padded image, then
+(dynamic-input models) at twice the det size; dlib on a padded, downscaled image (faces filling
+the frame), then with one more level of upsampling (small faces, images up to 1.5 MP).
 """
 
 from __future__ import annotations
@@ -159,10 +160,9 @@ class FaceAnalyzer:
                 tries.append(("size", min(2 * self.det_size, 1280 if max(h, w) <= 2560 else 1920)))
             return tries
         up = 0 if self.detector_kind == "cnn" and h * w > 1_000_000 else 1
-        tries = [("up", up)]
+        tries = [("up", up), ("pad", 640)]
         if h * w <= 1_500_000:
             tries.append(("up", up + 1))
-        tries.append(("pad", 640))
         return tries
 
     def detect(self, image: Any, name: str | None = None) -> list[Face]:

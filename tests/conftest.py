@@ -1,0 +1,127 @@
+"""Shared fixtures: test photos, isolated settings, the real SCRFD model, a tiny ArcFace ONNX.
+
+The SCRFD model is the real ``models/scrfd.onnx`` of the ``scrfd==0.3.0`` source archive on
+PyPI, fetched once with pip into ``~/.cache/faceanchor-tests`` (``FACEANCHOR_TEST_CACHE``
+overrides). The ArcFace stand-in is a small torch network exported to ONNX with the ArcFace
+contract (1×3×112×112 → 1×512).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+FACES_DIR = Path(__file__).parent / "data" / "faces"
+SCRFD_VERSION = "0.3.0"
+
+
+def _cache_dir() -> Path:
+    d = Path(os.environ.get("FACEANCHOR_TEST_CACHE", Path.home() / ".cache" / "faceanchor-tests"))
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+@pytest.fixture(scope="session")
+def faces_dir() -> Path:
+    return FACES_DIR
+
+
+@pytest.fixture
+def settings(tmp_path):
+    """Settings whose home and InsightFace root are empty temporary directories."""
+    from faceanchor.config import Settings
+
+    return Settings(home=tmp_path / "home", insightface_root=tmp_path / "insightface")
+
+
+@pytest.fixture(scope="session")
+def scrfd_model_path() -> Path:
+    """The real SCRFD ONNX model from the scrfd==0.3.0 sdist (downloaded once with pip)."""
+    cache = _cache_dir()
+    target = cache / f"scrfd-{SCRFD_VERSION}.onnx"
+    if target.is_file():
+        return target
+    archive = cache / f"scrfd-{SCRFD_VERSION}.tar.gz"
+    if not archive.is_file():
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", f"scrfd=={SCRFD_VERSION}", "-d", str(cache)]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0 or not archive.is_file():
+            pytest.fail(f"could not download scrfd=={SCRFD_VERSION} with pip:\n{proc.stderr[-2000:]}")
+    with tarfile.open(archive) as tar:
+        member = tar.getmember(f"scrfd-{SCRFD_VERSION}/models/scrfd.onnx")
+        src = tar.extractfile(member)
+        tmp = target.with_suffix(".part")
+        with open(tmp, "wb") as out:
+            shutil.copyfileobj(src, out)
+        tmp.replace(target)
+    return target
+
+
+class TinyArcFace:
+    """Builds (once per session) a small torch net with ArcFace's contract and exports it."""
+
+    def __init__(self, directory: Path):
+        import torch
+        from torch import nn
+
+        torch.manual_seed(0)
+        self.module = nn.Sequential(
+            nn.Conv2d(3, 8, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(8, 16, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(4),
+            nn.Flatten(),
+            nn.Linear(16 * 16, 512),
+        ).eval()
+        self.path = directory / "tiny_arcface.onnx"
+        dummy = torch.zeros(1, 3, 112, 112)
+        torch.onnx.export(self.module, (dummy,), str(self.path), input_names=["input.1"], output_names=["embedding"], opset_version=17, dynamo=False)
+
+    def __call__(self, blob):
+        import numpy as np
+        import torch
+
+        with torch.no_grad():
+            return self.module(torch.from_numpy(np.asarray(blob, dtype=np.float32))).numpy()
+
+
+@pytest.fixture(scope="session")
+def tiny_arcface(tmp_path_factory) -> TinyArcFace:
+    return TinyArcFace(tmp_path_factory.mktemp("arcface"))
+
+
+@pytest.fixture
+def onnx_pack_settings(tmp_path, scrfd_model_path, tiny_arcface):
+    """Settings with a ``buffalo_l`` pack (real SCRFD + tiny ArcFace) under the InsightFace root."""
+    from faceanchor.config import Settings
+
+    root = tmp_path / "insightface"
+    pack = root / "models" / "buffalo_l"
+    pack.mkdir(parents=True)
+    shutil.copy(scrfd_model_path, pack / "det_10g.onnx")
+    shutil.copy(tiny_arcface.path, pack / "w600k_r50.onnx")
+    return Settings(home=tmp_path / "home", insightface_root=root)
+
+
+@pytest.fixture(scope="session")
+def dlib_analyzer():
+    """A prepared dlib (HOG) analyzer over the installed face_recognition_models."""
+    from faceanchor.config import Settings
+    from faceanchor.face.analyzer import FaceAnalyzer
+
+    return FaceAnalyzer(Settings(), pack="dlib").prepare()
+
+
+@pytest.fixture(scope="session")
+def load_face():
+    """Load a test photo by file name as an RGB PIL image."""
+    from faceanchor.imageio import load_image
+
+    return lambda name: load_image(FACES_DIR / name)
