@@ -60,6 +60,7 @@ class Settings(BaseSettings):
     sync_timeout_seconds: float = Field(default=300.0, gt=0, description="Start deadline of synchronous requests (504 past it).")
     sse_keepalive_seconds: float = Field(default=15.0, gt=0)
     webhook_max_attempts: int = Field(default=5, ge=1)
+    webhook_backoff_seconds: float = Field(default=1.0, ge=0, description="First retry delay of a webhook; doubles each retry.")
     url_fetch_timeout: float = Field(default=10.0, gt=0, description="Seconds for each URL input (connect, read and whole transfer).")
     allow_private_urls: bool = Field(default=False, description="Let URL inputs and webhooks reach loopback/private addresses (tests only).")
     api_model_names: list[str] = Field(default_factory=list, description="model_name values HTTP clients may ask for; empty: none.")

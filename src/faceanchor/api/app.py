@@ -1,0 +1,75 @@
+"""The FastAPI app factory. Nothing is built at import time: call :func:`create_app`.
+
+``create_app(settings, engine)`` (or ``engine_factory=``) builds the service (database, stores,
+workers) and the app; the lifespan loads the model once (in a background thread unless
+``load_in_background=False``) and stops the workers on shutdown.
+"""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+from importlib import resources
+from typing import AsyncIterator, Sequence
+
+from fastapi import FastAPI
+from fastapi.responses import RedirectResponse
+from fastapi.staticfiles import StaticFiles
+
+from faceanchor.api import files, generate, queue, system
+from faceanchor.api.errors import install_error_handlers
+from faceanchor.api.limits import BodyLimitMiddleware, TokenBucket
+from faceanchor.api.metrics import Metrics, MetricsMiddleware
+from faceanchor.config import Settings
+from faceanchor.service.runtime import EngineFactory, Service
+from faceanchor.service.worker import JobRunner
+from faceanchor.types import GenerationEngine
+
+
+def create_app(
+    settings: Settings,
+    engine: GenerationEngine | Sequence[GenerationEngine] | None = None,
+    *,
+    engine_factory: EngineFactory | None = None,
+    service: Service | None = None,
+    runners: dict[str, JobRunner] | None = None,
+    load_in_background: bool = True,
+    serve_web: bool = True,
+) -> FastAPI:
+    """Build the HTTP app around an engine (or a factory called once per worker at start-up)."""
+    service = service or Service(settings, engine=engine, engine_factory=engine_factory, runners=runners)
+    metrics = Metrics()
+    service.finished_listeners.append(metrics.job_finished)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        service.start(background=load_in_background)
+        try:
+            yield
+        finally:
+            service.stop()
+
+    app = FastAPI(
+        title="faceanchor",
+        version="0.1.0",
+        description="Identity-preserving image generation: synchronous calls, a durable queue, result files.",
+        lifespan=lifespan,
+    )
+    app.state.service = service
+    app.state.metrics = metrics
+    app.state.rate_limiter = TokenBucket()
+    install_error_handlers(app)
+    app.include_router(system.router)
+    app.include_router(generate.router)
+    app.include_router(queue.router)
+    app.include_router(files.router)
+    if serve_web:
+        web_dir = resources.files("faceanchor") / "web"
+        app.mount("/web", StaticFiles(directory=str(web_dir), html=True), name="web")
+
+        @app.get("/", include_in_schema=False)
+        def _root() -> RedirectResponse:
+            return RedirectResponse("/web/")
+
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    return app

@@ -1,0 +1,105 @@
+"""Synchronous generation: ``POST /v1/instantid`` and ``POST /v1/faceid``.
+
+The request runs through the same durable queue as queued jobs (one worker per device keeps
+the GPU to one job at a time); the connection waits for it. ``base64: false`` answers with the
+image bytes (several samples: a JSON list of image links), ``true`` with JSON carrying base64
+images, seeds and identity scores.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from faceanchor.api.deps import ServiceDep, SettingsDep, SubmittingKey
+from faceanchor.api.errors import ErrorBody, error_responses
+from faceanchor.api.jobs import base_url, prepare_request, raise_job_error, result_body
+from faceanchor.api.schemas import Base64Out, GenerateBody, ImageOut
+from faceanchor.service.runtime import Service
+from faceanchor.store.jobs import JobView
+from faceanchor.types import JobStatus
+
+router = APIRouter(tags=["synchronous"])
+
+_IMAGE_CONTENT = {"schema": {"type": "string", "format": "binary"}}
+SYNC_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The image bytes (one sample, base64=false), a JSON list of image links (several samples), or JSON with base64 images (base64=true).",
+        "content": {
+            "image/png": _IMAGE_CONTENT, "image/jpeg": _IMAGE_CONTENT, "image/webp": _IMAGE_CONTENT,
+            "application/json": {"schema": {"anyOf": [
+                Base64Out.model_json_schema(),
+                {"type": "array", "items": ImageOut.model_json_schema()},
+            ]}},
+        },
+    },
+    **error_responses(400, 401, 403, 409, 413, 415, 422, 429, 503, 504),
+    500: {"model": ErrorBody, "description": "the engine failed (never for bad input)"},
+}
+
+
+async def wait_finished(service: Service, job_id: str) -> JobView:
+    delay = 0.01
+    while True:
+        job = await run_in_threadpool(service.get, job_id)
+        if job is None:  # cannot happen for a job we just submitted; be explicit anyway
+            raise RuntimeError(f"job {job_id} vanished")
+        if job.status.finished:
+            return job
+        await asyncio.sleep(delay)
+        delay = min(0.2, delay * 1.5)
+
+
+async def _run_sync(app: str, body: GenerateBody, request: Request, service: Service, settings, key, idem: str | None) -> Response:  # noqa: ANN001
+    service.check_available(need_ready=True)
+    prepared = await run_in_threadpool(prepare_request, app, body, settings)
+    base = base_url(request)
+    job, _created = await run_in_threadpool(
+        lambda: service.submit(app, prepared, key_id=key.id, idempotency_key=idem,
+                               start_timeout=settings.sync_timeout_seconds, base_url=base)
+    )
+    job = await wait_finished(service, job.id)
+    if job.status != JobStatus.COMPLETED:
+        raise_job_error(job)
+    result = result_body(job, base)
+    images = result["images"]
+    headers = {"X-Request-Id": job.id, "X-Seed": str(result["seed"])}
+    if body.base64:
+        blobs = await run_in_threadpool(lambda: [service.files.get(img["file_id"]) or b"" for img in images])
+        encoded = [base64.b64encode(b).decode() for b in blobs]
+        out = Base64Out(
+            request_id=job.id, image=encoded[0] if encoded else "", images=encoded,
+            content_type=images[0]["content_type"] if images else "image/png", seed=result["seed"],
+            seeds=result["seeds"], identity_scores=result["identity_scores"], timings=result["timings"],
+            warnings=result.get("warnings", []),
+        )
+        return JSONResponse(out.model_dump(), headers=headers)
+    if len(images) == 1:
+        img = images[0]
+        data = await run_in_threadpool(service.files.get, img["file_id"])
+        if img["identity_score"] is not None:
+            headers["X-Identity-Score"] = f"{img['identity_score']:.4f}"
+        headers["X-Content-Type-Options"] = "nosniff"
+        return Response(data, media_type=img["content_type"], headers=headers)
+    return JSONResponse([ImageOut(**img).model_dump() for img in images], headers=headers)
+
+
+IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)]
+
+
+@router.post("/v1/instantid", responses=SYNC_RESPONSES, response_class=Response, summary="Generate with InstantID and wait")
+async def generate_instantid(body: GenerateBody, request: Request, service: ServiceDep, settings: SettingsDep,
+                             key: SubmittingKey, idempotency_key: IdempotencyKey = None) -> Response:
+    return await _run_sync("instantid", body, request, service, settings, key, idempotency_key)
+
+
+@router.post("/v1/faceid", responses=SYNC_RESPONSES, response_class=Response, summary="Generate with IP-Adapter-FaceID and wait")
+async def generate_faceid(body: GenerateBody, request: Request, service: ServiceDep, settings: SettingsDep,
+                          key: SubmittingKey, idempotency_key: IdempotencyKey = None) -> Response:
+    return await _run_sync("faceid", body, request, service, settings, key, idempotency_key)
+

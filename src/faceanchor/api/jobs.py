@@ -1,0 +1,78 @@
+"""Shared by the synchronous and queue routes: checking a request, rendering a job."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import Request
+
+from faceanchor.api.errors import ApiError
+from faceanchor.api.inputs import resolve_images
+from faceanchor.api.schemas import GenerateBody, JobStatusBody
+from faceanchor.config import Settings
+from faceanchor.errors import InvalidInputError
+from faceanchor.service.results import public_result
+from faceanchor.store.jobs import JobView
+from faceanchor.types import JobStatus
+
+#: The HTTP apps and the methods each accepts (the first is the default).
+APP_METHODS: dict[str, tuple[str, ...]] = {
+    "instantid": ("instantid",),
+    "faceid": ("faceid", "faceid-plus", "faceid-plusv2", "faceid-portrait"),
+}
+
+
+def validation_error(message: str) -> ApiError:
+    return ApiError(422, message, "validation_error")
+
+
+def prepare_request(app: str, body: GenerateBody, settings: Settings) -> dict[str, Any]:
+    """Check the request against this server's limits and resolve its images to bytes."""
+    methods = APP_METHODS[app]
+    method = body.method or methods[0]
+    if method not in methods:
+        raise validation_error(f"method: {method!r} is not served by /{app}; use one of {', '.join(methods)}")
+    if len(body.prompt) > settings.max_prompt_chars or len(body.negative_prompt) > settings.max_prompt_chars:
+        raise validation_error(f"prompt: at most {settings.max_prompt_chars} characters")
+    if body.num_inference_steps is not None and body.num_inference_steps > settings.max_steps:
+        raise validation_error(f"num_inference_steps: at most {settings.max_steps} on this server")
+    if body.model_name is not None and body.model_name not in settings.api_model_names:
+        raise InvalidInputError(f"model_name {body.model_name!r} is not offered by this server")
+    if body.face_image is None and not body.face_images and body.face_embedding is None:
+        raise validation_error("face_image: a face photo (or face_images / face_embedding) is required")
+    data = body.model_dump(mode="json", exclude={"base64"})
+    data["method"] = method
+    return resolve_images(data, settings)
+
+
+def base_url(request: Request) -> str:
+    return str(request.base_url).rstrip("/")
+
+
+def job_urls(base: str, app: str, job_id: str) -> dict[str, str]:
+    root = f"{base}/queue/{app}/requests/{job_id}"
+    return {"status_url": f"{root}/status", "response_url": root, "cancel_url": f"{root}/cancel"}
+
+
+def status_body(job: JobView, base: str, with_logs: bool = False) -> JobStatusBody:
+    error = None
+    if job.status in (JobStatus.FAILED, JobStatus.CANCELLED) and job.error:
+        error = {"type": job.error.get("type", "error"), "message": job.error.get("message", "")}
+    progress = job.progress if job.status == JobStatus.IN_PROGRESS else None
+    return JobStatusBody(
+        request_id=job.id, status=job.status,
+        queue_position=job.queue_position if job.status == JobStatus.IN_QUEUE else None,
+        progress=progress, logs=job.logs if with_logs else None, error=error,
+        response_url=job_urls(base, job.app, job.id)["response_url"], created_at=job.created_at,
+        started_at=job.started_at, finished_at=job.finished_at, attempts=job.attempts,
+    )
+
+
+def raise_job_error(job: JobView) -> None:
+    err = job.error or {}
+    status = int(err.get("status", 500))
+    raise ApiError(status, err.get("message", "the job failed"), err.get("type", "error"))
+
+
+def result_body(job: JobView, base: str) -> dict[str, Any]:
+    return dict(public_result(job.result or {}, base), request_id=job.id, status=job.status.value)

@@ -1,0 +1,117 @@
+"""Request and response bodies of the HTTP API (OpenAPI is generated from these)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from faceanchor.types import GenerationRequest, JobStatus, Method
+
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+ImageRef = Annotated[str, Field(min_length=1, description="An http(s) URL, a data: URI or base64 text of a JPEG, PNG or WEBP.")]
+
+
+class GenerateBody(GenerationRequest):
+    """The generation request as JSON. Image fields take a URL, a ``data:`` URI or base64."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"prompt": "a portrait in a garden", "face_image": "https://example.com/face.jpg"}]})
+
+    method: Method | None = Field(None, description="For /v1/instantid: instantid (default). For /v1/faceid: faceid (default), faceid-plus, faceid-plusv2 or faceid-portrait.")
+    face_image: ImageRef | None = Field(None, description="The reference face photo: URL, data: URI or base64.")
+    face_images: list[ImageRef] = Field(default_factory=list, max_length=5, description="More references of the same person.")
+    pose_image: ImageRef | None = Field(None, description="Take keypoints from this photo instead.")
+    face_embedding: list[FiniteFloat] | None = Field(None, min_length=1, max_length=4096)
+    face_kps: list[Annotated[list[FiniteFloat], Field(min_length=2, max_length=2)]] | None = Field(None, min_length=5, max_length=5)
+    base64: bool = Field(False, description="Synchronous calls: true returns JSON with base64 images; false returns the image bytes (several samples: a JSON list of image links).")
+
+
+class Progress(BaseModel):
+    stage: str
+    step: int = 0
+    total: int = 0
+    message: str = ""
+    sample: int = 0
+    fraction: float | None = None
+
+
+class LogLine(BaseModel):
+    timestamp: float
+    message: str
+
+
+class JobError(BaseModel):
+    type: str
+    message: str
+
+
+class QueueSubmitted(BaseModel):
+    request_id: str
+    status: JobStatus
+    status_url: str
+    response_url: str
+    cancel_url: str
+    queue_position: int | None = None
+
+
+class JobStatusBody(BaseModel):
+    request_id: str
+    status: JobStatus
+    queue_position: int | None = Field(None, description="Jobs ahead of this one (IN_QUEUE only).")
+    progress: Progress | None = None
+    logs: list[LogLine] | None = Field(None, description="With ?logs=1.")
+    error: JobError | None = None
+    response_url: str
+    created_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    attempts: int = 0
+
+
+class ImageOut(BaseModel):
+    url: str
+    file_id: str
+    content_type: str
+    width: int
+    height: int
+    seed: int
+    identity_score: float | None = None
+    identity_reason: str | None = None
+
+
+class GenerationOut(BaseModel):
+    request_id: str
+    status: JobStatus
+    images: list[ImageOut]
+    seed: int
+    seeds: list[int]
+    identity_scores: list[float | None]
+    timings: dict[str, float]
+    params: dict[str, Any] = Field(default_factory=dict)
+    models: dict[str, str] = Field(default_factory=dict)
+    warnings: list[str] = Field(default_factory=list)
+
+
+class Base64Out(BaseModel):
+    request_id: str
+    image: str = Field(description="The first image, base64.")
+    images: list[str] = Field(description="Every image, base64.")
+    content_type: str
+    seed: int
+    seeds: list[int]
+    identity_scores: list[float | None]
+    timings: dict[str, float]
+    warnings: list[str] = Field(default_factory=list)
+
+
+class CancelOut(BaseModel):
+    status: Literal["CANCELLATION_REQUESTED", "ALREADY_COMPLETED"]
+
+
+class HealthOut(BaseModel):
+    status: Literal["starting", "loading", "ready", "busy", "error"]
+    workers: int
+    busy_workers: int
+    queue_depth: int
+    load_seconds: float | None = None
+    error: str | None = None

@@ -1,0 +1,53 @@
+"""Turning an engine result into the stored job result, and a stored result into the public one.
+
+Stored results name images by file id only (content-addressed outputs); the public form adds
+the URL the API serves each image at, so the same job renders right behind any base URL.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from faceanchor.imageio import MIME_TYPES, encode_image
+from faceanchor.store.files import FileStore
+from faceanchor.types import GenerationResult
+
+
+def store_result(result: GenerationResult, files: FileStore, output_format: str = "png") -> dict[str, Any]:
+    """Encode every image (metadata embedded), store it, and return the JSON-able job result."""
+    meta = result.metadata()
+    images = []
+    for i, im in enumerate(result.images):
+        per_image = dict(meta, seed=im.seed, identity_score=im.identity_score, index=i)
+        data = encode_image(im.image, output_format, per_image)
+        file_id = files.put(data, "outputs")
+        images.append({
+            "file_id": file_id,
+            "content_type": MIME_TYPES[output_format],
+            "width": int(im.image.width),
+            "height": int(im.image.height),
+            "seed": int(im.seed),
+            "identity_score": None if im.identity_score is None else float(im.identity_score),
+            "identity_reason": im.identity_reason,
+        })
+    return {
+        "images": images,
+        "seed": int(result.seed),
+        "seeds": [img["seed"] for img in images],
+        "identity_scores": [img["identity_score"] for img in images],
+        "params": meta["params"],
+        "models": meta["models"],
+        "timings": dict(meta["timings"]),
+        "warnings": list(result.warnings),
+    }
+
+
+def file_url(base_url: str, file_id: str) -> str:
+    return f"{base_url.rstrip('/')}/files/{file_id}"
+
+
+def public_result(result: dict[str, Any], base_url: str) -> dict[str, Any]:
+    """The stored result with an absolute ``url`` on every image."""
+    out = dict(result)
+    out["images"] = [dict(img, url=file_url(base_url, img["file_id"])) for img in result.get("images", [])]
+    return out

@@ -1,0 +1,224 @@
+"""The service as one object: database, stores, model loading, workers and webhooks.
+
+:class:`Service` is what the HTTP layer (or a Ray Serve replica) drives. ``start()`` loads the
+engine(s) once in a background thread — ``/health`` reports ``loading`` meanwhile — and then
+starts one worker thread per engine (one per device). Jobs are accepted while the model loads:
+they wait durably in the queue.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from faceanchor.config import Settings
+from faceanchor.errors import FaceAnchorError
+from faceanchor.service.webhook import WebhookSender, load_or_create_secret
+from faceanchor.service.worker import DEFAULT_RUNNERS, JobRunner, Worker
+from faceanchor.store.db import Database
+from faceanchor.store.files import FileStore
+from faceanchor.store.jobs import JobStore, JobView
+from faceanchor.store.keys import KeyStore
+from faceanchor.types import GenerationEngine
+
+log = logging.getLogger("faceanchor.service")
+
+EngineFactory = Callable[[Settings], GenerationEngine]
+
+
+class ServiceUnavailableError(FaceAnchorError):
+    """The service cannot take this request now (model loading or failed, queue full)."""
+
+    http_status = 503
+    type = "unavailable"
+
+    def __init__(self, message: str, retry_after: int = 5):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class Service:
+    """Owns the queue and its workers for one process."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        engine: GenerationEngine | Sequence[GenerationEngine] | None = None,
+        engine_factory: EngineFactory | None = None,
+        database: Database | None = None,
+        files: FileStore | None = None,
+        runners: dict[str, JobRunner] | None = None,
+        poll_interval: float = 0.25,
+    ):
+        if engine is None and engine_factory is None:
+            raise ValueError("give an engine or an engine_factory")
+        self.settings = settings
+        self._engines_given = [engine] if engine is not None and not isinstance(engine, (list, tuple)) else list(engine or [])
+        self.engine_factory = engine_factory
+        self.db = database or Database.from_settings(settings)
+        self.files = files or FileStore(Path(settings.data_dir) / "files")
+        self.jobs = JobStore(self.db)
+        self.keys = KeyStore(self.db)
+        self.runners = dict(DEFAULT_RUNNERS if runners is None else runners)
+        self.poll_interval = poll_interval
+        self.state = "starting"  # starting → loading → ready | error
+        self.load_error: str | None = None
+        self.load_seconds: float | None = None
+        self.workers: list[Worker] = []
+        self.wakeup = threading.Event()
+        self.finished_listeners: list[Callable[[JobView], None]] = []
+        self.webhooks = WebhookSender(
+            self.jobs, load_or_create_secret(settings), max_attempts=settings.webhook_max_attempts,
+            backoff_seconds=settings.webhook_backoff_seconds, timeout=settings.url_fetch_timeout,
+            allow_private=settings.allow_private_urls,
+        )
+        self._loader: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._stopped = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self, *, background: bool = True) -> None:
+        """Load the engine(s) (in a thread unless ``background=False``), then start the workers."""
+        self.state = "loading"
+        self.webhooks.start()
+        if background:
+            self._loader = threading.Thread(target=self._load_and_start, name="faceanchor-loader", daemon=True)
+            self._loader.start()
+        else:
+            self._load_and_start()
+
+    def _load_and_start(self) -> None:
+        t0 = time.perf_counter()
+        try:
+            engines = list(self._engines_given)
+            if not engines:
+                assert self.engine_factory is not None
+                engines = [self.engine_factory(self.settings) for _ in range(self.settings.workers)]
+        except Exception as e:
+            self.state = "error"
+            self.load_error = str(e) if isinstance(e, FaceAnchorError) else f"the model failed to load ({type(e).__name__}: {e})"
+            log.exception("engine failed to load")
+            self._ready.set()
+            return
+        self.load_seconds = time.perf_counter() - t0
+        if self._stopped:
+            return
+        for i, engine in enumerate(engines):
+            worker = Worker(
+                str(i), engine, self.jobs, self.files, lease_seconds=self.settings.job_lease_seconds,
+                max_attempts=self.settings.job_max_attempts, runners=self.runners, wakeup=self.wakeup,
+                on_finished=self._finished, poll_interval=self.poll_interval,
+            )
+            self.workers.append(worker)
+            worker.start()
+        self.state = "ready"
+        self._ready.set()
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        return self._ready.wait(timeout) and self.state == "ready"
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop workers (a running job is handed back to the queue) and the webhook sender."""
+        self._stopped = True
+        for w in self.workers:
+            w.stop()
+        for w in self.workers:
+            w.join(timeout)
+        self.webhooks.stop()
+        self.webhooks.join(timeout)
+        self.db.dispose()
+
+    def _finished(self, job: JobView) -> None:
+        for listener in list(self.finished_listeners):
+            listener(job)
+        if job.webhook_url:
+            self.webhooks.enqueue(job.id)
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def busy(self) -> bool:
+        return any(w.busy for w in self.workers)
+
+    def health(self) -> dict[str, Any]:
+        status = self.state
+        if status == "ready" and self.workers and all(w.busy for w in self.workers):
+            status = "busy"
+        out: dict[str, Any] = {
+            "status": status,
+            "workers": len(self.workers),
+            "busy_workers": sum(w.busy for w in self.workers),
+            "queue_depth": self.jobs.queue_depth(),
+        }
+        if self.load_seconds is not None:
+            out["load_seconds"] = round(self.load_seconds, 3)
+        if self.load_error:
+            out["error"] = self.load_error
+        return out
+
+    def check_available(self, *, need_ready: bool = False) -> None:
+        if self.state == "error":
+            raise ServiceUnavailableError(f"the model failed to load: {self.load_error}", retry_after=60)
+        if need_ready and self.state != "ready":
+            raise ServiceUnavailableError("the model is still loading; retry shortly", retry_after=5)
+
+    # ------------------------------------------------------------------ jobs
+
+    def submit(
+        self,
+        app: str,
+        request: dict[str, Any],
+        *,
+        key_id: str = "",
+        idempotency_key: str | None = None,
+        webhook_url: str | None = None,
+        start_timeout: float | None = None,
+        base_url: str = "",
+    ) -> tuple[JobView, bool]:
+        """Queue a job. Image bytes anywhere in ``request`` are stored content-addressed and
+        replaced by ``{"$file": id}``; a repeated idempotency key returns the first job."""
+        if app not in self.runners:
+            raise FaceAnchorError(f"unknown app {app!r}")
+        self.check_available()
+        stored = self._store_inputs(request)
+        digest = hashlib.sha256(json.dumps([app, stored, webhook_url], sort_keys=True).encode()).hexdigest()
+        if idempotency_key is None and self.jobs.queue_depth() >= self.settings.max_queue_size:
+            raise ServiceUnavailableError(f"the queue is full ({self.settings.max_queue_size} jobs); retry later", retry_after=30)
+        deadline = time.time() + start_timeout if start_timeout is not None else None
+        job, created = self.jobs.submit(
+            app, {"request": stored, "base_url": base_url}, key_id=key_id, idempotency_key=idempotency_key,
+            request_sha256=digest, webhook_url=webhook_url, start_deadline=deadline,
+        )
+        if created:
+            self.wakeup.set()
+        return job, created
+
+    def _store_inputs(self, value: Any) -> Any:
+        if isinstance(value, (bytes, bytearray)):
+            return {"$file": self.files.put(bytes(value), "inputs")}
+        if isinstance(value, dict):
+            return {k: self._store_inputs(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [self._store_inputs(v) for v in value]
+        return value
+
+    def get(self, job_id: str, *, with_logs: bool = False) -> JobView | None:
+        job = self.jobs.get(job_id, with_logs=with_logs)
+        if job is not None and job.start_deadline is not None and not job.status.finished and job.started_at is None and job.start_deadline < time.time():
+            self.jobs.expire_deadline(job_id)
+            job = self.jobs.get(job_id, with_logs=with_logs)
+        return job
+
+    def cancel(self, job_id: str) -> str | None:
+        outcome = self.jobs.request_cancel(job_id)
+        if outcome is not None:
+            for w in self.workers:
+                w.request_cancel(job_id)
+        return outcome

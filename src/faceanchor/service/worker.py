@@ -1,0 +1,251 @@
+"""One worker thread per device: claim a job, run it on the engine, write the outcome once.
+
+While a job runs, a heartbeat thread extends its lease, records progress and log lines, and
+reads the cancel flag. The engine's ``cancel`` callable polls that flag in the database (and an
+in-process event for speed), so cancelling works between denoising steps. If the lease is
+lost (this worker stalled past expiry and another took the job) the run is abandoned and its
+result discarded: the conditional writes in :class:`~faceanchor.store.jobs.JobStore` make sure
+only one run's outcome is ever recorded.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from faceanchor.errors import Cancelled, FaceAnchorError
+from faceanchor.service.results import store_result
+from faceanchor.store.files import FileStore
+from faceanchor.store.jobs import JobStore, JobView, error_dict
+from faceanchor.types import (
+    CancelCheck,
+    GenerationEngine,
+    GenerationRequest,
+    GenerationResult,
+    ProgressCallback,
+    ProgressEvent,
+)
+
+log = logging.getLogger("faceanchor.service")
+
+#: Runs one job's request on an engine. ``request`` has its input files already resolved to bytes.
+JobRunner = Callable[[GenerationEngine, dict[str, Any], ProgressCallback, CancelCheck], GenerationResult]
+
+
+class InputMissingError(FaceAnchorError):
+    http_status = 500
+    type = "input_missing"
+
+
+def run_generation(engine: GenerationEngine, request: dict[str, Any], on_progress: ProgressCallback, cancel: CancelCheck) -> GenerationResult:
+    """The runner of the generation apps (``instantid``, ``faceid``)."""
+    return engine.generate(GenerationRequest.model_validate(request), on_progress, cancel)
+
+
+DEFAULT_RUNNERS: dict[str, JobRunner] = {"instantid": run_generation, "faceid": run_generation}
+
+
+def resolve_inputs(value: Any, files: FileStore) -> Any:
+    """Replace every ``{"$file": id}`` in a stored request with the file's bytes."""
+    if isinstance(value, dict):
+        if set(value) == {"$file"}:
+            data = files.get(value["$file"], "inputs")
+            if data is None:
+                raise InputMissingError(f"the job's input file {value['$file'][:12]}… is missing from the store")
+            return data
+        return {k: resolve_inputs(v, files) for k, v in value.items()}
+    if isinstance(value, list):
+        return [resolve_inputs(v, files) for v in value]
+    return value
+
+
+@dataclass
+class _Run:
+    job: JobView
+    owner: str
+    cancel: threading.Event = field(default_factory=threading.Event)
+    lost: bool = False
+    done: threading.Event = field(default_factory=threading.Event)
+    progress: dict[str, Any] | None = None
+    progress_dirty: bool = False
+    logs: list[tuple[float, str]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    last_cancel_poll: float = 0.0
+
+
+class Worker(threading.Thread):
+    """Claims and runs jobs until :meth:`stop`."""
+
+    def __init__(
+        self,
+        name: str,
+        engine: GenerationEngine,
+        jobs: JobStore,
+        files: FileStore,
+        *,
+        lease_seconds: float = 60.0,
+        max_attempts: int = 3,
+        runners: dict[str, JobRunner] | None = None,
+        wakeup: threading.Event | None = None,
+        on_finished: Callable[[JobView], None] | None = None,
+        poll_interval: float = 0.25,
+    ):
+        super().__init__(name=f"faceanchor-worker-{name}", daemon=True)
+        self.worker_name = name
+        self.engine = engine
+        self.jobs = jobs
+        self.files = files
+        self.lease_seconds = lease_seconds
+        self.max_attempts = max_attempts
+        self.runners = dict(runners or DEFAULT_RUNNERS)
+        self.wakeup = wakeup or threading.Event()
+        self.on_finished = on_finished
+        self.poll_interval = poll_interval
+        self._stop_event = threading.Event()
+        self.current: _Run | None = None
+        self.processed = 0
+
+    # ------------------------------------------------------------------ control
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.wakeup.set()
+
+    @property
+    def busy(self) -> bool:
+        return self.current is not None
+
+    def request_cancel(self, job_id: str) -> None:
+        run = self.current
+        if run is not None and run.job.id == job_id:
+            run.cancel.set()
+
+    # ------------------------------------------------------------------ loop
+
+    def run(self) -> None:
+        while not self._stop_event.is_set():
+            try:
+                job = self.run_once()
+            except Exception:  # the database hiccuped; keep the worker alive
+                log.exception("worker %s: claim failed", self.worker_name)
+                job = None
+                self._stop_event.wait(self.poll_interval)
+            if job is None:
+                self.wakeup.wait(self.poll_interval)
+                self.wakeup.clear()
+
+    def run_once(self) -> JobView | None:
+        """Claim and run one job; return it (or ``None`` when the queue is empty)."""
+        owner = f"{self.worker_name}:{uuid.uuid4().hex[:12]}"
+        job = self.jobs.claim(owner, self.lease_seconds, max_attempts=self.max_attempts, apps=self.runners.keys())
+        if job is None:
+            return None
+        self._process(_Run(job=job, owner=owner))
+        self.processed += 1
+        return job
+
+    def _process(self, run: _Run) -> None:
+        job = run.job
+        self.current = run
+        beat = threading.Thread(target=self._heartbeat, args=(run,), name=f"{self.name}-heartbeat", daemon=True)
+        beat.start()
+        outcome: str | None = None
+        t0 = time.time()
+        try:
+            request = resolve_inputs(job.request.get("request", {}), self.files)
+            self._log(run, f"started on {self.worker_name} (attempt {job.attempts})")
+            result = self.runners[job.app](self.engine, request, lambda ev: self._progress(run, ev), lambda: self._cancelled(run))
+            if run.lost:
+                return
+            payload = store_result(result, self.files, str(request.get("output_format", "png")))
+            payload["timings"].update({
+                "queue": round((job.started_at or t0) - job.created_at, 4),
+                "inference": round(time.time() - t0, 4),
+            })
+            self._flush(run)
+            if self.jobs.complete(job.id, run.owner, payload):
+                outcome = "completed"
+        except Cancelled:
+            self._flush(run)
+            if run.lost:
+                return
+            if self._stop_event.is_set() and not run.cancel.is_set():
+                self.jobs.release(job.id, run.owner)  # shutting down: hand the job back
+            elif self.jobs.finish_cancelled(job.id, run.owner):
+                outcome = "cancelled"
+        except FaceAnchorError as e:
+            self._flush(run)
+            if not run.lost and self.jobs.fail(job.id, run.owner, error_dict(e.type, str(e), e.http_status)):
+                outcome = "failed"
+        except Exception as e:
+            log.exception("job %s failed inside the engine", job.id)
+            self._flush(run)
+            err = error_dict("internal_error", f"generation failed with an internal error ({type(e).__name__})", 500)
+            if not run.lost and self.jobs.fail(job.id, run.owner, err):
+                outcome = "failed"
+        finally:
+            run.done.set()
+            beat.join(timeout=5)
+            self.current = None
+        if outcome and self.on_finished is not None:
+            view = self.jobs.get(job.id)
+            if view is not None:
+                try:
+                    self.on_finished(view)
+                except Exception:
+                    log.exception("on_finished hook failed for job %s", job.id)
+
+    # ------------------------------------------------------------------ per-run callbacks
+
+    def _log(self, run: _Run, message: str) -> None:
+        with run.lock:
+            run.logs.append((time.time(), message))
+
+    def _progress(self, run: _Run, ev: ProgressEvent) -> None:
+        frac = (ev.step / ev.total) if ev.total else None
+        data = dict(ev.to_dict(), fraction=None if frac is None else round(frac, 4))
+        text = ev.message or (f"{ev.stage} {ev.step}/{ev.total}" if ev.total else ev.stage)
+        with run.lock:
+            run.progress = data
+            run.progress_dirty = True
+            run.logs.append((time.time(), text))
+
+    def _cancelled(self, run: _Run) -> bool:
+        if run.cancel.is_set() or run.lost or self._stop_event.is_set():
+            return True
+        now = time.monotonic()
+        if now - run.last_cancel_poll >= 0.2:
+            run.last_cancel_poll = now
+            try:
+                if self.jobs.is_cancel_requested(run.job.id):
+                    run.cancel.set()
+                    return True
+            except Exception:
+                log.exception("cancel poll failed")
+        return False
+
+    def _flush(self, run: _Run) -> bool:
+        with run.lock:
+            progress = run.progress if run.progress_dirty else None
+            logs, run.logs = run.logs, []
+            run.progress_dirty = False
+        owned, cancel = self.jobs.heartbeat(run.job.id, run.owner, self.lease_seconds, progress=progress, logs=logs)
+        if not owned:
+            run.lost = True
+        if cancel:
+            run.cancel.set()
+        return owned
+
+    def _heartbeat(self, run: _Run) -> None:
+        interval = max(0.05, min(0.5, self.lease_seconds / 4))
+        while not run.done.wait(interval):
+            try:
+                if not self._flush(run):
+                    log.warning("job %s: lease lost; abandoning this run", run.job.id)
+                    return
+            except Exception:
+                log.exception("heartbeat failed for job %s", run.job.id)

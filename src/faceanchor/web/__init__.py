@@ -1,0 +1,1 @@
+"""Static web page served at /web/ (nothing imports this package)."""
