@@ -82,7 +82,11 @@ class TinyArcFace:
         ).eval()
         self.path = directory / "tiny_arcface.onnx"
         dummy = torch.zeros(1, 3, 112, 112)
-        torch.onnx.export(self.module, (dummy,), str(self.path), input_names=["input.1"], output_names=["embedding"], opset_version=17, dynamo=False)
+        import warnings
+
+        with warnings.catch_warnings():  # the TorchScript exporter is deprecated but exact here
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.onnx.export(self.module, (dummy,), str(self.path), input_names=["input.1"], output_names=["embedding"], opset_version=17, dynamo=False)
 
     def __call__(self, blob):
         import numpy as np
