@@ -44,6 +44,11 @@ def build_app() -> typer.Typer:
     from faceanchor.cli import faces
 
     faces.register(app)
+
+    from faceanchor.cli import keys, serve
+
+    keys.register(app)
+    serve.register(app)
     return app
 
 

@@ -1,0 +1,77 @@
+"""``faceanchor serve``: the HTTP API on uvicorn.
+
+The engine comes from ``--engine MODULE:FUNCTION`` or ``--engine path/to/file.py:FUNCTION``
+(also the ``FACEANCHOR_ENGINE_FACTORY`` setting); the function gets the settings and returns an
+engine. Default: :class:`faceanchor.engine.Engine`. The model loads once, in the background,
+after the server starts listening; ``/health`` says ``loading`` until it is ready.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from pathlib import Path
+from typing import Callable, Optional
+
+import typer
+
+from faceanchor.errors import FaceAnchorError, InvalidInputError
+
+
+def default_engine_factory(settings):  # noqa: ANN001, ANN201
+    from faceanchor.engine import Engine
+
+    return Engine(settings)
+
+
+def load_factory(spec: str) -> Callable:
+    """Resolve ``module:attr`` or ``path/to/file.py:attr`` to a callable."""
+    target, sep, attr = spec.rpartition(":")
+    if not sep or not target or not attr:
+        raise InvalidInputError(f"--engine {spec!r}: use MODULE:FUNCTION or path/to/file.py:FUNCTION")
+    try:
+        if target.endswith(".py") or "/" in target:
+            path = Path(target).expanduser().resolve()
+            if not path.is_file():
+                raise InvalidInputError(f"--engine: no such file {path}")
+            mod_spec = importlib.util.spec_from_file_location(f"faceanchor_engine_{path.stem}", path)
+            if mod_spec is None or mod_spec.loader is None:
+                raise InvalidInputError(f"--engine: cannot load {path}")
+            module = importlib.util.module_from_spec(mod_spec)
+            mod_spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(target)
+    except ImportError as e:
+        raise InvalidInputError(f"--engine {spec!r}: cannot import {target} ({e})") from None
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise InvalidInputError(f"--engine {spec!r}: {target} has no callable {attr!r}")
+    return factory
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def serve(
+        ctx: typer.Context,
+        host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
+        port: int = typer.Option(8000, "--port", min=0, max=65535, help="Port to listen on."),
+        engine: Optional[str] = typer.Option(None, "--engine", help="Engine factory MODULE:FUNCTION or file.py:FUNCTION (default faceanchor.engine:Engine)."),
+        workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Worker threads, one per device, each with its own engine."),
+        log_level: str = typer.Option("info", "--log-level", help="uvicorn log level."),
+    ) -> None:
+        """Serve the HTTP API (sync + queue + web page) with uvicorn."""
+        import uvicorn
+
+        from faceanchor.api.app import create_app
+
+        settings = ctx.obj
+        if workers is not None:
+            settings = settings.model_copy(update={"workers": workers})
+        spec = engine or settings.engine_factory
+        factory = load_factory(spec) if spec else default_engine_factory
+        try:
+            application = create_app(settings, engine_factory=factory)
+        except FaceAnchorError:
+            raise
+        typer.echo(f"faceanchor: serving on http://{host}:{port} (database {settings.resolved_database_url()})", err=True)
+        uvicorn.run(application, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=10)
