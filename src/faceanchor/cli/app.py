@@ -45,6 +45,10 @@ def build_app() -> typer.Typer:
 
     faces.register(app)
 
+    from faceanchor.cli import generate
+
+    generate.register(app)
+
     from faceanchor.cli import keys, serve
 
     keys.register(app)

@@ -1,0 +1,113 @@
+"""``faceanchor generate``: one face photo + a prompt → images of the same person."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("generate")
+    def generate(
+        ctx: typer.Context,
+        face: List[str] = typer.Option([], "--face", help="Reference face photo (repeat for up to 5 of one person)."),
+        prompt: str = typer.Option("", "--prompt", "-p", help="What to make."),
+        out: Path = typer.Option(Path("out"), "--out", "-o", help="Directory for the images."),
+        method: str = typer.Option("instantid", "--method", help="instantid, faceid, faceid-plus, faceid-plusv2, faceid-portrait."),
+        negative_prompt: str = typer.Option("", "--negative-prompt", "-n"),
+        style: str = typer.Option("(No style)", "--style", help="Style preset; `faceanchor styles` lists them."),
+        steps: Optional[int] = typer.Option(None, "--steps", help="Denoising steps 1-100 (default 30; LCM 5)."),
+        guidance: Optional[float] = typer.Option(None, "--guidance", help="CFG scale (default 5; LCM 1.5)."),
+        seed: int = typer.Option(-1, "--seed", help="-1 = random; the used seed is printed."),
+        samples: int = typer.Option(1, "--samples", help="Images to make, 1-4."),
+        best_of: int = typer.Option(1, "--best-of", help="Make this many per sample, keep the best identity score."),
+        width: Optional[int] = typer.Option(None, "--width"),
+        height: Optional[int] = typer.Option(None, "--height"),
+        identity_strength: float = typer.Option(0.8, "--identity-strength", help="IdentityNet scale."),
+        adapter_strength: float = typer.Option(0.8, "--adapter-strength", help="IP-Adapter scale."),
+        enhance_face_region: bool = typer.Option(True, "--enhance-face-region/--no-enhance-face-region"),
+        controlnet: List[str] = typer.Option([], "--controlnet", help="Extra ControlNet: pose, canny or depth (repeatable)."),
+        controlnet_scale: float = typer.Option(0.4, "--controlnet-scale"),
+        pose_image: Optional[str] = typer.Option(None, "--pose-image", help="Take keypoints and pose from this photo."),
+        control_start: float = typer.Option(0.0, "--control-start"),
+        control_end: float = typer.Option(1.0, "--control-end"),
+        negative_noise: float = typer.Option(0.0, "--negative-noise", help="Noise std on the negative identity embedding."),
+        scheduler: str = typer.Option("euler", "--scheduler", help="euler, euler_a, dpmpp_2m, ddim, unipc, lcm."),
+        s_scale: float = typer.Option(1.0, "--s-scale", help="FaceID-PlusV2 face structure weight."),
+        lora_scale: float = typer.Option(1.0, "--lora-scale", help="FaceID LoRA scale."),
+        combine: str = typer.Option("average", "--combine", help="average, norm-average or concat for several faces."),
+        face_index: Optional[int] = typer.Option(None, "--face-index", help="Which face (0 = largest)."),
+        base: Optional[str] = typer.Option(None, "--base", help="sd15 or sdxl (FaceID)."),
+        model_name: Optional[str] = typer.Option(None, "--model", help="Base model: hub id, diffusers folder or .safetensors."),
+        output_format: str = typer.Option("png", "--format", help="png, jpeg or webp."),
+        weights: Optional[str] = typer.Option(None, "--weights", help="real (default), dummy (full-size random) or tiny."),
+        face_pack: Optional[str] = typer.Option(None, "--pack", help="Face pack (default: the method's; dlib for dummy/tiny)."),
+        as_json: bool = typer.Option(False, "--json", help="Print the result metadata as JSON."),
+    ) -> None:
+        """Generate images of the person in --face."""
+        from pydantic import ValidationError
+        from tqdm import tqdm
+
+        from faceanchor.engine import Engine
+        from faceanchor.errors import InvalidInputError
+        from faceanchor.imageio import encode_image
+        from faceanchor.types import GenerationRequest
+
+        settings = ctx.obj
+        if not face:
+            raise InvalidInputError("give a reference photo with --face PHOTO")
+        try:
+            request = GenerationRequest(
+                method=method, face_image=face[0], face_images=face[1:], prompt=prompt, negative_prompt=negative_prompt,
+                style=style, num_inference_steps=steps, guidance_scale=guidance, seed=seed, samples=samples, best_of=best_of,
+                width=width, height=height, identity_strength=identity_strength, adapter_strength=adapter_strength,
+                enhance_face_region=enhance_face_region, controlnet_selection=controlnet,
+                controlnet_conditioning_scale=controlnet_scale, pose_image=pose_image, control_guidance_start=control_start,
+                control_guidance_end=control_end, negative_embedding_noise=negative_noise, scheduler=scheduler,
+                s_scale=s_scale, lora_scale=lora_scale, combine=combine, face_index=face_index, base=base,
+                model_name=model_name, output_format=output_format,
+            )
+        except ValidationError as e:
+            raise InvalidInputError(validation_message(e)) from None
+        engine = Engine(settings, weights=weights, face_pack=face_pack)
+        bar = tqdm(total=request.steps * -(-request.samples * request.best_of // 4), desc="generating", unit="step", disable=as_json)
+
+        def progress(ev) -> None:
+            if ev.stage == "denoise" and ev.total:
+                bar.update(1)
+            else:
+                bar.set_postfix_str(ev.stage)
+
+        try:
+            result = engine.generate(request, on_progress=progress)
+        finally:
+            bar.close()
+        out.mkdir(parents=True, exist_ok=True)
+        meta = result.metadata()
+        paths = []
+        ext = "jpg" if request.output_format == "jpeg" else request.output_format
+        for i, im in enumerate(result.images):
+            item = dict(meta, seed=im.seed, identity_score=im.identity_score, identity_reason=im.identity_reason)
+            path = out / f"faceanchor_{im.seed}_{i}.{ext}"
+            path.write_bytes(encode_image(im.image, request.output_format, item))
+            paths.append(str(path))
+        if as_json:
+            typer.echo(json.dumps(dict(meta, files=paths), default=str))
+            return
+        for p, im in zip(paths, result.images):
+            score = f"{im.identity_score:.3f}" if im.identity_score is not None else f"n/a ({im.identity_reason})"
+            typer.echo(f"{p}  seed={im.seed}  identity={score}")
+        t = ", ".join(f"{k} {v:.2f}s" for k, v in result.timings.items() if k not in ("steps_per_second", "peak_gpu_mb"))
+        typer.echo(f"timings: {t}")
+        for w in result.warnings:
+            typer.echo(f"warning: {w}", err=True)
+
+
+def validation_message(e) -> str:
+    """One line from a pydantic ValidationError: the first field and what is wrong with it."""
+    first = e.errors()[0]
+    loc = ".".join(str(x) for x in first.get("loc", ())) or "request"
+    return f"{loc}: {first.get('msg', 'invalid value')}"
