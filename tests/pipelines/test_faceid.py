@@ -1,0 +1,225 @@
+"""FaceID pipelines on tiny seeded SD1.5 / SDXL bases (64x64, 2 steps, offline)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import tiny_faceid as T  # noqa: E402
+
+from faceanchor.adapters.faceid import FaceIDAdapter  # noqa: E402
+from faceanchor.adapters.faceid_attention import IPAttnProcessor, LoRAAttnProcessor  # noqa: E402
+from faceanchor.errors import Cancelled, EmbeddingMismatchError, InvalidInputError  # noqa: E402
+from faceanchor.pipelines.faceid import FaceIDPipeline  # noqa: E402
+
+METHODS = ["faceid", "faceid-plus", "faceid-plusv2", "faceid-portrait"]
+PROMPT, NEG = "a photo of a person", "blurry"
+
+
+def _gen(seed: int = 0):
+    return torch.Generator().manual_seed(seed)
+
+
+@pytest.fixture(scope="module")
+def ckpts(tmp_path_factory):
+    """One official-layout checkpoint with random weights per method (built on a scratch base)."""
+    d = tmp_path_factory.mktemp("ckpt")
+    unet = T.build_sd15(d).unet
+    out = {}
+    for i, m in enumerate(METHODS):
+        a = FaceIDAdapter.build(unet, m, id_dim=T.ID_DIM, clip_dim=48)
+        a.randomize(seed=10 + i, std=0.05)
+        out[m] = a.save(d / f"{m}.bin")
+    return out
+
+
+@pytest.fixture(scope="module")
+def fp(tmp_path_factory):
+    return FaceIDPipeline(T.build_sd15(tmp_path_factory.mktemp("base")), image_encoder=T.build_clip_vision())
+
+
+def _run(fp: FaceIDPipeline, n_refs: int = 1, seeds=(0,), **kw):
+    args = dict(
+        face_image=T.face_crop(), prompt=PROMPT, negative_prompt=NEG, num_images=len(seeds), num_inference_steps=2,
+        guidance_scale=5.0, width=64, height=64, generator=[_gen(s) for s in seeds], output_type="np",
+    )
+    args.update(kw)
+    return np.stack(fp.generate(T.embedding(n=n_refs), **args))
+
+
+def _plain(pipe, seeds=(0,)):
+    out = pipe(
+        prompt=PROMPT, negative_prompt=NEG, num_inference_steps=2, guidance_scale=5.0, width=64, height=64,
+        num_images_per_prompt=len(seeds), generator=[_gen(s) for s in seeds], output_type="np",
+    )
+    return np.asarray(out.images)
+
+
+def _load(fp, ckpts, m):
+    return fp.load(m, ckpts[m], required_space=None)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_zero_scales_equal_the_plain_base_and_nonzero_changes_it(fp, ckpts, method):
+    fp.unload()
+    plain = _plain(fp.pipe)
+    _load(fp, ckpts, method)
+    zero = _run(fp, scale=0.0, lora_scale=0.0)
+    np.testing.assert_allclose(zero, plain, atol=1e-5)
+    with_id = _run(fp, scale=1.0, lora_scale=0.0)
+    assert np.abs(with_id - plain).mean() > 1e-4
+    if method != "faceid-portrait":  # Portrait has no LoRA
+        lora_only = _run(fp, scale=0.0, lora_scale=1.0)
+        assert np.abs(lora_only - plain).mean() > 1e-4
+    fp.unload()
+
+
+def test_seeds_reproduce_and_batches_equal_single_images(fp, ckpts):
+    _load(fp, ckpts, "faceid")
+    a = _run(fp, seeds=(3,))
+    b = _run(fp, seeds=(3,))
+    np.testing.assert_array_equal(a, b)
+    batch = _run(fp, seeds=(3, 4))
+    assert batch.shape == (2, 64, 64, 3)
+    np.testing.assert_allclose(batch[0], a[0], atol=1e-4)
+    np.testing.assert_allclose(batch[1], _run(fp, seeds=(4,))[0], atol=1e-4)
+    assert np.abs(batch[0] - batch[1]).mean() > 1e-3
+    pil = fp.generate(T.embedding(), prompt=PROMPT, num_images=1, num_inference_steps=2, width=64, height=64,
+                      generator=_gen(0))
+    assert pil[0].size == (64, 64) and pil[0].mode == "RGB"
+    fp.unload()
+
+
+def test_s_scale_changes_only_the_plusv2_shortcut_path(fp, ckpts):
+    for method, changes in (("faceid", False), ("faceid-plus", False), ("faceid-plusv2", True), ("faceid-portrait", False)):
+        _load(fp, ckpts, method)
+        n = 2 if method == "faceid-portrait" else 1
+        a, b = _run(fp, n_refs=n, s_scale=0.0), _run(fp, n_refs=n, s_scale=2.0)
+        if changes:
+            assert np.abs(a - b).mean() > 1e-4, method
+        else:
+            np.testing.assert_array_equal(a, b)
+    fp.unload()
+
+
+def test_portrait_with_one_and_five_references(fp, ckpts):
+    _load(fp, ckpts, "faceid-portrait")
+    one, five = _run(fp, n_refs=1), _run(fp, n_refs=5)
+    assert np.isfinite(five).all() and np.abs(one - five).mean() > 1e-4
+    assert all(p.num_tokens == 80 for p in fp.adapter.processors.values() if isinstance(p, IPAttnProcessor))
+    with pytest.raises(InvalidInputError, match="at most 5"):
+        _run(fp, n_refs=6)
+    fp.unload()
+
+
+def test_errors_wrong_dimension_space_missing_crop(fp, ckpts):
+    _load(fp, ckpts, "faceid")
+    with pytest.raises(EmbeddingMismatchError, match="size 512"):
+        fp.generate(torch.zeros(1, 128), num_inference_steps=2, width=64, height=64)
+    fp.load("faceid", ckpts["faceid"])  # official weights: buffalo_l only
+    with pytest.raises(EmbeddingMismatchError, match="buffalo_l"):
+        fp.generate(T.embedding(), embedding_space="dlib", num_inference_steps=2, width=64, height=64)
+    _load(fp, ckpts, "faceid-plusv2")
+    with pytest.raises(InvalidInputError, match="aligned face crop"):
+        fp.generate(T.embedding(), num_inference_steps=2, width=64, height=64)
+    fp.unload()
+    with pytest.raises(InvalidInputError, match="no FaceID method is loaded"):
+        fp.generate(T.embedding())
+    with pytest.raises(InvalidInputError, match="needs a CLIP image encoder"):
+        FaceIDPipeline(fp.pipe).load("faceid-plus")
+
+
+def test_progress_and_cancel_between_steps(fp, ckpts):
+    _load(fp, ckpts, "faceid")
+    steps = []
+    _run(fp, on_step=lambda i, n: steps.append((i, n)))
+    assert steps == [(1, 2), (2, 2)]
+    seen = []
+    with pytest.raises(Cancelled, match="after step 1 of 2"):
+        _run(fp, on_step=lambda i, n: seen.append(i), cancel=lambda: len(seen) >= 1)
+    with pytest.raises(Cancelled, match="before it started"):
+        _run(fp, cancel=lambda: True)
+    fp.unload()
+
+
+def test_unconditional_branch_reaches_the_unet(fp, ckpts):
+    """With CFG the UNet sees [negative; positive]: their last tokens are the uncond / cond identity tokens."""
+    adapter = _load(fp, ckpts, "faceid-plusv2")
+    seen = []
+    hook = fp.pipe.unet.register_forward_pre_hook(
+        lambda mod, args, kwargs: seen.append(kwargs["encoder_hidden_states"].clone()), with_kwargs=True
+    )
+    try:
+        _run(fp, s_scale=0.7)
+    finally:
+        hook.remove()
+    states = seen[0]
+    assert states.shape[0] == 2 and states.shape[1] == 16 + 4
+    # hand computation of the reference's get_image_embeds
+    pixels = fp.image_processor(images=T.face_crop(), return_tensors="pt").pixel_values
+    enc = fp.image_encoder
+    clip_c = enc(pixels, output_hidden_states=True).hidden_states[-2]
+    clip_u = enc(torch.zeros_like(pixels), output_hidden_states=True).hidden_states[-2]
+    with torch.no_grad():
+        cond = adapter.image_proj(T.embedding(), clip_c, shortcut=True, scale=0.7)
+        uncond = adapter.image_proj(torch.zeros(1, T.ID_DIM), clip_u, shortcut=True, scale=0.7)
+    torch.testing.assert_close(states[1, -4:], cond[0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(states[0, -4:], uncond[0], rtol=1e-5, atol=1e-5)
+    # the zero pixel tensor is not a black image (which normalises to -mean/std)
+    black = fp.image_processor(images=T.face_crop() .point(lambda _: 0), return_tensors="pt").pixel_values
+    assert black.abs().min() > 0.5
+    # text part equals the pipeline's own prompt encoding
+    text, neg = fp.pipe.encode_prompt(PROMPT, "cpu", 1, True, NEG)
+    torch.testing.assert_close(states[1, :16], text[0])
+    torch.testing.assert_close(states[0, :16], neg[0])
+    fp.unload()
+
+
+def test_switching_methods_leaves_nothing_behind(tmp_path, ckpts):
+    enc = T.build_clip_vision()
+    fresh = FaceIDPipeline(T.build_sd15(tmp_path / "a"), image_encoder=enc)
+    fresh_plain = _plain(fresh.pipe)
+    _load(fresh, ckpts, "faceid")
+    expected = _run(fresh)
+
+    shared = FaceIDPipeline(T.build_sd15(tmp_path / "b"), image_encoder=enc)
+    base_procs = dict(shared.pipe.unet.attn_processors)
+    base_weights = {k: v.clone() for k, v in shared.pipe.unet.state_dict().items()}
+    for m in ("faceid-plusv2", "faceid-portrait", "faceid-plus"):
+        _load(shared, ckpts, m)
+        _run(shared, n_refs=3 if m == "faceid-portrait" else 1)
+    _load(shared, ckpts, "faceid")
+    np.testing.assert_array_equal(_run(shared), expected)
+    shared.unload()
+    procs = shared.pipe.unet.attn_processors
+    assert all(procs[k] is base_procs[k] for k in base_procs)
+    assert not any(isinstance(p, (LoRAAttnProcessor, IPAttnProcessor)) for p in procs.values())
+    sd = shared.pipe.unet.state_dict()
+    assert sd.keys() == base_weights.keys() and all(torch.equal(sd[k], v) for k, v in base_weights.items())
+    np.testing.assert_array_equal(_plain(shared.pipe), fresh_plain)
+
+
+@pytest.mark.parametrize("method", ["faceid", "faceid-plusv2", "faceid-portrait"])
+def test_sdxl_variants_zero_scale_equals_plain_and_identity_changes_it(tmp_path, method):
+    pipe = T.build_sdxl(tmp_path)
+    fx = FaceIDPipeline(pipe, image_encoder=T.build_clip_vision())
+    kw = dict(prompt=PROMPT, negative_prompt=NEG, num_inference_steps=2, guidance_scale=5.0, width=64, height=64,
+              output_type="np")
+    plain = np.asarray(pipe(generator=_gen(0), **kw).images)
+    torch.manual_seed(5)
+    fx.load(method)
+    fx.adapter.randomize(seed=5, std=0.05)
+    n = 5 if method == "faceid-portrait" else 1
+    face = dict(face_image=T.face_crop(), generator=_gen(0))
+    zero = np.stack(fx.generate(T.embedding(n=n), scale=0.0, lora_scale=0.0, **face, **kw))
+    np.testing.assert_allclose(zero, plain, atol=1e-5)
+    face["generator"] = _gen(0)
+    full = np.stack(fx.generate(T.embedding(n=n), scale=1.0, lora_scale=1.0, **face, **kw))
+    assert np.abs(full - plain).mean() > 1e-4
+    fx.unload()
+    np.testing.assert_array_equal(np.asarray(pipe(generator=_gen(0), **kw).images), plain)
