@@ -237,8 +237,8 @@ class Engine:
         from faceanchor.face.combine import combine_embeddings
 
         embs = [f.embedding for f in faces]
-        if request.method == "faceid-portrait":
-            emb = np.stack(embs)  # one 16-token group per reference
+        if request.method == "faceid-portrait" or (len(embs) > 1 and request.combine == "concat"):
+            emb = np.stack(embs)  # one token group per reference
         elif len(embs) == 1:
             emb = embs[0]
         else:
@@ -385,41 +385,21 @@ class Engine:
     def _run_instantid(self, request, loaded, ident: Identity, prompt, negative, seeds, stage, notify, check, timings) -> list[Any]:
         import torch
 
-        from faceanchor.face.kps import draw_kps
         from faceanchor.pipelines.instantid_sdxl import ExtraControl
 
         pipe = loaded.pipe
         with stage("controls"):
-            kps, bbox, src_size, control_src = ident.kps, ident.bbox, ident.image_size, ident.image
-            if request.pose_image is not None:
-                an = self.analyzer(self.pack_for(request.method))
-                pose_img = an.load(request.pose_image, name="pose_image")
-                pose_face = an.detect(pose_img)
-                if not pose_face:
-                    raise NoFaceError("no face found in pose_image (also tried other scales)")
-                kps, bbox, src_size, control_src = pose_face[0].kps, pose_face[0].bbox, pose_img.size, pose_img
-            if kps is None:
-                raise InvalidInputError("InstantID needs face keypoints: give a face photo, face_kps or a pose_image")
-            width, height = output_size(src_size, request.width, request.height, "sdxl")
-            if src_size is None:
-                src_size = (width, height)
-            out_kps = _map_points(kps, src_size, (width, height))
-            kps_image = draw_kps((width, height), out_kps)
-            mask = None
-            if request.enhance_face_region and bbox is not None:
-                mask = face_region_mask(_map_points(np.asarray(bbox).reshape(2, 2), src_size, (width, height)).reshape(4), (width, height))
+            width, height, kps_image, mask, control_src = self.instantid_controls(request, ident)
             extras = []
             for name in request.controlnet_selection:
-                if control_src is None:
-                    raise InvalidInputError(f"the {name} ControlNet needs a photo (face_image or pose_image)")
                 cn, model_id = self._controlnet(name)
                 loaded.models[f"controlnet_{name}"] = model_id
                 image = self._control_image(name, _cover_image(control_src, (width, height)))
                 extras.append(ExtraControl(controlnet=cn, image=image, scale=request.controlnet_conditioning_scale))
         self._set_scheduler(loaded, request, pipe)
         emb = torch.as_tensor(ident.embedding, dtype=torch.float32)
-        if emb.ndim == 2:  # concat of several references: several tokens into the Resampler
-            emb = emb.reshape(1, -1, emb.shape[-1]) if request.combine == "concat" else emb.mean(0)
+        if emb.ndim == 2:  # concat: each reference one more input token of the Resampler
+            emb = emb.reshape(1, -1, emb.shape[-1])
         device = pipe._execution_device
         with stage("prompt"):
             do_cfg = request.guidance > 1.0
@@ -446,6 +426,35 @@ class Engine:
                 images.extend(decode_latents(pipe, latents))
         timings["steps_per_second"] = round(request.steps * len(range(0, len(seeds), MAX_BATCH)) / max(timings.get("denoise", 1e-9), 1e-9), 4)
         return images
+
+    def instantid_controls(self, request: GenerationRequest, ident: Identity) -> tuple[int, int, Any, Any, Any]:
+        """Output size, keypoint image, face-region mask and the photo extra controls come from.
+
+        Keypoints come from ``pose_image``'s largest face when given, else from the reference;
+        they are mapped onto the output by a centre-crop fit of their photo.
+        """
+        from faceanchor.face.kps import draw_kps
+
+        kps, bbox, src_size, control_src = ident.kps, ident.bbox, ident.image_size, ident.image
+        if request.pose_image is not None:
+            an = self.analyzer(self.pack_for(request.method))
+            pose_img = an.load(request.pose_image, name="pose_image")
+            pose_faces = an.detect(pose_img)
+            if not pose_faces:
+                raise NoFaceError("no face found in pose_image (also tried other scales)")
+            kps, bbox, src_size, control_src = pose_faces[0].kps, pose_faces[0].bbox, pose_img.size, pose_img
+        if kps is None:
+            raise InvalidInputError("InstantID needs face keypoints: give a face photo, face_kps or a pose_image")
+        width, height = output_size(src_size, request.width, request.height, "sdxl")
+        src_size = src_size or (width, height)
+        kps_image = draw_kps((width, height), _map_points(kps, src_size, (width, height)))
+        mask = None
+        if request.enhance_face_region and bbox is not None:
+            box = _map_points(np.asarray(bbox).reshape(2, 2), src_size, (width, height)).reshape(4)
+            mask = face_region_mask(box, (width, height))
+        if request.controlnet_selection and control_src is None:
+            raise InvalidInputError("extra ControlNets need a photo (face_image or pose_image) to make their control images")
+        return width, height, kps_image, mask, control_src
 
     def _control_image(self, name: str, image: Any) -> Any:
         from faceanchor import controls
@@ -479,6 +488,11 @@ class Engine:
         import torch
 
         fp = loaded.pipe
+        if ident.embedding.ndim == 2 and request.method != "faceid-portrait":
+            raise InvalidInputError(
+                f"combine=concat keeps references as separate tokens, which {request.method} cannot take; "
+                "use average or norm-average, or method instantid / faceid-portrait"
+            )
         with stage("controls"):
             width, height = output_size(ident.image_size, request.width, request.height, family)
             self._faceid_adapter(loaded, request, family, int(ident.embedding.shape[-1]))

@@ -1,0 +1,219 @@
+"""The engine end to end on tiny seeded weights with the real (offline) dlib face pack."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from faceanchor.config import Settings
+from faceanchor.engine import Engine, Identity, cover_transform, face_region_mask, output_size
+from faceanchor.errors import Cancelled, EmbeddingMismatchError, InvalidInputError, ModelNotFoundError, NoFaceError
+from faceanchor.types import GenerationRequest
+
+FACES = Path(__file__).parent / "data" / "faces"
+OBAMA = str(FACES / "obama.jpg")
+BIDEN = str(FACES / "biden.jpg")
+
+
+@pytest.fixture(scope="module")
+def settings(tmp_path_factory):
+    return Settings(home=tmp_path_factory.mktemp("home"), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def engine(settings):
+    return Engine(settings, weights="tiny", face_pack="dlib")
+
+
+def req(**kw):
+    base = dict(face_image=OBAMA, prompt="a portrait", width=64, height=64, num_inference_steps=2, seed=7)
+    base.update(kw)
+    return GenerationRequest(**base)
+
+
+def pixels(im):
+    return np.asarray(im.image, dtype=np.int16)
+
+
+# --------------------------------------------------------------------------- pure helpers
+
+
+def test_output_size_follows_the_photo_and_rounds_to_the_grid():
+    assert output_size((600, 800), None, None, "sdxl") == (960, 1280)
+    assert output_size((1000, 1000), None, None, "sdxl") == (1024, 1024)
+    assert output_size((2000, 1000), None, None, "sdxl") == (1280, 640)
+    assert output_size(None, 100, 130, "sdxl") == (64, 128)
+    assert output_size((400, 200), 512, None, "sd15") == (512, 256)
+    with pytest.raises(InvalidInputError):
+        output_size(None, 32, 32, "sdxl")
+
+
+def test_cover_transform_and_face_mask():
+    s, dx, dy = cover_transform((200, 100), (100, 100))
+    assert s == 1.0 and dx == 50.0 and dy == 0.0
+    m = np.asarray(face_region_mask(np.array([10, 20, 30, 40]), (64, 64)))
+    assert m.shape == (64, 64, 3)
+    assert (m[20:40, 10:30] == 255).all() and m.sum() == 20 * 20 * 3 * 255
+
+
+# --------------------------------------------------------------------------- generation
+
+
+def test_generate_returns_images_seed_timings_and_scores(engine):
+    events = []
+    res = engine.generate(req(), on_progress=events.append)
+    assert len(res.images) == 1
+    im = res.images[0]
+    assert im.image.size == (64, 64) and im.seed == 7 and res.seed == 7
+    # a tiny random model draws no face: the score is null with a reason
+    assert im.identity_score is None and "no face" in im.identity_reason
+    for stage in ("face", "load", "controls", "prompt", "denoise", "decode", "score"):
+        assert stage in res.timings
+    steps = [e for e in events if e.stage == "denoise" and e.total]
+    assert [e.step for e in steps] == [1, 2]
+    assert res.params["num_inference_steps"] == 2 and res.params["face_space"] == "dlib"
+    assert res.models["base"] == "tiny:sdxl" and "128-D" in res.models["adapter"]
+
+
+def test_same_seed_same_image_and_four_distinct_samples(engine):
+    a = engine.generate(req(seed=11)).images[0]
+    b = engine.generate(req(seed=11)).images[0]
+    assert np.array_equal(pixels(a), pixels(b))
+    many = engine.generate(req(seed=11, samples=4))
+    assert [im.seed for im in many.images] == [11, 12, 13, 14]
+    arrs = [pixels(im) for im in many.images]
+    for i in range(4):
+        for j in range(i + 1, 4):
+            assert not np.array_equal(arrs[i], arrs[j])
+    # the first of a batch equals a single run with its seed
+    assert np.abs(arrs[0] - pixels(a)).max() <= 2
+
+
+def test_random_seed_is_reported(engine):
+    res = engine.generate(req(seed=-1))
+    assert 0 <= res.seed < 2**32 and res.images[0].seed == res.seed
+
+
+def test_strengths_change_the_image(engine):
+    base = pixels(engine.generate(req(identity_strength=0.0, adapter_strength=0.0)).images[0])
+    ident = pixels(engine.generate(req(identity_strength=1.5, adapter_strength=0.0)).images[0])
+    adapter = pixels(engine.generate(req(identity_strength=0.0, adapter_strength=2.0)).images[0])
+    assert not np.array_equal(base, ident)
+    assert not np.array_equal(base, adapter)
+
+
+def test_other_faces_give_other_images(engine):
+    a = pixels(engine.generate(req()).images[0])
+    b = pixels(engine.generate(req(face_image=BIDEN)).images[0])
+    assert not np.array_equal(a, b)
+
+
+def test_pose_image_changes_the_keypoint_image(engine):
+    r = req()
+    ident = engine.identity(r)
+    _, _, kps_a, _, _ = engine.instantid_controls(r, ident)
+    _, _, kps_b, _, _ = engine.instantid_controls(req(pose_image=BIDEN), ident)
+    assert not np.array_equal(np.asarray(kps_a), np.asarray(kps_b))
+    # five coloured points are on the image
+    arr = np.asarray(kps_a)
+    assert (arr.reshape(-1, 3) == [255, 0, 0]).all(1).any()
+
+
+def test_enhance_face_region_makes_a_face_mask(engine):
+    r = req(width=256, height=256)
+    ident = engine.identity(r)
+    *_, mask, _ = engine.instantid_controls(r, ident)
+    m = np.asarray(mask)[..., 0] > 0
+    assert 0.01 < m.mean() < 0.9
+    *_, none, _ = engine.instantid_controls(req(width=256, height=256, enhance_face_region=False), ident)
+    assert none is None
+
+
+def test_styles_and_lcm_and_other_schedulers_run(engine):
+    res = engine.generate(req(style="Watercolor", scheduler="lcm", num_inference_steps=None))
+    assert res.params["num_inference_steps"] == 5 and res.params["guidance_scale"] == 1.5
+    assert "watercolor" in res.params["prompt_used"].lower()
+    for sched in ("euler_a", "dpmpp_2m", "ddim", "unipc"):
+        assert engine.generate(req(scheduler=sched)).images[0].image.size == (64, 64)
+
+
+def test_best_of_keeps_the_requested_number(engine):
+    res = engine.generate(req(best_of=2))
+    assert len(res.images) == 1
+
+
+def test_cancel_between_steps(engine):
+    calls = {"n": 0}
+
+    def cancel():
+        calls["n"] += 1
+        return calls["n"] > 4
+
+    with pytest.raises(Cancelled):
+        engine.generate(req(num_inference_steps=4), cancel=cancel)
+
+
+def test_precomputed_embedding_skips_face_analysis(engine, monkeypatch):
+    ident = engine.identity(req())
+    an = engine.analyzer("dlib")
+    calls = {"detect": 0}
+    real_detect = an.detect
+
+    def counting(*a, **k):
+        calls["detect"] += 1
+        return real_detect(*a, **k)
+
+    monkeypatch.setattr(an, "detect", counting)
+    r = GenerationRequest(
+        prompt="x", face_embedding=ident.embedding.tolist(), face_embedding_space="dlib",
+        face_kps=ident.kps.tolist(), face_image_size=ident.image_size, width=64, height=64, num_inference_steps=1, seed=1,
+    )
+    ident2 = engine.identity(r)
+    assert calls["detect"] == 0 and np.allclose(ident2.embedding, ident.embedding)
+    engine.generate(r)  # scoring may detect on the output, analysis of a reference may not
+    assert calls["detect"] == 1
+
+
+def test_several_references_combine(engine):
+    avg = engine.identity(req(face_images=[str(FACES / "obama2.jpg")]))
+    assert avg.embedding.shape == (128,)
+    cat = engine.identity(req(face_images=[str(FACES / "obama2.jpg")], combine="concat"))
+    assert cat.embedding.shape == (2, 128)
+    assert engine.generate(req(face_images=[str(FACES / "obama2.jpg")], combine="concat")).images
+
+
+def test_bad_inputs_are_clear_errors(engine, tmp_path):
+    blank = tmp_path / "blank.png"
+    from PIL import Image
+
+    Image.new("RGB", (200, 200), (128, 128, 128)).save(blank)
+    with pytest.raises(NoFaceError, match="no face"):
+        engine.generate(req(face_image=str(blank)))
+    with pytest.raises(InvalidInputError, match="face"):
+        engine.generate(GenerationRequest(prompt="x"))
+    with pytest.raises(InvalidInputError, match="SDXL"):
+        engine.generate(req(base="sd15"))
+    with pytest.raises(InvalidInputError):
+        engine.generate(req(style="No Such Style"))
+
+
+def test_real_weights_need_the_antelopev2_space(settings):
+    eng = Engine(settings, weights="real", face_pack="dlib")
+    with pytest.raises(EmbeddingMismatchError, match="antelopev2"):
+        eng.generate(req())
+    with pytest.raises(EmbeddingMismatchError, match="antelopev2"):
+        eng.generate(GenerationRequest(prompt="x", face_embedding=[0.0] * 128, face_embedding_space="dlib", face_kps=[[1, 1]] * 5))
+
+
+def test_missing_real_model_is_one_clear_error(settings, monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
+    eng = Engine(Settings(home=tmp_path / "home", device="cpu"), weights="real")
+    r = GenerationRequest(
+        prompt="x", face_embedding=[0.0] * 512, face_embedding_space="antelopev2",
+        face_kps=[[30, 30], [60, 30], [45, 45], [35, 60], [55, 60]], face_image_size=(100, 100),
+    )
+    with pytest.raises(ModelNotFoundError) as e:
+        eng.generate(r)
+    assert "\n" not in str(e.value) and ("pull" in str(e.value) or "put" in str(e.value).lower())
