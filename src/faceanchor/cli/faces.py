@@ -21,11 +21,12 @@ def register(app: typer.Typer) -> None:
 
 
 def _analyzer(ctx: typer.Context, pack: Optional[str], detector: str):
+    """An analyzer not yet prepared: images are checked before any model loads."""
     from faceanchor.config import load_settings
     from faceanchor.face.analyzer import FaceAnalyzer
 
     settings = ctx.obj if ctx.obj is not None else load_settings()
-    return FaceAnalyzer(settings, pack=pack, detector=detector).prepare()
+    return FaceAnalyzer(settings, pack=pack, detector=detector)
 
 
 def faces_command(
@@ -41,7 +42,7 @@ def faces_command(
 
     analyzer = _analyzer(ctx, pack, detector)
     img = analyzer.load(image, name=image)
-    faces = analyzer.get(img)
+    faces = analyzer.prepare().get(img)
     if not faces:
         raise NoFaceError(f"no face found in {image} (also tried other scales)")
     if draw is not None:
@@ -83,7 +84,8 @@ def compare_command(
     from faceanchor.face.compare import compare_images
 
     analyzer = _analyzer(ctx, pack, detector)
-    result = compare_images(analyzer, a, b, name_a=a, name_b=b)
+    img_a, img_b = analyzer.load(a, name=a), analyzer.load(b, name=b)
+    result = compare_images(analyzer.prepare(), img_a, img_b, name_a=a, name_b=b)
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2))
         return
