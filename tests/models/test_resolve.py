@@ -142,7 +142,8 @@ def test_no_download_when_offline_or_disabled(hf_cache, settings, monkeypatch):
 def test_download_path_uses_hf_hub_download(hf_cache, settings, cached, monkeypatch):
     """Online: files come from hf_hub_download into the HF cache; a 404 safetensors falls back to .bin."""
     import huggingface_hub
-    from huggingface_hub.errors import EntryNotFoundError
+    import httpx
+    from huggingface_hub.errors import LocalEntryNotFoundError, RemoteEntryNotFoundError
 
     monkeypatch.delenv("HF_HUB_OFFLINE")
     calls = []
@@ -150,7 +151,7 @@ def test_download_path_uses_hf_hub_download(hf_cache, settings, cached, monkeypa
     def fake(repo_id, filename, revision=None, cache_dir=None, **_):
         calls.append(filename)
         if filename.endswith(".safetensors"):
-            raise EntryNotFoundError("404")
+            raise RemoteEntryNotFoundError("404", response=httpx.Response(404, request=httpx.Request("HEAD", "http://hub")))
         snap = cached(Path(cache_dir), repo_id, {filename: b"dl"})
         return str(snap / filename)
 
@@ -165,6 +166,13 @@ def test_download_path_uses_hf_hub_download(hf_cache, settings, cached, monkeypa
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", unreachable)
     with pytest.raises(ModelNotFoundError, match="cannot download ip-adapter.safetensors from x/y: Connection refused;"):
         pull_model(replace(default_registry().get("instantid-adapter"), repo_id="x/y"), settings)
+
+    def no_network(*a, **k):  # what hf_hub_download raises when the hub cannot be reached
+        raise LocalEntryNotFoundError("cannot reach")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", no_network)
+    with pytest.raises(ModelNotFoundError, match="hub is unreachable"):
+        resolve_model("instantid-identitynet", settings)
 
 
 def test_checksums_verify(hf_cache, settings, cached):

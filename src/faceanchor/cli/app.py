@@ -53,6 +53,11 @@ def build_app() -> typer.Typer:
 
     keys.register(app)
     serve.register(app)
+
+    from faceanchor.cli import models, styles
+
+    models.register(app)
+    styles.register(app)
     return app
 
 

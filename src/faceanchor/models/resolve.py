@@ -20,6 +20,7 @@ Environment variables are read when a function is called, never at import.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from dataclasses import dataclass, field
@@ -363,10 +364,10 @@ def pull_model(
 
 
 def _pull_hub(spec: ModelSpec, settings: "Settings", include_optional: bool) -> ResolvedModel:
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError, RemoteEntryNotFoundError
+    import huggingface_hub
+    from huggingface_hub.errors import LocalEntryNotFoundError, RemoteEntryNotFoundError
 
-    not_found = (EntryNotFoundError, RemoteEntryNotFoundError)
+    hf_hub_download = huggingface_hub.hf_hub_download
     cache = hf_cache_dir()
     files: dict[str, Path] = {}
     missing_opt: list[str] = []
@@ -377,9 +378,15 @@ def _pull_hub(spec: ModelSpec, settings: "Settings", include_optional: bool) -> 
         got: Path | None = None
         for cand in f.candidates():
             try:
-                got = Path(hf_hub_download(spec.repo_id, cand, revision=spec.revision, cache_dir=str(cache)))
+                with _quiet_hub():
+                    got = Path(hf_hub_download(spec.repo_id, cand, revision=spec.revision, cache_dir=str(cache)))
                 break
-            except not_found:
+            except LocalEntryNotFoundError:  # the hub could not be reached and nothing is cached
+                raise ModelNotFoundError(
+                    f"cannot download {cand} from {spec.repo_id}: the Hugging Face hub is unreachable; check the network "
+                    f"or put the files in {default_download_dir(spec, settings)}"
+                ) from None
+            except RemoteEntryNotFoundError:  # 404: try the next spelling (.bin after .safetensors)
                 continue
             except Exception as e:  # network, auth, gated repo ...
                 first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
@@ -395,6 +402,20 @@ def _pull_hub(spec: ModelSpec, settings: "Settings", include_optional: bool) -> 
             files[f.path] = got
     root = _root_of(files, spec, cache)
     return ResolvedModel(spec, root, files, "download", tuple(missing_opt))
+
+
+@contextlib.contextmanager
+def _quiet_hub():
+    """Silence huggingface_hub's retry warnings so a failure stays one line for the CLI."""
+    import logging
+
+    log = logging.getLogger("huggingface_hub")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
 
 
 def _pull_archive(spec: ModelSpec, settings: "Settings") -> ResolvedModel:
