@@ -132,7 +132,8 @@ class Service:
         for w in self.workers:
             w.join(timeout)
         self.webhooks.stop()
-        self.webhooks.join(timeout)
+        if self.webhooks.is_alive():
+            self.webhooks.join(timeout)
         self.db.dispose()
 
     def _finished(self, job: JobView) -> None:

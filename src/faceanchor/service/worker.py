@@ -17,7 +17,9 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from faceanchor.errors import Cancelled, FaceAnchorError
+from pydantic import ValidationError
+
+from faceanchor.errors import Cancelled, FaceAnchorError, InvalidInputError
 from faceanchor.service.results import store_result
 from faceanchor.store.files import FileStore
 from faceanchor.store.jobs import JobStore, JobView, error_dict
@@ -43,7 +45,13 @@ class InputMissingError(FaceAnchorError):
 
 def run_generation(engine: GenerationEngine, request: dict[str, Any], on_progress: ProgressCallback, cancel: CancelCheck) -> GenerationResult:
     """The runner of the generation apps (``instantid``, ``faceid``)."""
-    return engine.generate(GenerationRequest.model_validate(request), on_progress, cancel)
+    try:
+        parsed = GenerationRequest.model_validate(request)
+    except ValidationError as e:
+        first = e.errors()[0]
+        loc = ".".join(str(p) for p in first.get("loc", ())) or "request"
+        raise InvalidInputError(f"{loc}: {first.get('msg', 'invalid value')}") from None
+    return engine.generate(parsed, on_progress, cancel)
 
 
 DEFAULT_RUNNERS: dict[str, JobRunner] = {"instantid": run_generation, "faceid": run_generation}
