@@ -91,11 +91,16 @@ def read_source_bytes(source: str | bytes | bytearray | Path, limits: ImageLimit
     return data
 
 
+_BASE64_TEXT = re.compile(r"^[A-Za-z0-9+/]+={0,2}$")
+
+
 def _looks_like_path(s: str) -> bool:
     if s.startswith("data:"):
         return False
     if len(s) > 1024 or "\n" in s:
         return False
+    if len(s) >= 32 and _BASE64_TEXT.match(s) and not Path(s).expanduser().exists():
+        return False  # base64 text may contain "/" but never "." (file names usually do)
     return "/" in s or "\\" in s or "." in s[-6:] or Path(s).expanduser().exists()
 
 
