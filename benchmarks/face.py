@@ -1,0 +1,141 @@
+"""Face stack benchmark: milliseconds per image for detection, alignment and embedding.
+
+    python benchmarks/face.py [--runs 5] [--cnn] [--images DIR]
+
+Backends: dlib HOG + dlib ResNet-128; the real SCRFD (``models/scrfd.onnx`` of the
+``scrfd==0.3.0`` sdist, fetched with pip into the test cache like the tests do) + a tiny
+ArcFace-contract ONNX exported from torch (stands in for glintr100/w600k_r50, which are not
+available offline, so its embedding time is a lower bound); ``--cnn`` adds dlib's MMOD CNN.
+Each number is the median over ``--runs`` runs per image, then the median over images. Peak
+memory: the process's max RSS (``resource.getrusage``) after each backend, and the peak of
+Python-level allocations (``tracemalloc``) during it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from faceanchor.face.align import norm_crop  # noqa: E402
+from faceanchor.imageio import load_image  # noqa: E402
+
+SCRFD_VERSION = "0.3.0"
+
+
+def scrfd_model() -> Path:
+    cache = Path(os.environ.get("FACEANCHOR_TEST_CACHE", Path.home() / ".cache" / "faceanchor-tests"))
+    cache.mkdir(parents=True, exist_ok=True)
+    target = cache / f"scrfd-{SCRFD_VERSION}.onnx"
+    if target.is_file():
+        return target
+    archive = cache / f"scrfd-{SCRFD_VERSION}.tar.gz"
+    if not archive.is_file():
+        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", f"scrfd=={SCRFD_VERSION}", "-d", str(cache)], check=True, capture_output=True)
+    with tarfile.open(archive) as tar:
+        src = tar.extractfile(f"scrfd-{SCRFD_VERSION}/models/scrfd.onnx")
+        with open(target, "wb") as out:
+            shutil.copyfileobj(src, out)
+    return target
+
+
+def tiny_arcface(directory: Path) -> Path:
+    import warnings
+
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU(), nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(256, 512),
+    ).eval()
+    path = directory / "tiny_arcface.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (torch.zeros(1, 3, 112, 112),), str(path), input_names=["input.1"], output_names=["embedding"], opset_version=17, dynamo=False)
+    return path
+
+
+def timed(fn, runs: int) -> tuple[float, object]:
+    out = fn()  # warm-up
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        out = fn()
+        times.append((time.perf_counter() - t) * 1000)
+    return statistics.median(times), out
+
+
+def bench(name: str, detect, encode, images: list[tuple[str, np.ndarray]], runs: int) -> dict:
+    tracemalloc.start()
+    det_ms, align_ms, emb_ms, found = [], [], [], 0
+    for _, rgb in images:
+        d, faces = timed(lambda: detect(rgb), runs)
+        det_ms.append(d)
+        if not faces:
+            continue
+        found += 1
+        face = faces[0]
+        a, _ = timed(lambda: norm_crop(rgb, face.kps, 112), runs)
+        align_ms.append(a)
+        e, _ = timed(lambda: encode(rgb, face), runs)
+        emb_ms.append(e)
+    py_peak = tracemalloc.get_traced_memory()[1] / 2**20
+    tracemalloc.stop()
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    med = lambda xs: statistics.median(xs) if xs else float("nan")  # noqa: E731
+    return {"backend": name, "detect": med(det_ms), "align": med(align_ms), "embed": med(emb_ms), "found": f"{found}/{len(images)}", "rss": rss, "py": py_peak}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--images", type=Path, default=ROOT / "tests" / "data" / "faces")
+    ap.add_argument("--cnn", action="store_true", help="also time dlib's CNN (slow on CPU)")
+    args = ap.parse_args()
+
+    from faceanchor.face.detect_dlib import DlibDetector
+    from faceanchor.face.detect_scrfd import ScrfdDetector
+    from faceanchor.face.encode_arcface import ArcFaceEncoder
+    from faceanchor.face.encode_dlib import DlibEncoder
+    from faceanchor.face.packs import face_recognition_models_dir
+
+    images = [(p.name, np.asarray(load_image(p))) for p in sorted(args.images.iterdir()) if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".webp")]
+    print(f"{len(images)} images from {args.images}, median of {args.runs} runs each, then median over images")
+    rows = []
+    d = face_recognition_models_dir()
+    lm, rec = d / "shape_predictor_68_face_landmarks.dat", d / "dlib_face_recognition_resnet_model_v1.dat"
+    dlib_enc = DlibEncoder(lm, rec).prepare()
+    hog = DlibDetector(lm, "hog").prepare()
+    rows.append(bench("dlib hog + resnet128", lambda x: hog.detect(x, 1), dlib_enc.encode, images, args.runs))
+    if args.cnn:
+        cnn = DlibDetector(lm, "cnn", cnn_path=d / "mmod_human_face_detector.dat").prepare()
+        rows.append(bench("dlib cnn + resnet128", lambda x: cnn.detect(x, 0), dlib_enc.encode, images, max(1, args.runs // 2)))
+    with tempfile.TemporaryDirectory() as tmp:
+        arc = ArcFaceEncoder(tiny_arcface(Path(tmp)), space="arcface-test-model").prepare()
+        scrfd = ScrfdDetector(scrfd_model()).prepare()
+        rows.append(bench("scrfd + arcface-test-model", lambda x: scrfd.detect(x), arc.encode, images, args.runs))
+    head = f"{'backend':<28} {'detect ms':>10} {'align ms':>9} {'embed ms':>9} {'faces':>6} {'max RSS MiB':>12} {'py peak MiB':>12}"
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        print(f"{r['backend']:<28} {r['detect']:>10.1f} {r['align']:>9.2f} {r['embed']:>9.2f} {r['found']:>6} {r['rss']:>12.0f} {r['py']:>12.1f}")
+
+
+if __name__ == "__main__":
+    main()
