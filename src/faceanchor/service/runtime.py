@@ -85,7 +85,11 @@ class Service:
     # ------------------------------------------------------------------ lifecycle
 
     def start(self, *, background: bool = True) -> None:
-        """Load the engine(s) (in a thread unless ``background=False``), then start the workers."""
+        """Load the engine(s) (in a thread unless ``background=False``), then start the workers.
+
+        Calling it again is a no-op."""
+        if self.state != "starting" or self._stopped:
+            return
         self.state = "loading"
         self.webhooks.start()
         if background:
