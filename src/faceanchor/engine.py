@@ -80,7 +80,7 @@ def output_size(photo_size: tuple[int, int] | None, width: int | None, height: i
     if max(w, h) > hi:
         r = hi / max(w, h)
         w, h = w * r, h * r
-    return max(step, int(w) // step * step), max(step, int(h) // step * step)
+    return max(step, round(w) // step * step), max(step, round(h) // step * step)
 
 
 def cover_transform(src: tuple[int, int], dst: tuple[int, int]) -> tuple[float, float, float]:
