@@ -125,7 +125,7 @@ def unet_config(family: Family, size: Size = "full") -> dict[str, Any]:
         block_out_channels=(32, 64),
         layers_per_block=2,
         attention_head_dim=2,
-        cross_attention_dim=32,
+        cross_attention_dim=64,  # = tiny text_encoder (64); FaceID-Plus's perceiver needs >= 64
         norm_num_groups=32,
         act_fn="silu",
         flip_sin_to_cos=True,
@@ -199,8 +199,9 @@ def text_encoder_configs(family: Family, size: Size = "full") -> list[dict[str, 
         big_g = dict(vocab_size=49408, hidden_size=1280, intermediate_size=5120, num_hidden_layers=32,
                      num_attention_heads=20, projection_dim=1280, hidden_act="gelu", **common)  # fmt: skip
     else:
-        vit_l = dict(vocab_size=1000, hidden_size=32, intermediate_size=37, num_hidden_layers=5,
-                     num_attention_heads=4, projection_dim=32, hidden_act="quick_gelu", **common)  # fmt: skip
+        width = 32 if family == "sdxl" else 64
+        vit_l = dict(vocab_size=1000, hidden_size=width, intermediate_size=37, num_hidden_layers=5,
+                     num_attention_heads=4, projection_dim=width, hidden_act="quick_gelu", **common)  # fmt: skip
         big_g = dict(vocab_size=1000, hidden_size=32, intermediate_size=37, num_hidden_layers=5,
                      num_attention_heads=4, projection_dim=32, hidden_act="gelu", **common)  # fmt: skip
     return [vit_l, big_g] if family == "sdxl" else [vit_l]
