@@ -23,6 +23,7 @@ from faceanchor.imageio import ImageLimits, load_image
 from faceanchor.types import Face
 
 PAD_FRACTION = 0.3  # border added on every side for faces that fill the frame
+DLIB_MAX_SIDE = 1280  # dlib's first pass runs on a copy no longer than this
 
 
 def _pad(rgb: np.ndarray, frac: float) -> tuple[np.ndarray, int, int]:
@@ -177,7 +178,7 @@ class FaceAnalyzer:
             if kind == "size":
                 faces = self.detector.detect(rgb, det_size=arg)
             elif kind == "up":
-                faces = self.detector.detect(rgb, upsample=arg)
+                faces = self._detect_dlib_fast(rgb, arg)
             else:  # pad, then shrink so the longer side is at most `arg`
                 import cv2
 
@@ -193,6 +194,23 @@ class FaceAnalyzer:
             if faces:
                 return sort_faces(faces)
         return []
+
+    def _detect_dlib_fast(self, rgb: np.ndarray, upsample: int) -> list[Face]:
+        """dlib on a copy at most DLIB_MAX_SIDE px long (HOG cost grows with pixels), then
+        the 68 landmarks again on the full-resolution image for precise keypoints."""
+        import cv2
+
+        from faceanchor.face.detect_dlib import kps_from_landmarks
+
+        h, w = rgb.shape[:2]
+        scale = min(1.0, DLIB_MAX_SIDE / max(h, w))
+        if scale >= 1.0:
+            return self.detector.detect(rgb, upsample=upsample)
+        small = cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+        out = []
+        for f in _shift(self.detector.detect(small, upsample=upsample), 0, 0, scale, w, h):
+            out.append(f.with_(kps=kps_from_landmarks(self.detector.landmarks(rgb, f.bbox))))
+        return out
 
     def embed(self, image: Any, face: Face, with_quality: bool = True) -> Face:
         """``face`` with its embedding (raw), space and quality filled in."""
