@@ -3,7 +3,8 @@
 Files live under ``root/<namespace>/<ab>/<sha256>`` (namespaces keep job inputs apart from
 outputs the API serves). Writes go to a temporary file and are renamed into place, so a file
 is either whole or absent; writing the same bytes twice is a no-op, which makes result
-writes idempotent.
+writes idempotent. Like the database (WAL, ``synchronous=NORMAL``) files survive a killed
+process; they are not fsynced, so a power cut may lose the last moments.
 """
 
 from __future__ import annotations
@@ -62,8 +63,6 @@ class FileStore:
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
             os.replace(tmp, path)
         except BaseException:
             try:
