@@ -9,15 +9,16 @@ seconds.
 
 How weights are made (fast, low memory): every parameter is created on the ``meta`` device
 (buffers stay real), then allocated one by one directly on the target device in the target
-dtype and filled from a seeded generator — Linear/Conv weights ``N(0, 1/fan_in)``, embeddings
-``N(0, 0.02)``, norm weights 1 and every bias 0 — so activations keep a sane scale and fp16 runs
+dtype and filled from a seeded generator — Linear/Conv weights uniform with standard deviation
+``1/sqrt(fan_in)``, embeddings with 0.02, norm weights 1 and every bias 0 — so activations keep a sane scale and fp16 runs
 do not overflow. Each component draws from its own seed (``seed + offset``), so asking for a
 ControlNet does not change the UNet. The same seed gives the same weights on the same device
 type (CPU and CUDA generators differ).
 
 Memory at full size (parameters only): SDXL UNet 2.57 B params (5.1 GB fp16 / 10.3 GB fp32),
 IdentityNet 1.25 B (2.5 / 5.0 GB), text encoders 123 M + 695 M (1.6 / 3.3 GB), VAE 84 M
-(0.17 / 0.33 GB): about 9.4 GB in fp16 for SDXL + IdentityNet. SD1.5: UNet 860 M, text
+(0.17 / 0.33 GB): about 9.4 GB in fp16 for SDXL + IdentityNet. Building the full SDXL UNet takes
+about a minute on a 2-core CPU (bf16, 6 GB peak RSS), seconds on a GPU. SD1.5: UNet 860 M, text
 encoder 123 M, VAE 84 M (2.1 GB fp16). CLIP ViT-H vision 632 M (1.3 GB fp16).
 
 **Tokenizers are not CLIP's**: the dummy tokenizer is a CLIP-style byte-level BPE over the 256
@@ -255,8 +256,9 @@ def _params_on_meta() -> Iterator[None]:
 def materialize(module: "torch.nn.Module", seed: int, dtype: "torch.dtype | None" = None, device: str | None = "cpu") -> "torch.nn.Module":
     """Allocate every meta parameter of ``module`` on ``device`` in ``dtype`` and fill it, seeded.
 
-    Linear/Conv weights ~ N(0, 1/fan_in); embeddings ~ N(0, 0.02); norm weights 1; biases 0;
-    other parameters ~ N(0, 0.02). Parameters are visited in ``named_modules`` order, each
+    Linear/Conv weights: standard deviation 1/sqrt(fan_in); embeddings and other parameters:
+    0.02 (both drawn uniform with that deviation, faster than normal on CPU); norm weights 1;
+    biases 0. Parameters are visited in ``named_modules`` order, each
     drawn from one generator seeded with ``seed``.
     """
     import torch
@@ -282,11 +284,10 @@ def materialize(module: "torch.nn.Module", seed: int, dtype: "torch.dtype | None
                 elif isinstance(mod, norms) or type(mod).__name__.endswith(("LayerNorm", "RMSNorm", "GroupNorm")):
                     t.fill_(1.0)
                 elif isinstance(mod, nn.Embedding) or p.dim() < 2:
-                    t.normal_(0.0, 0.02, generator=gen)
+                    _uniform(t, 0.02, gen)
                 else:
-                    fan_in = max(1, p[0].numel())
-                    t.normal_(0.0, 1.0 / math.sqrt(fan_in), generator=gen)
-                mod._parameters[name] = nn.Parameter(t.to(dtype), requires_grad=False)
+                    _uniform(t, 1.0 / math.sqrt(max(1, p[0].numel())), gen)
+                mod._parameters[name] = nn.Parameter(t if dtype == torch.float32 else t.to(dtype), requires_grad=False)
         module.to(device=dev)
         for mod in module.modules():  # float buffers follow the dtype; integer ones (position ids) stay
             for bname, b in list(mod._buffers.items()):
@@ -294,6 +295,12 @@ def materialize(module: "torch.nn.Module", seed: int, dtype: "torch.dtype | None
                     mod._buffers[bname] = b.to(dtype)
     module.eval()
     return module
+
+
+def _uniform(t: "torch.Tensor", std: float, gen: "torch.Generator") -> None:
+    """Fill with U(-a, a) of standard deviation ``std`` (twice as fast as normal_ on CPU)."""
+    a = math.sqrt(3.0) * std
+    t.uniform_(-a, a, generator=gen)
 
 
 def _build(factory, seed: int, dtype, device) -> Any:
