@@ -15,7 +15,7 @@ from tiny_sdxl import EMBED_DIM, random_official_checkpoint, tiny_components, ti
 
 from faceanchor.adapters.attention import IPAttnProcessor  # noqa: E402
 from faceanchor.errors import Cancelled, EmbeddingMismatchError, InvalidInputError  # noqa: E402
-from faceanchor.pipelines.instantid_sdxl import ExtraControl, InstantIDSDXLPipeline  # noqa: E402
+from faceanchor.pipelines.instantid_sdxl import ExtraControl, InstantIDSDXLPipeline, face_box_mask, mask_to_tensor  # noqa: E402
 
 SIZE = 64
 PROMPT = "a photo of a man"
@@ -103,8 +103,7 @@ def _capture_unet_residuals(pipe):
 
 def test_enhance_face_region_zeroes_identitynet_outside_the_face(parts):
     _, pipe, kps, emb = parts
-    mask = np.zeros((SIZE, SIZE, 3), np.uint8)
-    mask[16:48, 8:40] = 255  # face box, edges on multiples of 8 px
+    mask = face_box_mask((8, 16, 40, 48), SIZE, SIZE)  # face box, edges on multiples of 8 px
     seen, handle = _capture_unet_residuals(pipe)
     try:
         masked = _run(pipe, kps, emb, face_mask=PIL.Image.fromarray(mask))
@@ -188,3 +187,17 @@ def test_bad_inputs_are_clear_errors(parts):
         _run(pipe, kps, emb, height=63)
     with pytest.raises(InvalidInputError, match="no InstantID adapter"):
         InstantIDSDXLPipeline(**comps)(PROMPT, emb, kps)
+
+
+def test_face_box_mask_and_mask_inputs():
+    m = face_box_mask((8.7, 16.2, 40.9, 48.0), SIZE, SIZE)
+    assert m.shape == (SIZE, SIZE, 3) and m.dtype == np.uint8
+    assert m[16:48, 8:40].min() == 255 and m.sum() == 255 * 3 * 32 * 32  # int() truncation like the official demo
+    clipped = face_box_mask((-10, -5, 20, 30), SIZE, SIZE)
+    assert clipped[:30, :20].min() == 255 and clipped.sum() == 255 * 3 * 30 * 20  # no wrap-around
+    t = mask_to_tensor(PIL.Image.fromarray(m), SIZE, SIZE, "cpu", torch.float32)
+    assert torch.equal(t, torch.from_numpy(m[:, :, 0]).float() / 255.0)
+    assert torch.equal(mask_to_tensor(m[:, :, 0] > 0, SIZE, SIZE, "cpu", torch.float32), t)
+    assert mask_to_tensor(m, 32, 32, "cpu", torch.float32).shape == (32, 32)
+    with pytest.raises(InvalidInputError):
+        mask_to_tensor("mask", SIZE, SIZE, "cpu", torch.float32)

@@ -60,6 +60,20 @@ class ExtraControl:
     guidance_end: float | None = None
 
 
+def face_box_mask(bbox: Sequence[float], width: int, height: int) -> np.ndarray:
+    """The official ``enhance_face_region`` mask: ``(height, width, 3)`` uint8, 255 inside the box.
+
+    As the official demo, box corners are truncated with ``int()``; unlike it, they are clamped
+    to the image first (a negative corner made the official slice wrap around and miss the face).
+    """
+    x1, y1, x2, y2 = (int(v) for v in bbox)
+    x1, x2 = max(0, min(x1, width)), max(0, min(x2, width))
+    y1, y2 = max(0, min(y1, height)), max(0, min(y2, height))
+    mask = np.zeros((height, width, 3), dtype=np.uint8)
+    mask[y1:y2, x1:x2] = 255
+    return mask
+
+
 def mask_to_tensor(mask: Any, height: int, width: int, device: Any, dtype: torch.dtype) -> torch.Tensor:
     """A face-region mask as ``(height, width)`` in [0, 1], computed like the official code.
 
