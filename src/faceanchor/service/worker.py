@@ -77,6 +77,7 @@ class _Run:
     owner: str
     cancel: threading.Event = field(default_factory=threading.Event)
     lost: bool = False
+    finishing: bool = False  # the terminal write is under way; heartbeats stop counting
     done: threading.Event = field(default_factory=threading.Event)
     progress: dict[str, Any] | None = None
     progress_dirty: bool = False
@@ -175,10 +176,12 @@ class Worker(threading.Thread):
                 "inference": round(time.time() - t0, 4),
             })
             self._flush(run)
+            run.finishing = True
             if self.jobs.complete(job.id, run.owner, payload):
                 outcome = "completed"
         except Cancelled:
             self._flush(run)
+            run.finishing = True
             if run.lost:
                 return
             if self._stop_event.is_set() and not run.cancel.is_set():
@@ -187,11 +190,13 @@ class Worker(threading.Thread):
                 outcome = "cancelled"
         except FaceAnchorError as e:
             self._flush(run)
+            run.finishing = True
             if not run.lost and self.jobs.fail(job.id, run.owner, error_dict(e.type, str(e), e.http_status)):
                 outcome = "failed"
         except Exception as e:
             log.exception("job %s failed inside the engine", job.id)
             self._flush(run)
+            run.finishing = True
             err = error_dict("internal_error", f"generation failed with an internal error ({type(e).__name__})", 500)
             if not run.lost and self.jobs.fail(job.id, run.owner, err):
                 outcome = "failed"
@@ -242,7 +247,7 @@ class Worker(threading.Thread):
             logs, run.logs = run.logs, []
             run.progress_dirty = False
         owned, cancel = self.jobs.heartbeat(run.job.id, run.owner, self.lease_seconds, progress=progress, logs=logs)
-        if not owned:
+        if not owned and not run.finishing:
             run.lost = True
         if cancel:
             run.cancel.set()
@@ -251,8 +256,10 @@ class Worker(threading.Thread):
     def _heartbeat(self, run: _Run) -> None:
         interval = max(0.05, min(0.5, self.lease_seconds / 4))
         while not run.done.wait(interval):
+            if run.finishing:
+                return
             try:
-                if not self._flush(run):
+                if not self._flush(run) and not run.finishing:
                     log.warning("job %s: lease lost; abandoning this run", run.job.id)
                     return
             except Exception:
