@@ -246,14 +246,20 @@ class JobStore:
                     row.error_json = json.dumps(error_dict(
                         "worker_crashed", f"the job stopped its worker {row.attempts} times and was given up", 500))
                     continue
-                row.status = P
-                row.lease_owner = owner
-                row.lease_expires_at = now + lease_seconds
-                row.heartbeat_at = now
-                row.attempts += 1
-                if row.started_at is None:
-                    row.started_at = now
-                s.flush()
+                # Compare-and-set, so the claim is exclusive on any backend (not only under
+                # SQLite's single writer): it only lands if the job is still runnable.
+                res = s.execute(
+                    update(Job)
+                    .where(Job.id == row.id, Job.attempts == row.attempts,
+                           or_(Job.status == Q, and_(Job.status == P, Job.lease_expires_at < now)))
+                    .values(status=P, lease_owner=owner, lease_expires_at=now + lease_seconds, heartbeat_at=now,
+                            attempts=row.attempts + 1, started_at=row.started_at if row.started_at is not None else now)
+                    .execution_options(synchronize_session=False)
+                )
+                if res.rowcount != 1:
+                    continue
+                s.expire(row)
+                s.refresh(row)
                 return _view(row)
 
     def heartbeat(
