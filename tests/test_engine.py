@@ -11,8 +11,24 @@ from faceanchor.errors import Cancelled, EmbeddingMismatchError, InvalidInputErr
 from faceanchor.types import GenerationRequest
 
 FACES = Path(__file__).parent / "data" / "faces"
-OBAMA = str(FACES / "obama.jpg")
-BIDEN = str(FACES / "biden.jpg")
+
+
+def _small(name: str, width: int = 360) -> str:
+    """A reduced copy of a test photo: dlib's detector is the slow part of these tests."""
+    import tempfile
+
+    from PIL import Image
+
+    out = Path(tempfile.gettempdir()) / f"faceanchor-test-{width}-{name}"
+    if not out.exists():
+        im = Image.open(FACES / name).convert("RGB")
+        im.resize((width, round(im.height * width / im.width))).save(out)
+    return str(out)
+
+
+OBAMA = _small("obama.jpg")
+OBAMA2 = _small("obama2.jpg")
+BIDEN = _small("biden.jpg")
 
 
 @pytest.fixture(scope="module")
@@ -175,11 +191,11 @@ def test_precomputed_embedding_skips_face_analysis(engine, monkeypatch):
 
 
 def test_several_references_combine(engine):
-    avg = engine.identity(req(face_images=[str(FACES / "obama2.jpg")]))
+    avg = engine.identity(req(face_images=[OBAMA2]))
     assert avg.embedding.shape == (128,)
-    cat = engine.identity(req(face_images=[str(FACES / "obama2.jpg")], combine="concat"))
+    cat = engine.identity(req(face_images=[OBAMA2], combine="concat"))
     assert cat.embedding.shape == (2, 128)
-    assert engine.generate(req(face_images=[str(FACES / "obama2.jpg")], combine="concat")).images
+    assert engine.generate(req(face_images=[OBAMA2], combine="concat")).images
 
 
 def test_bad_inputs_are_clear_errors(engine, tmp_path):
@@ -217,3 +233,45 @@ def test_missing_real_model_is_one_clear_error(settings, monkeypatch, tmp_path):
     with pytest.raises(ModelNotFoundError) as e:
         eng.generate(r)
     assert "\n" not in str(e.value) and ("pull" in str(e.value) or "put" in str(e.value).lower())
+
+
+# --------------------------------------------------------------------------- FaceID family
+
+
+@pytest.mark.parametrize("method", ["faceid", "faceid-plus", "faceid-plusv2", "faceid-portrait"])
+def test_faceid_methods_run_on_one_loaded_sd15(engine, method):
+    r = req(method=method, face_images=[OBAMA2] if method == "faceid-portrait" else [])
+    res = engine.generate(r)
+    assert res.images[0].image.size == (64, 64)
+    assert res.models["base"] == "tiny:sd15" and method in res.models[f"adapter_{method}"]
+    again = engine.generate(r)
+    assert np.array_equal(pixels(res.images[0]), pixels(again.images[0]))
+
+
+def test_faceid_switching_back_gives_the_same_image(engine):
+    first = pixels(engine.generate(req(method="faceid")).images[0])
+    engine.generate(req(method="faceid-plusv2"))
+    engine.generate(req(method="faceid-portrait"))
+    assert np.array_equal(first, pixels(engine.generate(req(method="faceid")).images[0]))
+
+
+def test_s_scale_changes_plusv2_only(engine):
+    a = pixels(engine.generate(req(method="faceid-plusv2", s_scale=0.0)).images[0])
+    b = pixels(engine.generate(req(method="faceid-plusv2", s_scale=2.0)).images[0])
+    assert not np.array_equal(a, b)
+    c = pixels(engine.generate(req(method="faceid", s_scale=0.0)).images[0])
+    d = pixels(engine.generate(req(method="faceid", s_scale=2.0)).images[0])
+    assert np.array_equal(c, d)
+
+
+def test_faceid_rejects_concat_and_sdxl_plus(engine):
+    with pytest.raises(InvalidInputError, match="concat"):
+        engine.generate(req(method="faceid", face_images=[OBAMA2], combine="concat"))
+    with pytest.raises(InvalidInputError, match="SD1.5"):
+        engine.generate(req(method="faceid-plus", base="sdxl"))
+
+
+def test_real_faceid_needs_buffalo_l(settings):
+    eng = Engine(settings, weights="real", face_pack="dlib")
+    with pytest.raises(EmbeddingMismatchError, match="buffalo_l"):
+        eng.generate(req(method="faceid"))

@@ -525,6 +525,8 @@ def decode_latents(pipe: Any, latents: Any) -> list[Any]:
     """VAE-decode latents to PIL images as the diffusers SD/SDXL pipelines do."""
     import torch
 
+    if isinstance(latents, (list, tuple)):
+        latents = torch.stack(list(latents))
     vae = pipe.vae
     with torch.no_grad():
         needs_upcast = vae.dtype == torch.float16 and getattr(vae.config, "force_upcast", False)
