@@ -73,18 +73,21 @@ def register(app: typer.Typer) -> None:
         except ValidationError as e:
             raise InvalidInputError(validation_message(e)) from None
         engine = Engine(settings, weights=weights, face_pack=face_pack)
-        bar = tqdm(total=request.steps * -(-request.samples * request.best_of // 4), desc="generating", unit="step", disable=as_json)
+        total = request.steps * -(-request.samples * request.best_of // 4)
+        bars: list = []  # opened at the first denoising step, so early errors stay one line
 
         def progress(ev) -> None:
-            if ev.stage == "denoise" and ev.total:
-                bar.update(1)
-            else:
-                bar.set_postfix_str(ev.stage)
+            if ev.stage != "denoise" or not ev.total or as_json:
+                return
+            if not bars:
+                bars.append(tqdm(total=total, desc="generating", unit="step"))
+            bars[0].update(1)
 
         try:
             result = engine.generate(request, on_progress=progress)
         finally:
-            bar.close()
+            for b in bars:
+                b.close()
         out.mkdir(parents=True, exist_ok=True)
         meta = result.metadata()
         paths = []
