@@ -222,3 +222,17 @@ def test_sdxl_variants_on_one_base_zero_scale_equals_plain_identity_changes_it(t
         assert np.abs(full - plain).mean() > 1e-4, method
     fx.unload()
     np.testing.assert_array_equal(np.asarray(pipe(generator=_gen(0), **kw).images), plain)
+
+
+def test_clip_encoder_loads_from_a_local_folder_and_a_missing_one_is_clear(tmp_path):
+    from faceanchor.errors import ModelNotFoundError
+    from faceanchor.pipelines.faceid import clip_image_processor_for, load_clip_image_encoder
+
+    enc = T.build_clip_vision()
+    enc.save_pretrained(tmp_path / "clip")
+    again = load_clip_image_encoder(tmp_path / "clip")
+    assert torch.equal(again.vision_model.embeddings.patch_embedding.weight, enc.vision_model.embeddings.patch_embedding.weight)
+    proc = clip_image_processor_for(again)
+    assert proc(images=T.face_crop(size=50), return_tensors="pt").pixel_values.shape == (1, 3, 32, 32)
+    with pytest.raises(ModelNotFoundError, match="could not be loaded"):
+        load_clip_image_encoder(tmp_path / "absent", local_files_only=True)

@@ -38,6 +38,26 @@ def clip_image_processor_for(image_encoder: Any):
     return CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
 
 
+def load_clip_image_encoder(source: str | Path, *, device: str = "cpu", dtype: Any = None, local_files_only: bool = False):
+    """``CLIPVisionModelWithProjection`` from a hub id (HF cache honoured) or a local folder.
+
+    The Plus variants use ``laion/CLIP-ViT-H-14-laion2B-s32B-b79K``
+    (:data:`faceanchor.adapters.faceid.FACEID_CLIP_ENCODER`).
+    """
+    from transformers import CLIPVisionModelWithProjection
+
+    from faceanchor.errors import ModelNotFoundError
+
+    try:
+        enc = CLIPVisionModelWithProjection.from_pretrained(str(source), local_files_only=local_files_only)
+    except (OSError, ValueError) as exc:
+        raise ModelNotFoundError(
+            f"the CLIP image encoder '{source}' could not be loaded ({type(exc).__name__}); download it with "
+            f"`huggingface-cli download {source}` or pass a local folder with config.json and the weights"
+        ) from exc
+    return enc.to(device=device, dtype=dtype).eval()
+
+
 class FaceIDPipeline:
     """One SD1.5/SDXL base serving every FaceID method, one adapter installed at a time."""
 
