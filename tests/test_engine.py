@@ -275,3 +275,12 @@ def test_real_faceid_needs_buffalo_l(settings):
     eng = Engine(settings, weights="real", face_pack="dlib")
     with pytest.raises(EmbeddingMismatchError, match="buffalo_l"):
         eng.generate(req(method="faceid"))
+
+
+def test_extra_controlnets_change_the_image_and_depth_needs_a_model(engine):
+    plain = pixels(engine.generate(req(width=128, height=128)).images[0])
+    res = engine.generate(req(width=128, height=128, controlnet_selection=["canny", "pose"], controlnet_conditioning_scale=1.5))
+    assert not np.array_equal(plain, pixels(res.images[0]))
+    assert res.models["controlnet_canny"] == "tiny:controlnet-canny" and "controlnet_pose" in res.models
+    with pytest.raises(ModelNotFoundError, match="depth"):
+        engine.generate(req(controlnet_selection=["depth"]))

@@ -43,7 +43,7 @@ class Settings(BaseSettings):
     det_size: int = Field(default=640, ge=64)
 
     # Generation.
-    weights: Literal["real", "dummy"] = "real"
+    weights: Literal["real", "dummy", "tiny"] = "real"  # dummy: full-size random; tiny: tiny random
 
     # Service.
     database_url: str | None = None
