@@ -129,3 +129,17 @@ def load_face():
     from faceanchor.imageio import load_image
 
     return lambda name: load_image(FACES_DIR / name)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread():
+    """Tiny models run faster on one thread than on two contended ones (CI has 2 cores)."""
+    try:
+        import torch
+    except ImportError:  # the face stack runs without torch
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
