@@ -33,7 +33,8 @@ def test_device_and_dtype_resolution_on_cpu():
     dev = resolve_device("cpu")
     assert dev == "cpu"
     assert resolve_dtype("auto", "cpu") is torch.float32
-    assert resolve_dtype("fp16", "cpu") is torch.float32  # half precision is refused on CPU
+    assert resolve_dtype("fp16", "cpu") is torch.float32  # fp16 is refused on CPU
+    assert resolve_dtype("bf16", "cpu") is torch.bfloat16  # an explicit bf16 is kept
     assert resolve_dtype("fp16", "cuda") is torch.float16
     assert resolve_dtype("bf16", "cuda") is torch.bfloat16
     if not torch.cuda.is_available():

@@ -115,11 +115,12 @@ def resolve_device(device: Device) -> str:
 
 
 def resolve_dtype(dtype: DType, device: str):
-    """``auto`` is fp16 on CUDA/MPS and fp32 on CPU; half precision on CPU is refused to fp32."""
+    """``auto`` is fp16 on CUDA/MPS and fp32 on CPU. fp16 on CPU becomes fp32 (CPU kernels
+    for it are slow or missing); an explicit bf16 is kept (halves memory for dummy runs)."""
     import torch
 
     if dtype == "auto":
         return torch.float32 if device == "cpu" else torch.float16
-    if device == "cpu":
+    if device == "cpu" and dtype != "bf16":
         return torch.float32
     return {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[dtype]
