@@ -236,3 +236,16 @@ def test_clip_encoder_loads_from_a_local_folder_and_a_missing_one_is_clear(tmp_p
     assert proc(images=T.face_crop(size=50), return_tensors="pt").pixel_values.shape == (1, 3, 32, 32)
     with pytest.raises(ModelNotFoundError, match="could not be loaded"):
         load_clip_image_encoder(tmp_path / "absent", local_files_only=True)
+
+
+def test_ensure_reuses_adapters_and_switching_back_gives_the_same_images(fp, ckpts):
+    fp.unload()
+    a = fp.ensure("faceid", ckpts["faceid"], required_space=None)
+    first = _run(fp)
+    assert fp.ensure("faceid", ckpts["faceid"], required_space=None) is a
+    b = fp.ensure("faceid-portrait", ckpts["faceid-portrait"], required_space=None)
+    assert b is not a and fp.method == "faceid-portrait"
+    assert fp.ensure("faceid", ckpts["faceid"], required_space=None) is a and a.installed and not b.installed
+    np.testing.assert_array_equal(_run(fp), first)
+    fp.unload()
+    fp.clear_cache()

@@ -71,6 +71,7 @@ class FaceIDPipeline:
         if image_encoder is not None and image_processor is None:
             self.image_processor = clip_image_processor_for(image_encoder)
         self.adapter: FaceIDAdapter | None = None
+        self._cache: dict[tuple, FaceIDAdapter] = {}
 
     # ------------------------------------------------------------------ adapters
 
@@ -108,6 +109,32 @@ class FaceIDPipeline:
         adapter.install()
         self.adapter = adapter
         return adapter
+
+    def ensure(
+        self,
+        method: str,
+        checkpoint: str | Path | None = None,
+        *,
+        id_dim: int = 512,
+        lora_rank: int = 128,
+        required_space: str | None = FACEID_EMBEDDING_SPACE,
+        seed: int | None = None,
+    ) -> FaceIDAdapter:
+        """Like :meth:`load`, but keeps built adapters so switching back costs only a processor swap."""
+        key = (method, str(checkpoint) if checkpoint is not None else None, id_dim, lora_rank, required_space, seed)
+        if self.adapter is not None and self._cache.get(key) is self.adapter:
+            return self.adapter
+        cached = self._cache.get(key)
+        if cached is not None:
+            self.use(cached)
+            return cached
+        adapter = self.load(method, checkpoint, id_dim=id_dim, lora_rank=lora_rank, required_space=required_space, seed=seed)
+        self._cache[key] = adapter
+        return adapter
+
+    def clear_cache(self) -> None:
+        """Forget cached adapters (the installed one stays installed)."""
+        self._cache.clear()
 
     def use(self, adapter: FaceIDAdapter) -> None:
         """Install an adapter built elsewhere for this pipeline's UNet (e.g. one kept in a cache)."""
