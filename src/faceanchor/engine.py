@@ -365,8 +365,16 @@ class Engine:
         outs = [GeneratedImage(im, s, sc, why) for im, s, (sc, why) in zip(images, seeds, scores)]
         if request.best_of > 1:
             outs = sorted(outs, key=lambda o: -1e9 if o.identity_score is None else o.identity_score, reverse=True)[: request.samples]
+        face_detail = None
+        if request.face_detail:  # small faces re-rendered at a higher resolution (faceanchor.character.edit)
+            from faceanchor.character.edit import face_detail_pass
+
+            with stage("face_detail"):
+                outs, face_detail = face_detail_pass(self, request, ident, outs, cancel=check)
         params = request.public_params()
         params.update(seed=seed, prompt_used=prompt, negative_prompt_used=negative, face_space=ident.space)
+        if face_detail is not None:
+            params["face_detail"] = face_detail
         if torch.cuda.is_available() and str(self.device).startswith("cuda"):
             timings["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
         return GenerationResult(images=outs, seed=seed, params=params, models=dict(loaded.models), timings=timings, warnings=warnings)
