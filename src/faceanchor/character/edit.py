@@ -108,7 +108,7 @@ def feather_alpha(size: tuple[int, int], border: float = 0.12) -> np.ndarray:
     ny = (yy + 0.5 - h / 2) / (h / 2)
     r = np.sqrt(nx**2 + ny**2)  # 1 at the edge midpoints
     inner = 1.0 - 2 * border
-    t = np.clip((0.98 - r) / max(0.98 - inner, 1e-6), 0.0, 1.0)
+    t = np.clip((0.94 - r) / max(0.94 - inner, 1e-6), 0.0, 1.0)
     return t * t * (3 - 2 * t)  # smoothstep
 
 
