@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
-from faceanchor.api import files, generate, queue, system
+from faceanchor.api import characters, files, generate, queue, system
 from faceanchor.api.errors import install_error_handlers
 from faceanchor.api.limits import BodyLimitMiddleware, TokenBucket
 from faceanchor.api.metrics import Metrics, MetricsMiddleware
@@ -62,6 +62,7 @@ def create_app(
     app.include_router(generate.router)
     app.include_router(queue.router)
     app.include_router(files.router)
+    characters.install(app, service)  # /v1/characters, /v1/character/*, /queue/character/* and their runners
     if serve_web:
         web_dir = resources.files("faceanchor") / "web"
         app.mount("/web", StaticFiles(directory=str(web_dir), html=True), name="web")

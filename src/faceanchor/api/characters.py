@@ -1,0 +1,338 @@
+"""Characters over HTTP.
+
+* ``/v1/characters``: ``POST`` create (photos as URL / data: URI / base64; 201), ``GET`` list,
+  ``GET /{id}``, ``DELETE /{id}`` (its files too), ``GET /{id}/history``,
+  ``GET /{id}/files/{file_id}`` (its photos, sheet, views and outputs).
+* The request shapes character APIs use: ``POST /v1/character/id-photo``
+  ``{"images": {"face": URL}}`` or ``{"character_id"}``; ``POST /v1/character/generate``
+  ``{"prompt", "images": {"face": URL}}`` or ``{"prompt", "character_id"}`` (every generation
+  field accepted); ``POST /v1/character/edit`` ``{"prompt", "images": {"target": URL, "face":
+  URL}}`` or with ``character_id``, ``mode`` ``background`` (default) or ``face``. They run on
+  the queue and wait (like ``/v1/instantid``) and answer JSON with image URLs, seeds, scores.
+* Queued variants: ``POST /queue/character/{op}`` → request id and URLs; then
+  ``GET /queue/character/{op}/requests/{id}/status``, ``GET …/{id}``, ``PUT …/{id}/cancel``.
+
+Keys as everywhere: ``x-api-key``, ``Authorization: Key …`` or ``Authorization: Bearer …``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, FastAPI, Header, Path, Query, Request
+from fastapi.responses import FileResponse, JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+
+from faceanchor.api.deps import CurrentKey, ServiceDep, SettingsDep, SubmittingKey
+from faceanchor.api.errors import ApiError, error_responses
+from faceanchor.api.inputs import decode_image_ref, resolve_images
+from faceanchor.api.jobs import base_url, job_urls, raise_job_error, result_body, status_body
+from faceanchor.api.schemas import CancelOut, GenerateBody, ImageRef, JobStatusBody, QueueSubmitted
+from faceanchor.errors import InvalidInputError
+from faceanchor.imageio import ImageLimits, load_image
+from faceanchor.service.characters import CharacterService
+from faceanchor.service.runtime import Service
+from faceanchor.store.jobs import JobView
+from faceanchor.types import JobStatus
+
+router = APIRouter(tags=["characters"])
+
+Op = Literal["id-photo", "generate", "edit"]
+CharacterId = Annotated[str, Path(max_length=64)]
+
+
+def install(app: FastAPI, service: Service) -> CharacterService:
+    """Attach the character service to ``app`` and its runners to the queue (before start)."""
+    chars = CharacterService(service.settings, service.db, service.files)
+    service.runners.update(chars.runners())
+    app.state.characters = chars
+    app.include_router(router)
+    return chars
+
+
+def _chars(request: Request) -> CharacterService:
+    return request.app.state.characters
+
+
+# --------------------------------------------------------------------------- bodies
+
+
+class CharacterImages(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    face: ImageRef | None = Field(None, description="The face photo: URL, data: URI or base64.")
+    faces: list[ImageRef] = Field(default_factory=list, max_length=5, description="More photos of the same person (create).")
+    target: ImageRef | None = Field(None, description="Edit: the picture to change.")
+
+
+class CreateBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=200)
+    images: CharacterImages
+    spaces: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]] | None = Field(
+        None, max_length=4, description="Embedding spaces to store (default the engine's InstantID space).")
+    face_index: int | None = Field(None, ge=0, description="Which face of the first photo (largest first).")
+
+
+class CharacterBody(GenerateBody):
+    """A generation body plus the character fields (``images`` or ``character_id``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    character_id: str | None = Field(None, max_length=64)
+    images: CharacterImages | None = None
+    reference_set: Literal["photos", "views", "all"] = Field(
+        "photos", description="With character_id: its reference photos, its ID-photo views (where a face was found) or all.")
+
+
+class EditBody(CharacterBody):
+    mode: Literal["background", "face"] = Field("background", description="background: keep the person; face: re-render the face.")
+    strength: float | None = Field(None, gt=0.0, le=1.0, description="Share of the schedule re-run (default 1.0 background, 0.55 face).")
+    mask_source: Literal["auto", "segmentation", "face-box"] = Field("auto", description="How the person is found (background mode).")
+
+
+class CharacterOut(BaseModel):
+    id: str
+    name: str
+    created_at: float
+    updated_at: float
+    photos: list[str]
+    spaces: list[str]
+    sheet_file: str | None = None
+    views: list[dict[str, Any]] = Field(default_factory=list)
+    identities: list[dict[str, Any]] = Field(default_factory=list)
+    generations: int = 0
+    files_url: str
+
+
+class CharacterList(BaseModel):
+    characters: list[CharacterOut]
+
+
+class HistoryOut(BaseModel):
+    character_id: str
+    entries: list[dict[str, Any]]
+
+
+class DeletedOut(BaseModel):
+    id: str
+    deleted: bool
+    files_deleted: int
+
+
+def _out(ch, base: str) -> CharacterOut:  # noqa: ANN001
+    d = ch.to_dict()
+    files = f"{base}/v1/characters/{ch.id}/files"
+    d["views"] = [dict(v, url=f"{files}/{v['file_id']}") if v.get("file_id") else v for v in d["views"]]
+    return CharacterOut(**d, files_url=files)
+
+
+# --------------------------------------------------------------------------- /v1/characters
+
+
+@router.post("/v1/characters", status_code=201, response_model=CharacterOut,
+             responses=error_responses(400, 401, 403, 413, 415, 422, 429), summary="Create a character from face photos")
+def create_character(body: CreateBody, request: Request, service: ServiceDep, settings: SettingsDep, _key: SubmittingKey) -> CharacterOut:
+    refs = ([body.images.face] if body.images.face else []) + list(body.images.faces)
+    if not refs:
+        raise ApiError(422, "images.face: a face photo is required", "validation_error")
+    photos = [_image_bytes(r, f"images.face[{i}]", settings) for i, r in enumerate(refs)]
+    engine = next(iter(service._engines_given), None) or (service.workers[0].engine if service.workers else None)
+    ch = _chars(request).create(body.name, photos, spaces=body.spaces, engine=engine, face_index=body.face_index)
+    return _out(ch, base_url(request))
+
+
+@router.get("/v1/characters", response_model=CharacterList, responses=error_responses(401, 403, 422), summary="List characters")
+def list_characters(request: Request, _key: CurrentKey, limit: Annotated[int, Query(ge=1, le=500)] = 100,
+                    offset: Annotated[int, Query(ge=0)] = 0) -> CharacterList:
+    base = base_url(request)
+    return CharacterList(characters=[_out(c, base) for c in _chars(request).list(limit, offset)])
+
+
+@router.get("/v1/characters/{character_id}", response_model=CharacterOut, responses=error_responses(401, 403, 404, 422), summary="One character")
+def get_character(character_id: CharacterId, request: Request, _key: CurrentKey) -> CharacterOut:
+    return _out(_chars(request).get(character_id), base_url(request))
+
+
+@router.delete("/v1/characters/{character_id}", response_model=DeletedOut, responses=error_responses(401, 403, 404, 422),
+               summary="Delete a character and its files")
+def delete_character(character_id: CharacterId, request: Request, _key: CurrentKey) -> DeletedOut:
+    gone = _chars(request).delete(character_id)
+    return DeletedOut(id=character_id, deleted=True, files_deleted=len(gone))
+
+
+@router.get("/v1/characters/{character_id}/history", response_model=HistoryOut, responses=error_responses(401, 403, 404, 422),
+            summary="The character's generations")
+def character_history(character_id: CharacterId, request: Request, _key: CurrentKey,
+                      limit: Annotated[int, Query(ge=1, le=500)] = 100, offset: Annotated[int, Query(ge=0)] = 0) -> HistoryOut:
+    files = f"{base_url(request)}/v1/characters/{character_id}/files"
+    entries = []
+    for h in _chars(request).history(character_id, limit, offset):
+        d = h.to_dict()
+        d["outputs"] = [dict(o, url=f"{files}/{o['file_id']}") for o in d["outputs"]]
+        entries.append(d)
+    return HistoryOut(character_id=character_id, entries=entries)
+
+
+_BINARY = {"schema": {"type": "string", "format": "binary"}}
+
+
+@router.get("/v1/characters/{character_id}/files/{file_id}", response_class=FileResponse,
+            responses={200: {"description": "The image.", "content": {"image/png": _BINARY}}, **error_responses(401, 403, 404, 422)},
+            summary="A photo, sheet, view or output of the character")
+def character_file(character_id: CharacterId, file_id: Annotated[str, Path(max_length=128)], request: Request, _key: CurrentKey) -> FileResponse:
+    chars = _chars(request)
+    ch = chars.get(character_id)
+    owned = set(ch.photos) | ({ch.sheet_file} if ch.sheet_file else set()) | {v.get("file_id") for v in ch.views}
+    owned |= {o.get("file_id") for h in chars.history(character_id, 10_000) for o in h.outputs}
+    path = chars.store.file_path(file_id) if file_id in owned else None
+    if path is None:
+        raise ApiError(404, "no such file for this character")
+    return FileResponse(path, media_type=chars.store.files.content_type(file_id, "characters") or "application/octet-stream",
+                        headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "private, max-age=31536000, immutable"})
+
+
+# --------------------------------------------------------------------------- operations
+
+
+def _image_bytes(ref: str, field: str, settings) -> bytes:  # noqa: ANN001
+    data = decode_image_ref(ref, field, settings)
+    load_image(data, ImageLimits.from_settings(settings), name=field)
+    return data
+
+
+def _prepare(op: str, body: CharacterBody, request: Request, settings) -> dict[str, Any]:  # noqa: ANN001
+    """The queued job of one character call; checks the character exists and decodes images now."""
+    if len(body.prompt) > settings.max_prompt_chars or len(body.negative_prompt) > settings.max_prompt_chars:
+        raise ApiError(422, f"prompt: at most {settings.max_prompt_chars} characters", "validation_error")
+    if body.num_inference_steps is not None and body.num_inference_steps > settings.max_steps:
+        raise ApiError(422, f"num_inference_steps: at most {settings.max_steps} on this server", "validation_error")
+    if body.model_name is not None and body.model_name not in settings.api_model_names:
+        raise InvalidInputError(f"model_name {body.model_name!r} is not offered by this server")
+    images = body.images or CharacterImages()
+    job: dict[str, Any] = {}
+    if body.character_id is not None:
+        if images.face or body.face_image or body.face_images or body.face_embedding is not None:
+            raise ApiError(422, "give either character_id or a face image, not both", "validation_error")
+        _chars(request).get(body.character_id)  # 404 now, not in the job
+        job["character_id"] = body.character_id
+    elif images.face:
+        job["face"] = _image_bytes(images.face, "images.face", settings)
+    elif not (body.face_image or body.face_images or body.face_embedding is not None):
+        raise ApiError(422, "images.face: a face photo (or a character_id) is required", "validation_error")
+    if op == "edit":
+        if not images.target:
+            raise ApiError(422, "images.target: the picture to edit is required", "validation_error")
+        job["target"] = _image_bytes(images.target, "images.target", settings)
+        assert isinstance(body, EditBody)
+        job.update(mode=body.mode, strength=body.strength, mask_source=body.mask_source)
+    fields = body.model_dump(mode="json", exclude={"base64", "character_id", "images", "reference_set", "mode", "strength", "mask_source"},
+                             exclude_none=True)
+    fields.setdefault("method", "instantid")
+    job["fields"] = resolve_images(fields, settings)
+    job["references"] = body.reference_set
+    job["output_format"] = body.output_format
+    return job
+
+
+async def _sync(op: str, body: CharacterBody, request: Request, service: Service, settings, key, idem: str | None) -> JSONResponse:  # noqa: ANN001
+    from faceanchor.api.generate import wait_finished
+
+    service.check_available(need_ready=True)
+    job_req = await run_in_threadpool(_prepare, op, body, request, settings)
+    base = base_url(request)
+    job, _ = await run_in_threadpool(lambda: service.submit(f"character/{op}", job_req, key_id=key.id, idempotency_key=idem,
+                                                            start_timeout=settings.sync_timeout_seconds, base_url=base))
+    job = await wait_finished(service, job.id)
+    if job.status != JobStatus.COMPLETED:
+        raise_job_error(job)
+    return JSONResponse(result_body(job, base), headers={"X-Request-Id": job.id})
+
+
+IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)]
+_SYNC_ERRORS = error_responses(400, 401, 403, 404, 409, 413, 415, 422, 429, 503, 504)
+
+
+@router.post("/v1/character/id-photo", responses=_SYNC_ERRORS, summary="The 4-in-1 ID photo (sheet + 4 views) and wait")
+async def character_id_photo(body: CharacterBody, request: Request, service: ServiceDep, settings: SettingsDep, key: SubmittingKey,
+                             idempotency_key: IdempotencyKey = None) -> JSONResponse:
+    return await _sync("id-photo", body, request, service, settings, key, idempotency_key)
+
+
+@router.post("/v1/character/generate", responses=_SYNC_ERRORS, summary="Generate with a character or a face photo and wait")
+async def character_generate(body: CharacterBody, request: Request, service: ServiceDep, settings: SettingsDep, key: SubmittingKey,
+                             idempotency_key: IdempotencyKey = None) -> JSONResponse:
+    return await _sync("generate", body, request, service, settings, key, idempotency_key)
+
+
+@router.post("/v1/character/edit", responses=_SYNC_ERRORS, summary="Edit a picture keeping the character's face and wait")
+async def character_edit(body: EditBody, request: Request, service: ServiceDep, settings: SettingsDep, key: SubmittingKey,
+                         idempotency_key: IdempotencyKey = None) -> JSONResponse:
+    return await _sync("edit", body, request, service, settings, key, idempotency_key)
+
+
+# --------------------------------------------------------------------------- queued variants
+
+
+def _submit(op: str, body: CharacterBody, request: Request, service: Service, settings, key, idem: str | None) -> QueueSubmitted:  # noqa: ANN001
+    job_req = _prepare(op, body, request, settings)
+    base = base_url(request)
+    job, _ = service.submit(f"character/{op}", job_req, key_id=key.id, idempotency_key=idem, base_url=base)
+    now = service.get(job.id)
+    return QueueSubmitted(request_id=job.id, status=now.status if now else job.status,
+                          queue_position=now.queue_position if now else None, **job_urls(base, f"character/{op}", job.id))
+
+
+_QUEUE_ERRORS = error_responses(400, 401, 403, 404, 413, 415, 422, 429, 503)
+
+
+@router.post("/queue/character/id-photo", response_model=QueueSubmitted, responses=_QUEUE_ERRORS, summary="Queue an ID photo")
+def queue_id_photo(body: CharacterBody, request: Request, service: ServiceDep, settings: SettingsDep, key: SubmittingKey,
+                   idempotency_key: IdempotencyKey = None) -> QueueSubmitted:
+    return _submit("id-photo", body, request, service, settings, key, idempotency_key)
+
+
+@router.post("/queue/character/generate", response_model=QueueSubmitted, responses=_QUEUE_ERRORS, summary="Queue a character generation")
+def queue_generate(body: CharacterBody, request: Request, service: ServiceDep, settings: SettingsDep, key: SubmittingKey,
+                   idempotency_key: IdempotencyKey = None) -> QueueSubmitted:
+    return _submit("generate", body, request, service, settings, key, idempotency_key)
+
+
+@router.post("/queue/character/edit", response_model=QueueSubmitted, responses=_QUEUE_ERRORS, summary="Queue a character edit")
+def queue_edit(body: EditBody, request: Request, service: ServiceDep, settings: SettingsDep, key: SubmittingKey,
+               idempotency_key: IdempotencyKey = None) -> QueueSubmitted:
+    return _submit("edit", body, request, service, settings, key, idempotency_key)
+
+
+def _own(service: Service, op: str, request_id: str, key_id: str) -> JobView:
+    job = service.get(request_id)
+    if job is None or job.app != f"character/{op}" or job.key_id != key_id:
+        raise ApiError(404, f"no request {request_id} in character/{op}")
+    return job
+
+
+@router.get("/queue/character/{op}/requests/{request_id}/status", response_model=JobStatusBody, response_model_exclude_none=True,
+            responses=error_responses(401, 403, 404, 422), summary="Status of a queued character request")
+def character_status(op: Op, request_id: Annotated[str, Path(max_length=64)], request: Request, service: ServiceDep, key: CurrentKey) -> JobStatusBody:
+    return status_body(_own(service, op, request_id, key.id), base_url(request))
+
+
+@router.get("/queue/character/{op}/requests/{request_id}", responses={202: {"model": JobStatusBody}, **_SYNC_ERRORS},
+            summary="Result of a queued character request")
+def character_result(op: Op, request_id: Annotated[str, Path(max_length=64)], request: Request, service: ServiceDep, key: CurrentKey):  # noqa: ANN201
+    job = _own(service, op, request_id, key.id)
+    base = base_url(request)
+    if not job.status.finished:
+        return JSONResponse(status_body(job, base).model_dump(mode="json", exclude_none=True), status_code=202)
+    if job.status != JobStatus.COMPLETED:
+        raise_job_error(job)
+    return result_body(job, base)
+
+
+@router.put("/queue/character/{op}/requests/{request_id}/cancel", status_code=202, response_model=CancelOut,
+            responses=error_responses(401, 403, 404, 422), summary="Cancel a queued character request")
+def character_cancel(op: Op, request_id: Annotated[str, Path(max_length=64)], service: ServiceDep, key: CurrentKey) -> CancelOut:
+    _own(service, op, request_id, key.id)
+    outcome = service.cancel(request_id)
+    if outcome is None:
+        raise ApiError(404, f"no request {request_id} in character/{op}")
+    return CancelOut(status=outcome)
