@@ -284,3 +284,12 @@ def test_extra_controlnets_change_the_image_and_depth_needs_a_model(engine):
     assert res.models["controlnet_canny"] == "tiny:controlnet-canny" and "controlnet_pose" in res.models
     with pytest.raises(ModelNotFoundError, match="depth"):
         engine.generate(req(controlnet_selection=["depth"]))
+
+
+def test_warmup_loads_models_before_the_first_request(settings):
+    eng = Engine(settings, weights="tiny", face_pack="dlib")
+    assert not eng._bases
+    eng.warmup()
+    assert len(eng._bases) == 1 and eng.analyzer("dlib").prepared
+    res = eng.generate(req())
+    assert res.timings["load"] < 0.5  # nothing left to load

@@ -312,6 +312,14 @@ class Engine:
             if loaded.lcm_lora:
                 pipe.set_adapters(["lcm"], adapter_weights=[1.0 if request.scheduler == "lcm" else 0.0])
 
+    def warmup(self, methods: tuple[str, ...] = ("instantid",)) -> "Engine":
+        """Load the face pack and the models of ``methods`` now (servers call this at start-up)."""
+        with self._lock:
+            for method in methods:
+                an = self.analyzer(self.pack_for(method))
+                self._base(GenerationRequest(method=method), an.dim)
+        return self
+
     # ------------------------------------------------------------------ generate
 
     def generate(

@@ -21,7 +21,7 @@ from faceanchor.errors import FaceAnchorError, InvalidInputError
 def default_engine_factory(settings):  # noqa: ANN001, ANN201
     from faceanchor.engine import Engine
 
-    return Engine(settings)
+    return Engine(settings).warmup()
 
 
 def load_factory(spec: str) -> Callable:
