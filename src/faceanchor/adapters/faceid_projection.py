@@ -14,54 +14,12 @@ Pure torch modules; nothing here knows about faces or pipelines.
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
+from faceanchor.adapters.resampler import PerceiverAttention, perceiver_feed_forward
 
-def perceiver_feed_forward(dim: int, mult: int = 4) -> nn.Sequential:
-    """``LayerNorm → Linear(no bias) → GELU → Linear(no bias)`` (keys ``0``, ``1``, ``3``)."""
-    inner = int(dim * mult)
-    return nn.Sequential(
-        nn.LayerNorm(dim),
-        nn.Linear(dim, inner, bias=False),
-        nn.GELU(),
-        nn.Linear(inner, dim, bias=False),
-    )
-
-
-def _split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
-    b, n, _ = x.shape
-    return x.view(b, n, heads, -1).transpose(1, 2)
-
-
-class PerceiverAttention(nn.Module):
-    """Latents attend to ``cat(features, latents)``; both scaled by ``dim_head**-0.25`` before the product."""
-
-    def __init__(self, *, dim: int, dim_head: int = 64, heads: int = 8):
-        super().__init__()
-        self.dim_head = dim_head
-        self.heads = heads
-        inner = dim_head * heads
-        self.norm1 = nn.LayerNorm(dim)
-        self.norm2 = nn.LayerNorm(dim)
-        self.to_q = nn.Linear(dim, inner, bias=False)
-        self.to_kv = nn.Linear(dim, inner * 2, bias=False)
-        self.to_out = nn.Linear(inner, dim, bias=False)
-
-    def forward(self, x: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
-        x = self.norm1(x)
-        latents = self.norm2(latents)
-        b, n, _ = latents.shape
-        q = self.to_q(latents)
-        k, v = self.to_kv(torch.cat((x, latents), dim=-2)).chunk(2, dim=-1)
-        q, k, v = (_split_heads(t, self.heads) for t in (q, k, v))
-        s = 1.0 / math.sqrt(math.sqrt(self.dim_head))
-        w = (q * s) @ (k * s).transpose(-2, -1)
-        w = torch.softmax(w.float(), dim=-1).type(w.dtype)
-        out = (w @ v).permute(0, 2, 1, 3).reshape(b, n, -1)
-        return self.to_out(out)
+__all__ = ["FacePerceiverResampler", "MLPProjModel", "PerceiverAttention", "ProjPlusModel", "perceiver_feed_forward"]
 
 
 class FacePerceiverResampler(nn.Module):

@@ -42,7 +42,8 @@ class ResamplerConfig:
         return asdict(self)
 
 
-def _feed_forward(dim: int, mult: int) -> nn.Sequential:
+def perceiver_feed_forward(dim: int, mult: int = 4) -> nn.Sequential:
+    """``LayerNorm → Linear(no bias) → GELU → Linear(no bias)`` (state-dict keys ``0``, ``1``, ``3``)."""
     inner = int(dim * mult)
     return nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, inner, bias=False), nn.GELU(), nn.Linear(inner, dim, bias=False))
 
@@ -54,6 +55,10 @@ def _split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
 
 
 class PerceiverAttention(nn.Module):
+    """Latents attend to ``cat(features, latents)``; q and k both scaled by ``dim_head**-0.25``.
+
+    Shared by InstantID's Resampler and FaceID-Plus's perceiver (the same IP-Adapter block)."""
+
     def __init__(self, *, dim: int, dim_head: int = 64, heads: int = 8):
         super().__init__()
         self.dim_head = dim_head
@@ -93,7 +98,7 @@ class Resampler(nn.Module):
         self.proj_out = nn.Linear(cfg.dim, cfg.output_dim)
         self.norm_out = nn.LayerNorm(cfg.output_dim)
         self.layers = nn.ModuleList(
-            nn.ModuleList([PerceiverAttention(dim=cfg.dim, dim_head=cfg.dim_head, heads=cfg.heads), _feed_forward(cfg.dim, cfg.ff_mult)])
+            nn.ModuleList([PerceiverAttention(dim=cfg.dim, dim_head=cfg.dim_head, heads=cfg.heads), perceiver_feed_forward(cfg.dim, cfg.ff_mult)])
             for _ in range(cfg.depth)
         )
 
