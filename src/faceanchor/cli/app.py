@@ -58,6 +58,10 @@ def build_app() -> typer.Typer:
 
     models.register(app)
     styles.register(app)
+
+    from faceanchor.cli import character
+
+    character.register(app)
     return app
 
 

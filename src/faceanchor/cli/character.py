@@ -1,0 +1,190 @@
+"""``faceanchor character create|list|show|delete|id-photo|generate|edit``.
+
+Characters live in the service database and file store under ``--home`` (the same ones
+``faceanchor serve`` uses). Generation runs locally on an engine built from ``--weights``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, List, Optional
+
+import typer
+
+
+def _service(settings):  # noqa: ANN001, ANN202
+    from faceanchor.service.characters import CharacterService
+    from faceanchor.store.db import Database
+    from faceanchor.store.files import FileStore
+
+    return CharacterService(settings, Database.from_settings(settings), FileStore(Path(settings.data_dir) / "files"))
+
+
+def _engine(settings, weights: Optional[str], face_pack: Optional[str]):  # noqa: ANN001, ANN202
+    from faceanchor.engine import Engine
+
+    return Engine(settings, weights=weights, face_pack=face_pack)
+
+
+def _fields(prompt: str, negative_prompt: str, style: str, steps: Optional[int], guidance: Optional[float], seed: int,
+            samples: int, width: Optional[int], height: Optional[int], identity_strength: float, adapter_strength: float,
+            scheduler: str, face_detail: bool, output_format: str) -> dict[str, Any]:
+    out: dict[str, Any] = dict(prompt=prompt, negative_prompt=negative_prompt, style=style, seed=seed, samples=samples,
+                               identity_strength=identity_strength, adapter_strength=adapter_strength, scheduler=scheduler,
+                               face_detail=face_detail, output_format=output_format)
+    for k, v in (("num_inference_steps", steps), ("guidance_scale", guidance), ("width", width), ("height", height)):
+        if v is not None:
+            out[k] = v
+    return out
+
+
+def _write(result, out: Path, stem: str, fmt: str, as_json: bool, names: list[str] | None = None) -> None:  # noqa: ANN001
+    from faceanchor.imageio import encode_image
+
+    out.mkdir(parents=True, exist_ok=True)
+    meta = result.metadata()
+    paths = []
+    ext = "jpg" if fmt == "jpeg" else fmt
+    for i, im in enumerate(result.images):
+        name = names[i] if names else str(i)
+        p = out / f"{stem}_{im.seed}_{name}.{ext}"
+        p.write_bytes(encode_image(im.image, fmt, dict(meta, seed=im.seed, identity_score=im.identity_score, index=i)))
+        paths.append(str(p))
+    if as_json:
+        typer.echo(json.dumps(dict(meta, files=paths), default=str))
+        return
+    for p, im in zip(paths, result.images):
+        score = f"{im.identity_score:.3f}" if im.identity_score is not None else f"n/a ({im.identity_reason})"
+        typer.echo(f"{p}  seed={im.seed}  identity={score}")
+
+
+def register(app: typer.Typer) -> None:
+    ch = typer.Typer(help="Characters: a stored identity anchor for generation, ID photos and edits.", no_args_is_help=True)
+
+    @ch.command("create")
+    def create(
+        ctx: typer.Context,
+        name: str = typer.Argument(..., help="The character's name."),
+        face: List[str] = typer.Option(..., "--face", help="A face photo (repeat for up to 5 of one person)."),
+        space: List[str] = typer.Option([], "--space", help="Embedding space to store (repeatable; default the engine's InstantID space)."),
+        face_index: Optional[int] = typer.Option(None, "--face-index", help="Which face of the first photo (0 = largest)."),
+        weights: Optional[str] = typer.Option(None, "--weights", help="real (default), dummy or tiny: decides the default space."),
+        face_pack: Optional[str] = typer.Option(None, "--pack", help="Face pack (default: the method's; dlib for dummy/tiny)."),
+        as_json: bool = typer.Option(False, "--json"),
+    ) -> None:
+        """Analyse the photo(s) once and store the character."""
+        svc = _service(ctx.obj)
+        engine = _engine(ctx.obj, weights, face_pack)
+        c = svc.create(name, list(face), spaces=list(space) or None, engine=engine, face_index=face_index)
+        if as_json:
+            typer.echo(json.dumps(c.to_dict(), default=str))
+            return
+        typer.echo(f"{c.id}  {c.name}  spaces={','.join(c.spaces)}  photos={len(c.photos)}")
+
+    @ch.command("list")
+    def list_(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> None:
+        """List characters."""
+        items = _service(ctx.obj).list(limit=500)
+        if as_json:
+            typer.echo(json.dumps([c.to_dict() for c in items], default=str))
+            return
+        for c in items:
+            typer.echo(f"{c.id}  {c.name}  spaces={','.join(c.spaces)}  generations={c.generations}")
+
+    @ch.command("show")
+    def show(ctx: typer.Context, character_id: str = typer.Argument(...), history: bool = typer.Option(False, "--history")) -> None:
+        """A character as JSON (with --history its generations)."""
+        svc = _service(ctx.obj)
+        d = svc.get(character_id).to_dict()
+        if history:
+            d["history"] = [h.to_dict() for h in svc.history(character_id)]
+        typer.echo(json.dumps(d, indent=2, default=str))
+
+    @ch.command("delete")
+    def delete(ctx: typer.Context, character_id: str = typer.Argument(...)) -> None:
+        """Delete a character, its history and its files."""
+        gone = _service(ctx.obj).delete(character_id)
+        typer.echo(f"deleted {character_id} ({len(gone)} files)")
+
+    @ch.command("id-photo")
+    def id_photo(
+        ctx: typer.Context,
+        character_id: Optional[str] = typer.Argument(None, help="A character (or give --face)."),
+        face: Optional[str] = typer.Option(None, "--face", help="A face photo instead of a character."),
+        prompt: str = typer.Option("", "--prompt", "-p", help="Added to the ID-photo prompt."),
+        out: Path = typer.Option(Path("out"), "--out", "-o"),
+        steps: Optional[int] = typer.Option(None, "--steps"),
+        guidance: Optional[float] = typer.Option(None, "--guidance"),
+        seed: int = typer.Option(-1, "--seed"),
+        width: Optional[int] = typer.Option(None, "--width", help="Each view's width (default 896)."),
+        height: Optional[int] = typer.Option(None, "--height", help="Each view's height (default 1152)."),
+        scheduler: str = typer.Option("euler", "--scheduler"),
+        weights: Optional[str] = typer.Option(None, "--weights"),
+        face_pack: Optional[str] = typer.Option(None, "--pack"),
+        as_json: bool = typer.Option(False, "--json"),
+    ) -> None:
+        """The 4-in-1 ID photo: front, left 45°, right 45°, smiling on one sheet (+ each view)."""
+        svc = _service(ctx.obj)
+        engine = _engine(ctx.obj, weights, face_pack)
+        fields = _fields(prompt, "", "(No style)", steps, guidance, seed, 1, width, height, 0.8, 0.8, scheduler, False, "png")
+        res = svc.id_photo(engine, fields, character_id=character_id, face=face)
+        _write(res, out, "idphoto", "png", as_json, ["sheet", "front", "left", "right", "smiling"])
+
+    @ch.command("generate")
+    def generate(
+        ctx: typer.Context,
+        character_id: str = typer.Argument(...),
+        prompt: str = typer.Option("", "--prompt", "-p"),
+        out: Path = typer.Option(Path("out"), "--out", "-o"),
+        negative_prompt: str = typer.Option("", "--negative-prompt", "-n"),
+        style: str = typer.Option("(No style)", "--style"),
+        steps: Optional[int] = typer.Option(None, "--steps"),
+        guidance: Optional[float] = typer.Option(None, "--guidance"),
+        seed: int = typer.Option(-1, "--seed"),
+        samples: int = typer.Option(1, "--samples"),
+        width: Optional[int] = typer.Option(None, "--width"),
+        height: Optional[int] = typer.Option(None, "--height"),
+        identity_strength: float = typer.Option(0.8, "--identity-strength"),
+        adapter_strength: float = typer.Option(0.8, "--adapter-strength"),
+        scheduler: str = typer.Option("euler", "--scheduler"),
+        face_detail: bool = typer.Option(False, "--face-detail", help="Re-render small faces at a higher resolution."),
+        references: str = typer.Option("photos", "--references", help="photos, views (its ID-photo views) or all."),
+        output_format: str = typer.Option("png", "--format"),
+        weights: Optional[str] = typer.Option(None, "--weights"),
+        face_pack: Optional[str] = typer.Option(None, "--pack"),
+        as_json: bool = typer.Option(False, "--json"),
+    ) -> None:
+        """Generate with the character's stored identity (no face analysis)."""
+        svc = _service(ctx.obj)
+        engine = _engine(ctx.obj, weights, face_pack)
+        fields = _fields(prompt, negative_prompt, style, steps, guidance, seed, samples, width, height, identity_strength,
+                         adapter_strength, scheduler, face_detail, output_format)
+        res = svc.generate(engine, fields, character_id=character_id, references=references)
+        _write(res, out, "character", output_format, as_json)
+
+    @ch.command("edit")
+    def edit(
+        ctx: typer.Context,
+        character_id: Optional[str] = typer.Argument(None, help="A character (or give --face)."),
+        target: str = typer.Option(..., "--target", help="The picture to change."),
+        prompt: str = typer.Option("", "--prompt", "-p", help="The change, e.g. 'on a beach at sunset'."),
+        mode: str = typer.Option("background", "--mode", help="background (keep the person) or face (re-render the face)."),
+        face: Optional[str] = typer.Option(None, "--face", help="A face photo instead of a character."),
+        strength: Optional[float] = typer.Option(None, "--strength", help="Share of the schedule re-run (0-1]."),
+        mask_source: str = typer.Option("auto", "--mask", help="auto, segmentation or face-box (background mode)."),
+        out: Path = typer.Option(Path("out"), "--out", "-o"),
+        steps: Optional[int] = typer.Option(None, "--steps"),
+        seed: int = typer.Option(-1, "--seed"),
+        weights: Optional[str] = typer.Option(None, "--weights"),
+        face_pack: Optional[str] = typer.Option(None, "--pack"),
+        as_json: bool = typer.Option(False, "--json"),
+    ) -> None:
+        """Edit a picture keeping the character's face; pixels outside the edited region are unchanged."""
+        svc = _service(ctx.obj)
+        engine = _engine(ctx.obj, weights, face_pack)
+        fields = _fields(prompt, "", "(No style)", steps, None, seed, 1, None, None, 0.8, 0.8, "euler", False, "png")
+        res = svc.edit(engine, fields, target, mode=mode, character_id=character_id, face=face, strength=strength, mask_source=mask_source)
+        _write(res, out, f"edit-{mode}", "png", as_json)
+
+    app.add_typer(ch, name="character")
