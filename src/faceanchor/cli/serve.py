@@ -49,6 +49,23 @@ def load_factory(spec: str) -> Callable:
     return factory
 
 
+def absolute_spec(spec: str) -> str:
+    """``path/to/file.py:attr`` made absolute (a Ray replica has another working directory)."""
+    target, sep, attr = spec.rpartition(":")
+    if sep and (target.endswith(".py") or "/" in target):
+        return f"{Path(target).expanduser().resolve()}:{attr}"
+    return spec
+
+
+def ray_app(settings, engine_spec: Optional[str]):  # noqa: ANN001, ANN201
+    """The app a Ray Serve replica builds for itself (``functools.partial(ray_app, settings, spec)``
+    pickles by reference; the engine spec is resolved inside the replica)."""
+    from faceanchor.api.app import create_app
+
+    factory = load_factory(engine_spec) if engine_spec else default_engine_factory
+    return create_app(settings, engine_factory=factory)
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
     def serve(
@@ -58,8 +75,12 @@ def register(app: typer.Typer) -> None:
         engine: Optional[str] = typer.Option(None, "--engine", help="Engine factory MODULE:FUNCTION or file.py:FUNCTION (default faceanchor.engine:Engine)."),
         workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Worker threads, one per device, each with its own engine."),
         log_level: str = typer.Option("info", "--log-level", help="uvicorn log level."),
+        on_ray: bool = typer.Option(False, "--ray", help="Serve on Ray Serve replicas instead of uvicorn (extra 'ray')."),
+        replicas: int = typer.Option(1, "--replicas", min=1, help="With --ray: number of replicas."),
+        gpus_per_replica: float = typer.Option(1.0, "--gpus-per-replica", min=0, help="With --ray: GPUs per replica (0: CPU)."),
+        ray_address: Optional[str] = typer.Option(None, "--ray-address", help="With --ray: cluster to join ('auto': the local `ray start` one; default: start one)."),
     ) -> None:
-        """Serve the HTTP API (sync + queue + web page) with uvicorn."""
+        """Serve the HTTP API (sync + queue + web page) with uvicorn, or on Ray Serve with --ray."""
         import uvicorn
 
         from faceanchor.api.app import create_app
@@ -68,6 +89,19 @@ def register(app: typer.Typer) -> None:
         if workers is not None:
             settings = settings.model_copy(update={"workers": workers})
         spec = engine or settings.engine_factory
+        if on_ray:
+            import functools
+
+            from faceanchor.service.ray_deployment import run_on_ray
+
+            spec = absolute_spec(spec) if spec else None
+            if spec:
+                load_factory(spec)  # a bad spec fails here, in one line, not in every replica
+            typer.echo(f"faceanchor: serving on Ray Serve at http://{host}:{port} ({replicas} replica(s), "
+                       f"{gpus_per_replica:g} GPU each; database {settings.resolved_database_url()})", err=True)
+            run_on_ray(functools.partial(ray_app, settings, spec), num_replicas=replicas, num_gpus=gpus_per_replica,
+                       host=host, port=port, address=ray_address, blocking=True)
+            return
         factory = load_factory(spec) if spec else default_engine_factory
         try:
             application = create_app(settings, engine_factory=factory)
