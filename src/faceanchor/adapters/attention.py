@@ -89,33 +89,23 @@ def region_mask_for_sequence(region_mask: torch.Tensor, seq_len: int) -> torch.T
     return mask.reshape([1, -1, 1])
 
 
-class IPAttnProcessor(nn.Module):
-    """Decoupled cross-attention for IP-Adapter-style identity tokens.
+class DecoupledAttnProcessor(nn.Module):
+    """The attention forward every adapter processor shares (diffusers ``AttnProcessor2_0`` math).
 
-    Args:
-        hidden_size: width of the layer's attention (``to_q.out_features``).
-        cross_attention_dim: width of the encoder states (``to_k.in_features``).
-        num_tokens: how many trailing encoder tokens are identity tokens.
-        scale: weight of the identity attention (``set_scale`` on the adapter changes it).
-
-    Attributes:
-        region_mask: ``None`` or a float ``(H, W)`` tensor at output-image resolution with
-            values in [0, 1]; the identity attention output is multiplied by it (resampled to
-            each layer's token grid), so identity acts only where the mask is non-zero.
+    Subclasses change the projections through three hooks (:meth:`project_query`,
+    :meth:`project_key_value`, :meth:`project_out`; e.g. LoRA terms) and, when ``has_ip`` is
+    true, split the last ``num_tokens`` encoder tokens off as identity tokens attended with
+    ``to_k_ip``/``to_v_ip`` and added with ``scale`` (optionally masked by ``region_mask``).
     """
 
-    def __init__(self, hidden_size: int, cross_attention_dim: int, num_tokens: int = 4, scale: float = 1.0):
+    has_ip = False
+
+    def __init__(self, num_tokens: int = 4, scale: float = 1.0):
         super().__init__()
-        self.hidden_size = int(hidden_size)
-        self.cross_attention_dim = int(cross_attention_dim)
         self.num_tokens = int(num_tokens)
         self.scale = float(scale)
         self.region_mask: torch.Tensor | None = None
-        self.to_k_ip = nn.Linear(self.cross_attention_dim, self.hidden_size, bias=False)
-        self.to_v_ip = nn.Linear(self.cross_attention_dim, self.hidden_size, bias=False)
 
-    def extra_repr(self) -> str:
-        return f"hidden_size={self.hidden_size}, cross_attention_dim={self.cross_attention_dim}, num_tokens={self.num_tokens}, scale={self.scale}"
 
     # Hooks for flavours that modify the base projections (e.g. LoRA). Default: the layer's own.
     def project_query(self, attn: Any, hidden_states: torch.Tensor) -> torch.Tensor:
@@ -161,13 +151,14 @@ class IPAttnProcessor(nn.Module):
         if encoder_hidden_states is None:
             encoder_hidden_states = hidden_states
         else:
-            if encoder_hidden_states.shape[1] <= self.num_tokens:
-                raise ValueError(
-                    f"cross-attention got {encoder_hidden_states.shape[1]} encoder tokens but expects text tokens "
-                    f"followed by {self.num_tokens} identity tokens"
-                )
-            end = encoder_hidden_states.shape[1] - self.num_tokens
-            encoder_hidden_states, ip_tokens = encoder_hidden_states[:, :end, :], encoder_hidden_states[:, end:, :]
+            if self.has_ip:
+                if encoder_hidden_states.shape[1] <= self.num_tokens:
+                    raise ValueError(
+                        f"cross-attention got {encoder_hidden_states.shape[1]} encoder tokens but expects text tokens "
+                        f"followed by {self.num_tokens} identity tokens"
+                    )
+                end = encoder_hidden_states.shape[1] - self.num_tokens
+                encoder_hidden_states, ip_tokens = encoder_hidden_states[:, :end, :], encoder_hidden_states[:, end:, :]
             if attn.norm_cross:
                 encoder_hidden_states = attn.norm_encoder_hidden_states(encoder_hidden_states)
 
@@ -208,6 +199,34 @@ class IPAttnProcessor(nn.Module):
         ip_hidden = F.scaled_dot_product_attention(query, ip_key, ip_value, attn_mask=None, dropout_p=0.0, is_causal=False)
         ip_hidden = ip_hidden.transpose(1, 2).reshape(batch_size, -1, attn.heads * head_dim)
         return ip_hidden.to(query.dtype)
+
+
+class IPAttnProcessor(DecoupledAttnProcessor):
+    """Decoupled cross-attention for IP-Adapter-style identity tokens.
+
+    Args:
+        hidden_size: width of the layer's attention (``to_q.out_features``).
+        cross_attention_dim: width of the encoder states (``to_k.in_features``).
+        num_tokens: how many trailing encoder tokens are identity tokens.
+        scale: weight of the identity attention (``set_scale`` on the adapter changes it).
+
+    Attributes:
+        region_mask: ``None`` or a float ``(H, W)`` tensor at output-image resolution with
+            values in [0, 1]; the identity attention output is multiplied by it (resampled to
+            each layer's token grid), so identity acts only where the mask is non-zero.
+    """
+
+    has_ip = True
+
+    def __init__(self, hidden_size: int, cross_attention_dim: int | None = None, num_tokens: int = 4, scale: float = 1.0):
+        super().__init__(num_tokens=num_tokens, scale=scale)
+        self.hidden_size = int(hidden_size)
+        self.cross_attention_dim = int(cross_attention_dim or hidden_size)
+        self.to_k_ip = nn.Linear(self.cross_attention_dim, self.hidden_size, bias=False)
+        self.to_v_ip = nn.Linear(self.cross_attention_dim, self.hidden_size, bias=False)
+
+    def extra_repr(self) -> str:
+        return f"hidden_size={self.hidden_size}, cross_attention_dim={self.cross_attention_dim}, num_tokens={self.num_tokens}, scale={self.scale}"
 
 
 def install_processors(unet: Any, new: dict[str, Any]) -> dict[str, Any]:
