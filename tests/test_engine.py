@@ -188,6 +188,10 @@ def test_precomputed_embedding_skips_face_analysis(engine, monkeypatch):
     assert calls["detect"] == 0 and np.allclose(ident2.embedding, ident.embedding)
     engine.generate(r)  # scoring may detect on the output, analysis of a reference may not
     assert calls["detect"] == 1
+    # with the stored face box too, the stored identity reproduces the photo path exactly
+    from_photo = engine.generate(req(prompt="x", seed=1, num_inference_steps=1)).images[0]
+    stored = engine.generate(r.model_copy(update={"face_bbox": ident.bbox.tolist()})).images[0]
+    assert np.array_equal(pixels(from_photo), pixels(stored))
 
 
 def test_several_references_combine(engine):

@@ -211,8 +211,8 @@ class Engine:
                 )
             kps = np.asarray(request.face_kps, dtype=np.float32) if request.face_kps is not None else None
             size = tuple(request.face_image_size) if request.face_image_size else None
-            bbox = None
-            if kps is not None:
+            bbox = np.asarray(request.face_bbox, dtype=np.float32) if request.face_bbox is not None else None
+            if bbox is None and kps is not None:  # no stored box: pad the keypoints' extent
                 lo, hi = kps.min(0), kps.max(0)
                 pad = (hi - lo) * 0.6
                 bbox = np.concatenate([lo - pad, hi + pad])

@@ -144,6 +144,7 @@ class GenerationRequest(BaseModel):
     face_embedding: list[float] | None = Field(None, description="A precomputed identity embedding instead of a photo.")
     face_embedding_space: str | None = Field(None, description="Space of face_embedding (antelopev2, buffalo_l, dlib).")
     face_kps: list[list[float]] | None = Field(None, description="Precomputed 5x2 keypoints for the control image.")
+    face_bbox: list[float] | None = Field(None, description="Precomputed face box (x1, y1, x2, y2) for the face-region mask.")
     face_image_size: tuple[int, int] | None = Field(None, description="(width, height) of the photo face_kps came from.")
     face_index: int | None = Field(None, ge=0, description="Which face to use, in the documented order (largest first); default the largest.")
     combine: CombineMode = Field("average", description="How several references combine: average, norm-average or concat.")
@@ -189,6 +190,8 @@ class GenerationRequest(BaseModel):
             arr = np.asarray(self.face_kps, dtype=np.float32)
             if arr.shape != (5, 2):
                 raise ValueError("face_kps must be 5 points of (x, y)")
+        if self.face_bbox is not None and len(self.face_bbox) != 4:
+            raise ValueError("face_bbox must be (x1, y1, x2, y2)")
         return self
 
     @property
@@ -210,7 +213,7 @@ class GenerationRequest(BaseModel):
 
     def public_params(self) -> dict[str, Any]:
         """The parameters worth recording with an output (no image bytes)."""
-        skip = {"face_image", "face_images", "pose_image", "face_embedding", "face_kps"}
+        skip = {"face_image", "face_images", "pose_image", "face_embedding", "face_kps", "face_bbox"}
         out = self.model_dump(exclude=skip)
         out["num_inference_steps"] = self.steps
         out["guidance_scale"] = self.guidance

@@ -31,7 +31,7 @@ from faceanchor.store.files import FileStore
 from faceanchor.types import GeneratedImage, GenerationRequest, GenerationResult
 
 #: Request fields a character supplies itself.
-IDENTITY_FIELDS = ("face_image", "face_images", "face_embedding", "face_embedding_space", "face_kps", "face_image_size", "face_index")
+IDENTITY_FIELDS = ("face_image", "face_images", "face_embedding", "face_embedding_space", "face_kps", "face_bbox", "face_image_size", "face_index")
 REFERENCE_SOURCES = ("photos", "views", "all")
 APPS = ("character/generate", "character/id-photo", "character/edit")
 
@@ -137,7 +137,7 @@ class CharacterService:
         main = next((i for i in idents if i.source.startswith("photo:")), idents[0])
         return base.model_copy(update=dict(
             face_embedding=[float(v) for v in np.asarray(emb, np.float32)], face_embedding_space=space,
-            face_kps=main.kps.tolist(), face_image_size=tuple(main.image_size),
+            face_kps=main.kps.tolist(), face_bbox=[float(v) for v in main.bbox], face_image_size=tuple(main.image_size),
         ))
 
     def _one_off(self, fields: dict[str, Any], face: Any) -> GenerationRequest:
