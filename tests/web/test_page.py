@@ -1,0 +1,184 @@
+"""The web page (src/faceanchor/web) against the API that serves it, without a browser.
+
+The page makes every request through ``call("METHOD", `path`)`` in app.js and builds the request
+body from the ``data-field`` controls of index.html. These tests parse both files and check each
+call against the app's routes and OpenAPI schema, so the page and the API cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from html.parser import HTMLParser
+from importlib import resources
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "service"))
+
+import tiny_engine  # noqa: E402
+
+from faceanchor.api.app import create_app  # noqa: E402
+from faceanchor.api.jobs import APP_METHODS  # noqa: E402
+from faceanchor.config import Settings  # noqa: E402
+
+WEB = resources.files("faceanchor") / "web"
+APP_JS = (WEB / "app.js").read_text(encoding="utf-8")
+INDEX = (WEB / "index.html").read_text(encoding="utf-8")
+CODE = re.sub(r"(^|\s)//.*$", "", APP_JS, flags=re.M)  # app.js without its comments
+
+CALL = re.compile(r"""\bcall\(\s*"([A-Z]+)"\s*,\s*(?:`([^`]*)`|"([^"]*)")""")
+PLACEHOLDER = re.compile(r"\$\{([^}]*)\}")
+
+
+class _Elements(HTMLParser):
+    """Every element's tag and attributes, in document order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.elements: list[tuple[str, dict[str, str]]] = []
+
+    def handle_starttag(self, tag, attrs):  # noqa: ANN001, ANN201
+        self.elements.append((tag, {k: v or "" for k, v in attrs}))
+
+
+def _elements() -> list[tuple[str, dict[str, str]]]:
+    parser = _Elements()
+    parser.feed(INDEX)
+    return parser.elements
+
+
+def _apps_offered() -> list[tuple[str, str]]:
+    """(method, app) of each option of the method select."""
+    return [(a["value"], a["data-app"]) for tag, a in _elements() if tag == "option" and "data-app" in a]
+
+
+def _calls() -> list[tuple[str, str]]:
+    return [(m, tpl if tpl else plain) for m, tpl, plain in CALL.findall(CODE)]
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    settings = Settings(home=tmp_path_factory.mktemp("web") / "home", rate_limit_per_minute=0)
+    return create_app(settings, tiny_engine.TinyEngine())
+
+
+@pytest.fixture(scope="module")
+def client(app):
+    return TestClient(app)  # no lifespan: static files and routing need no loaded engine
+
+
+def _concrete_paths(template: str) -> list[str]:
+    """The template with each ${…} filled: app names by every app the page offers, ids by a sample id."""
+    apps = sorted({app for _, app in _apps_offered()})
+    paths = [template]
+    for expr in PLACEHOLDER.findall(template):
+        values = apps if expr.split(".")[-1] == "app" else ["0123abcd"]
+        paths = [p.replace("${" + expr + "}", v, 1) for p in paths for v in values]
+    return paths
+
+
+def _operation(spec: dict, method: str, path: str) -> tuple[str, dict] | None:
+    """The OpenAPI operation serving METHOD PATH (path parameters checked against their patterns)."""
+    for template, item in spec["paths"].items():
+        op = item.get(method.lower())
+        if op is None:
+            continue
+        names = re.findall(r"\{([^}]+)\}", template)
+        regex = "^" + re.sub(r"\\\{[^}]+\\\}", "([^/]+)", re.escape(template)) + "$"
+        m = re.match(regex, path)
+        if not m:
+            continue
+        params = {p["name"]: p for p in op.get("parameters", []) if p["in"] == "path"}
+        pattern_ok = all(re.search(params[n].get("schema", {}).get("pattern", ""), v) for n, v in zip(names, m.groups()))
+        if pattern_ok:
+            return template, op
+    return None
+
+
+def test_page_and_its_assets_are_served(client):
+    page = client.get("/web/")
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    assert '<script src="app.js"></script>' in page.text
+    for name, kind in (("app.js", "javascript"), ("style.css", "text/css")):
+        resp = client.get(f"/web/{name}")
+        assert resp.status_code == 200 and kind in resp.headers["content-type"], name
+    root = client.get("/", follow_redirects=False)
+    assert root.status_code in (301, 302, 307, 308) and root.headers["location"].endswith("/web/")
+
+
+def test_every_request_of_the_page_goes_through_call():
+    # one fetch (inside call), nothing that could reach an endpoint unchecked
+    assert len(re.findall(r"\bfetch\(", CODE)) == 1
+    assert not re.search(r"\b(EventSource|XMLHttpRequest|WebSocket|sendBeacon)\b", CODE)
+    # the paths are relative to the API root (one level above /web/), never absolute URLs from answers
+    assert 'new URL("../", document.baseURI)' in APP_JS
+    calls = _calls()
+    assert {m for m, _ in calls} >= {"GET", "POST", "PUT"}
+    assert len(calls) >= 7, calls
+
+
+def test_every_call_of_the_page_is_a_route_of_the_api(app, client):
+    spec = app.openapi()
+    assert {app_name for _, app_name in _apps_offered()}, "the page offers no app"
+    for method, template in _calls():
+        assert not template.startswith(("/", "http")), template
+        path_part, _, query = template.partition("?")
+        for path in _concrete_paths(path_part):
+            found = _operation(spec, method, "/" + path)
+            assert found is not None, f"app.js calls {method} /{path}, which the API does not document"
+            accepted = {p["name"] for p in found[1].get("parameters", []) if p["in"] == "query"}
+            for name in (kv.split("=")[0] for kv in query.split("&") if kv):
+                assert name in accepted, f"{method} {found[0]} takes no query parameter {name!r}"
+            # and the app really routes it: without a key a real route answers 401 (health: 200/503), never 404/405
+            resp = client.request(method, "/" + path + ("?" + query if query else ""))
+            assert resp.status_code not in (404, 405), f"{method} /{path}: {resp.status_code} {resp.text}"
+
+
+def test_the_methods_offered_are_served_by_their_app():
+    offered = _apps_offered()
+    assert offered
+    for method, app_name in offered:
+        assert method in APP_METHODS.get(app_name, ()), f"the page sends method {method} to /queue/{app_name}"
+
+
+def _schema_of_submit(app) -> tuple[dict, dict]:
+    spec = app.openapi()
+    ref = spec["paths"]["/queue/{app}"]["post"]["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+    return spec["components"]["schemas"][ref.rsplit("/", 1)[-1]], spec
+
+
+def _bounds(prop: dict) -> tuple[float | None, float | None]:
+    for option in [prop, *prop.get("anyOf", [])]:
+        if "minimum" in option or "maximum" in option:
+            return option.get("minimum"), option.get("maximum")
+    return None, None
+
+
+def test_the_form_fields_are_fields_of_the_request_body(app):
+    body, _ = _schema_of_submit(app)
+    props = body["properties"]
+    fields = [(tag, a) for tag, a in _elements() if "data-field" in a]
+    names = [a["data-field"] for _, a in fields]
+    assert {"face_image", "prompt", "method", "width", "height", "num_inference_steps", "seed"} <= set(names)
+    assert len(names) == len(set(names)), "a field is sent twice"
+    for tag, a in fields:
+        name = a["data-field"]
+        assert name in props, f"index.html sends {name!r}, which the request body does not have"
+        if tag == "input" and a.get("type") == "number":
+            lo, hi = _bounds(props[name])
+            assert lo is not None and float(a["min"]) == lo, f"{name}: min {a.get('min')} but the API says {lo}"
+            if hi is not None and hi < 2**31:
+                assert float(a["max"]) == hi, f"{name}: max {a.get('max')} but the API says {hi}"
+            if "value" in a:
+                assert lo <= float(a["value"]) <= (hi if hi is not None else float("inf")), name
+
+
+def test_every_element_the_script_uses_is_on_the_page():
+    ids = {a["id"] for _, a in _elements() if "id" in a}
+    used = set(re.findall(r"""\$\("([^"]+)"\)""", CODE))
+    assert used, "app.js uses no elements?"
+    assert used <= ids, f"app.js uses missing elements: {sorted(used - ids)}"
