@@ -102,6 +102,7 @@ def test_page_and_its_assets_are_served(client):
     page = client.get("/web/")
     assert page.status_code == 200
     assert page.headers["content-type"].startswith("text/html")
+    assert page.headers["x-content-type-options"] == "nosniff"
     assert '<script src="app.js"></script>' in page.text
     for name, kind in (("app.js", "javascript"), ("style.css", "text/css")):
         resp = client.get(f"/web/{name}")

@@ -73,4 +73,11 @@ def create_app(
 
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
+
+    @app.middleware("http")
+    async def _nosniff(request, call_next):  # noqa: ANN001, ANN202 - every response, the web page's too
+        response = await call_next(request)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        return response
+
     return app
