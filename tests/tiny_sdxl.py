@@ -149,3 +149,23 @@ def random_official_checkpoint(unet, seed: int = 5, embedding_dim: int = EMBED_D
         ip[f"{i}.to_k_ip.weight"] = torch.randn(hidden, cross, generator=g) * 0.2
         ip[f"{i}.to_v_ip.weight"] = torch.randn(hidden, cross, generator=g) * 0.2
     return {"image_proj": image_proj, "ip_adapter": ip}
+
+
+def tiny_instantid_pipeline(tokenizer_dir: Path, size: int = 64):
+    """A tiny ``InstantIDSDXLPipeline`` with a random official-layout adapter (scale 0.8), plus a
+    noise keypoint image (``size`` px) and an embedding drawn from ``RandomState(0)``.
+
+    Returns ``(components, pipe, kps_image, embedding)``.
+    """
+    import numpy as np
+    import PIL.Image
+
+    from faceanchor.pipelines.instantid_sdxl import InstantIDSDXLPipeline
+
+    comps = tiny_components(tokenizer_dir)
+    pipe = InstantIDSDXLPipeline(**comps)
+    pipe.load_instantid_adapter(random_official_checkpoint(comps["unet"]), scale=0.8, dim_head=8)
+    rs = np.random.RandomState(0)
+    kps = PIL.Image.fromarray((rs.rand(size, size, 3) * 255).astype(np.uint8))
+    emb = torch.from_numpy(rs.randn(EMBED_DIM).astype(np.float32)) * 3
+    return comps, pipe, kps, emb

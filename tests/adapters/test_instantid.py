@@ -16,15 +16,6 @@ from faceanchor.adapters.instantid import InstantIDAdapter, load_instantid_adapt
 from faceanchor.errors import CheckpointError, EmbeddingMismatchError, InvalidInputError, ModelNotFoundError  # noqa: E402
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """Tiny models run fastest on one thread; several threads thrash on a busy 2-core box."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def unet():
     return tiny_unet()

@@ -11,33 +11,19 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tiny_sdxl import EMBED_DIM, random_official_checkpoint, tiny_components  # noqa: E402
+from tiny_sdxl import tiny_instantid_pipeline  # noqa: E402
 
 from faceanchor.errors import Cancelled, InvalidInputError  # noqa: E402
-from faceanchor.pipelines.instantid_img2img import InstantIDImg2ImgPipeline, latent_mask  # noqa: E402
-from faceanchor.pipelines.instantid_sdxl import InstantIDSDXLPipeline  # noqa: E402
+from faceanchor.pipelines.instantid_img2img import ImageStart, InstantIDImg2ImgPipeline, latent_mask  # noqa: E402
 
 SIZE = 64
 PROMPT = "a photo of a man"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def parts(tmp_path_factory):
-    comps = tiny_components(tmp_path_factory.mktemp("tok"))
-    base = InstantIDSDXLPipeline(**comps)
-    base.load_instantid_adapter(random_official_checkpoint(comps["unet"]), scale=0.8, dim_head=8)
+    comps, base, kps, emb = tiny_instantid_pipeline(tmp_path_factory.mktemp("tok"), SIZE)
     pipe = InstantIDImg2ImgPipeline.from_instantid(base)
-    rs = np.random.RandomState(0)
-    kps = PIL.Image.fromarray((rs.rand(SIZE, SIZE, 3) * 255).astype(np.uint8))
-    emb = torch.from_numpy(rs.randn(EMBED_DIM).astype(np.float32)) * 3
     yy, xx = np.mgrid[0:SIZE, 0:SIZE]
     photo = np.stack([xx * 4, yy * 4, (xx + yy) * 2], -1).clip(0, 255).astype(np.uint8)
     return comps, base, pipe, kps, emb, PIL.Image.fromarray(photo)
@@ -111,5 +97,10 @@ def test_errors_and_cancel(parts):
         _run(pipe, kps, emb, photo, strength=0.1, num_inference_steps=2)
     with pytest.raises(InvalidInputError, match="image"):
         pipe(PROMPT, emb, kps, None)
+    with pytest.raises(InvalidInputError, match="not both"):
+        _run(pipe, kps, emb, photo, latents=torch.zeros(1, 4, 32, 32))
+    _, base, *_ = parts
+    with pytest.raises(InvalidInputError, match="InstantIDImg2ImgPipeline"):
+        base(PROMPT, emb, kps, start=ImageStart(photo, 0.5), num_inference_steps=2)
     with pytest.raises(Cancelled):
         _run(pipe, kps, emb, photo, cancel=lambda: True)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tiny_sdxl import EMBED_DIM, random_official_checkpoint, tiny_components, tiny_controlnet  # noqa: E402
+from tiny_sdxl import EMBED_DIM, tiny_controlnet, tiny_instantid_pipeline  # noqa: E402
 
 from faceanchor.adapters.attention import IPAttnProcessor  # noqa: E402
 from faceanchor.errors import Cancelled, EmbeddingMismatchError, InvalidInputError  # noqa: E402
@@ -21,24 +21,9 @@ SIZE = 64
 PROMPT = "a photo of a man"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """Tiny models run fastest on one thread; several threads thrash on a busy 2-core box."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def parts(tmp_path_factory):
-    comps = tiny_components(tmp_path_factory.mktemp("tok"))
-    pipe = InstantIDSDXLPipeline(**comps)
-    pipe.load_instantid_adapter(random_official_checkpoint(comps["unet"]), scale=0.8, dim_head=8)
-    rs = np.random.RandomState(0)
-    kps = PIL.Image.fromarray((rs.rand(SIZE, SIZE, 3) * 255).astype(np.uint8))
-    emb = torch.from_numpy(rs.randn(EMBED_DIM).astype(np.float32)) * 3
-    return comps, pipe, kps, emb
+    return tiny_instantid_pipeline(tmp_path_factory.mktemp("tok"), SIZE)
 
 
 def _run(pipe, kps, emb, seed=0, **kw):

@@ -1,9 +1,10 @@
 """InstantID image-to-image and inpainting on SDXL (SDEdit start, optional latent mask blending).
 
-Built on :class:`~faceanchor.pipelines.instantid_sdxl.InstantIDSDXLPipeline` and sharing its
-components and loaded identity adapter (:meth:`InstantIDImg2ImgPipeline.from_instantid`):
-prompt encoding, identity tokens (``encode_identity``), IdentityNet with its region mask and
-extra ControlNets are the parent's; what changes is where denoising starts and what is kept.
+:class:`InstantIDImg2ImgPipeline` is :class:`~faceanchor.pipelines.instantid_sdxl.InstantIDSDXLPipeline`
+(sharing its components and loaded identity adapter through :meth:`~InstantIDImg2ImgPipeline.from_instantid`)
+run with an :class:`ImageStart`: prompt encoding, identity tokens, IdentityNet with its region
+mask, extra ControlNets, the denoising loop and decoding are the parent's; only where denoising
+starts and what each step keeps change.
 
 * **Start** (SDEdit, as diffusers' ``StableDiffusionXLImg2ImgPipeline``): the scheduler's
   ``num_inference_steps`` timesteps are cut to the last ``int(steps × strength)``; the input
@@ -19,7 +20,7 @@ extra ControlNets are the parent's; what changes is where denoising starts and w
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import PIL.Image
@@ -28,15 +29,8 @@ import torch.nn.functional as F
 from diffusers.pipelines.stable_diffusion_xl import StableDiffusionXLPipelineOutput
 from diffusers.utils.torch_utils import randn_tensor
 
-from faceanchor.errors import Cancelled, InvalidInputError
-from faceanchor.pipelines.instantid_sdxl import (
-    CancelCheck,
-    ExtraControl,
-    InstantIDSDXLPipeline,
-    StepCallback,
-    _resize_mask,
-    mask_to_tensor,
-)
+from faceanchor.errors import InvalidInputError
+from faceanchor.pipelines.instantid_sdxl import AfterStep, InstantIDSDXLPipeline, NoiseStart
 
 
 def latent_mask(mask: Any, height: int, width: int, vae_scale_factor: int, device: Any, dtype: torch.dtype) -> torch.Tensor:
@@ -63,6 +57,60 @@ def latent_mask(mask: Any, height: int, width: int, vae_scale_factor: int, devic
     return t.to(device=device, dtype=dtype)
 
 
+
+class ImageStart(NoiseStart):
+    """Denoising from ``image`` noised to ``strength`` of the schedule; inpainting with ``mask_image``."""
+
+    def __init__(self, image: Any, strength: float, mask_image: Any = None):
+        if not 0.0 < strength <= 1.0:
+            raise InvalidInputError(f"strength must be in (0, 1], got {strength}")
+        super().__init__()
+        self.image, self.strength, self.mask_image = image, strength, mask_image
+
+    def timesteps(self, pipe: InstantIDSDXLPipeline, num_inference_steps: int, device: Any) -> torch.Tensor:
+        """The last ``int(steps × strength)`` timesteps (diffusers' ``get_timesteps``)."""
+        all_timesteps = super().timesteps(pipe, num_inference_steps, device)
+        order = getattr(pipe.scheduler, "order", 1)
+        init = min(int(num_inference_steps * self.strength), num_inference_steps)
+        t_start = max(num_inference_steps - init, 0)
+        timesteps = all_timesteps[t_start * order :]
+        if len(timesteps) == 0:
+            raise InvalidInputError(
+                f"strength {self.strength} with {num_inference_steps} steps leaves no denoising step; raise either"
+            )
+        if hasattr(pipe.scheduler, "set_begin_index"):
+            pipe.scheduler.set_begin_index(t_start * order)
+        return timesteps
+
+    def latents(
+        self, pipe: InstantIDSDXLPipeline, timesteps: torch.Tensor, num_images: int, height: int, width: int,
+        dtype: torch.dtype, device: Any, generator: Any,
+    ) -> tuple[torch.Tensor, AfterStep | None]:
+        """The image's latents noised to the first kept timestep, and the inpaint blend if masked."""
+        if not isinstance(pipe, InstantIDImg2ImgPipeline):
+            raise InvalidInputError("an image start needs an InstantIDImg2ImgPipeline (see from_instantid)")
+        image_latents = pipe.encode_image_latents(self.image, height, width, device).to(dtype)
+        if image_latents.shape[0] != num_images:
+            image_latents = image_latents.repeat(num_images // image_latents.shape[0], 1, 1, 1)
+        noise = randn_tensor(tuple(image_latents.shape), generator=generator, device=device, dtype=image_latents.dtype)
+        if self.strength >= 1.0:
+            latents = noise * pipe.scheduler.init_noise_sigma
+        else:
+            latents = pipe.scheduler.add_noise(image_latents, noise, timesteps[:1].repeat(num_images))
+        if self.mask_image is None:
+            return latents, None
+        mask = latent_mask(self.mask_image, height, width, pipe.vae_scale_factor, device, latents.dtype)
+
+        def blend(i: int, latents: torch.Tensor) -> torch.Tensor:
+            """Outside the mask: the image's latents noised to the next timestep (clean after the last)."""
+            keep = image_latents
+            if i < len(timesteps) - 1:
+                keep = pipe.scheduler.add_noise(image_latents, noise, timesteps[i + 1 : i + 2].repeat(num_images))
+            return (1 - mask) * keep + mask * latents
+
+        return latents, blend
+
+
 class InstantIDImg2ImgPipeline(InstantIDSDXLPipeline):
     """InstantID SDXL starting from an image (``strength``), optionally inpainting a mask."""
 
@@ -76,24 +124,6 @@ class InstantIDImg2ImgPipeline(InstantIDSDXLPipeline):
         new.identity_adapter = pipe.identity_adapter
         new.set_progress_bar_config(disable=True)
         return new
-
-    # ------------------------------------------------------------------ helpers
-    def start_timesteps(self, num_inference_steps: int, strength: float, device: Any) -> tuple[torch.Tensor, int]:
-        """The kept timesteps for ``strength`` and their count (diffusers' ``get_timesteps``)."""
-        if not 0.0 < strength <= 1.0:
-            raise InvalidInputError(f"strength must be in (0, 1], got {strength}")
-        self.scheduler.set_timesteps(num_inference_steps, device=device)
-        order = getattr(self.scheduler, "order", 1)
-        init = min(int(num_inference_steps * strength), num_inference_steps)
-        t_start = max(num_inference_steps - init, 0)
-        timesteps = self.scheduler.timesteps[t_start * order :]
-        if len(timesteps) == 0:
-            raise InvalidInputError(
-                f"strength {strength} with {num_inference_steps} steps leaves no denoising step; raise either"
-            )
-        if hasattr(self.scheduler, "set_begin_index"):
-            self.scheduler.set_begin_index(t_start * order)
-        return timesteps, len(timesteps)
 
     @torch.no_grad()
     def encode_image_latents(self, image: Any, height: int, width: int, device: Any) -> torch.Tensor:
@@ -117,8 +147,6 @@ class InstantIDImg2ImgPipeline(InstantIDSDXLPipeline):
             latents = latents * vae.config.scaling_factor
         return latents
 
-    # ------------------------------------------------------------------ call
-    @torch.no_grad()
     def __call__(  # type: ignore[override]
         self,
         prompt: str | None = None,
@@ -128,29 +156,11 @@ class InstantIDImg2ImgPipeline(InstantIDSDXLPipeline):
         *,
         strength: float = 0.6,
         mask_image: Any = None,
-        negative_prompt: str | None = None,
-        face_mask: Any = None,
         height: int | None = None,
         width: int | None = None,
-        num_inference_steps: int = 30,
-        guidance_scale: float = 5.0,
-        num_images: int = 1,
-        generator: torch.Generator | list[torch.Generator] | None = None,
-        identity_scale: float = 0.8,
-        adapter_scale: float | None = None,
-        control_guidance_start: float = 0.0,
-        control_guidance_end: float = 1.0,
-        negative_embedding_noise: float = 0.0,
-        extra_controls: Sequence[ExtraControl] = (),
-        prompt_embeds: torch.Tensor | None = None,
-        negative_prompt_embeds: torch.Tensor | None = None,
-        pooled_prompt_embeds: torch.Tensor | None = None,
-        negative_pooled_prompt_embeds: torch.Tensor | None = None,
-        on_step: StepCallback | None = None,
-        cancel: CancelCheck | None = None,
-        output_type: str = "pil",
+        **kwargs: Any,
     ) -> StableDiffusionXLPipelineOutput:
-        """Re-render ``image`` (PIL) with the identity; arguments as the parent's ``__call__`` plus:
+        """Re-render ``image`` with the identity; other keyword arguments as :meth:`InstantIDSDXLPipeline.__call__`.
 
         Args:
             image: the starting image (resized to ``width`` × ``height``, default its own size
@@ -161,160 +171,9 @@ class InstantIDImg2ImgPipeline(InstantIDSDXLPipeline):
         """
         if image is None:
             raise InvalidInputError("image-to-image needs an image to start from")
-        extra_controls = list(extra_controls)
         if isinstance(image, PIL.Image.Image) and (height is None or width is None):
             f = self.vae_scale_factor
             width = width or image.width // f * f
             height = height or image.height // f * f
-        embeds = self.check_instantid_inputs(
-            prompt, face_embedding, kps_image, num_images, num_inference_steps, guidance_scale, generator,
-            identity_scale, adapter_scale, control_guidance_start, control_guidance_end, negative_embedding_noise,
-            extra_controls, height, width, prompt_embeds,
-        )
-        adapter = self._require_adapter()
-        if adapter_scale is not None:
-            adapter.set_scale(adapter_scale)
-
-        # 1. Call parameters (as the parent)
-        self._guidance_scale = guidance_scale
-        self._clip_skip = None
-        self._cross_attention_kwargs = None
-        self._denoising_end = None
-        self._interrupt = False
-        do_cfg = self.do_classifier_free_guidance
-        device = self._execution_device
-        nets = [self.controlnet] + [x.controlnet for x in extra_controls]
-        scales = [float(identity_scale)] + [float(x.scale) for x in extra_controls]
-        starts = [control_guidance_start] + [control_guidance_start if x.guidance_start is None else x.guidance_start for x in extra_controls]
-        ends = [control_guidance_end] + [control_guidance_end if x.guidance_end is None else x.guidance_end for x in extra_controls]
-
-        # 2. Text
-        prompt_embeds, negative_prompt_embeds, pooled_prompt_embeds, negative_pooled_prompt_embeds = self.encode_prompt(
-            prompt, None, device, num_images, do_cfg, negative_prompt, None,
-            prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_prompt_embeds,
-            pooled_prompt_embeds=pooled_prompt_embeds, negative_pooled_prompt_embeds=negative_pooled_prompt_embeds,
-        )
-
-        # 3. Control images
-        images = []
-        for net, img in zip(nets, [kps_image] + [x.image for x in extra_controls]):
-            images.append(self.prepare_image(
-                image=img, width=width, height=height, batch_size=num_images, num_images_per_prompt=num_images,
-                device=device, dtype=net.dtype, do_classifier_free_guidance=do_cfg, guess_mode=False,
-            ))
-            height, width = images[0].shape[-2:]
-
-        # 4. Timesteps cut by strength
-        timesteps, n_steps = self.start_timesteps(num_inference_steps, strength, device)
-        self._num_timesteps = n_steps
-
-        # 5. Start latents: the image's latents noised to the first kept timestep
-        image_latents = self.encode_image_latents(image, height, width, device).to(prompt_embeds.dtype)
-        image_latents = image_latents.repeat(num_images // image_latents.shape[0], 1, 1, 1) if image_latents.shape[0] != num_images else image_latents
-        noise = randn_tensor(tuple(image_latents.shape), generator=generator, device=device, dtype=image_latents.dtype)
-        if strength >= 1.0:
-            latents = noise * self.scheduler.init_noise_sigma
-        else:
-            latents = self.scheduler.add_noise(image_latents, noise, timesteps[:1].repeat(num_images))
-        blend = None
-        if mask_image is not None:
-            blend = latent_mask(mask_image, height, width, self.vae_scale_factor, device, latents.dtype)
-        timestep_cond = None
-        if self.unet.config.time_cond_proj_dim is not None:
-            gs = torch.tensor(self.guidance_scale - 1).repeat(num_images)
-            timestep_cond = self.get_guidance_scale_embedding(gs, embedding_dim=self.unet.config.time_cond_proj_dim).to(
-                device=device, dtype=latents.dtype
-            )
-
-        # 6. Identity tokens
-        id_tokens = self.encode_identity(embeds, num_images, do_cfg, negative_embedding_noise, generator, device, self.unet.dtype)
-
-        # 7. Keep-lists, region masks, time ids
-        extra_step_kwargs = self.prepare_extra_step_kwargs(generator, 0.0)
-        keep = [
-            [1.0 - float(i / n_steps < s or (i + 1) / n_steps > e) for s, e in zip(starts, ends)]
-            for i in range(n_steps)
-        ]
-        region = ip_region = None
-        if face_mask is not None:
-            region = mask_to_tensor(face_mask, height, width, device, prompt_embeds.dtype)
-            ip_region = mask_to_tensor(face_mask, height, width, self.unet.device, self.unet.dtype)
-        add_time_ids = self._get_add_time_ids(
-            tuple(images[0].shape[-2:]), (0, 0), (height, width), dtype=prompt_embeds.dtype,
-            text_encoder_projection_dim=int(self.text_encoder_2.config.projection_dim)
-            if self.text_encoder_2 is not None else int(pooled_prompt_embeds.shape[-1]),
-        )
-        add_text_embeds = pooled_prompt_embeds
-        if do_cfg:
-            prompt_embeds = torch.cat([negative_prompt_embeds, prompt_embeds], dim=0)
-            add_text_embeds = torch.cat([negative_pooled_prompt_embeds, add_text_embeds], dim=0)
-            add_time_ids = torch.cat([add_time_ids, add_time_ids], dim=0)
-        prompt_embeds = prompt_embeds.to(device)
-        add_text_embeds = add_text_embeds.to(device)
-        add_time_ids = add_time_ids.to(device).repeat(num_images, 1)
-        encoder_hidden_states = torch.cat([prompt_embeds, id_tokens], dim=1)
-        added_cond_kwargs = {"text_embeds": add_text_embeds, "time_ids": add_time_ids}
-
-        # 8. Denoising loop (the parent's step, plus the inpaint blend)
-        with adapter.region(ip_region):
-            for i, t in enumerate(timesteps):
-                if cancel is not None and cancel():
-                    raise Cancelled(f"generation was cancelled before step {i + 1} of {n_steps}")
-                latent_model_input = torch.cat([latents] * 2) if do_cfg else latents
-                latent_model_input = self.scheduler.scale_model_input(latent_model_input, t)
-                downs_list, mids = [], []
-                for k, net in enumerate(nets):
-                    down, mid = net(
-                        latent_model_input, t,
-                        encoder_hidden_states=id_tokens if k == 0 else prompt_embeds,
-                        controlnet_cond=images[k], conditioning_scale=scales[k] * keep[i][k], guess_mode=False,
-                        added_cond_kwargs=added_cond_kwargs, return_dict=False,
-                    )
-                    if k == 0 and region is not None:
-                        down = [d * _resize_mask(region, d) for d in down]
-                        mid = mid * _resize_mask(region, mid)
-                    downs_list.append(down)
-                    mids.append(mid)
-                if len(nets) == 1:
-                    down_res, mid_res = downs_list[0], mids[0]
-                else:
-                    mid_res = torch.stack(mids).sum(dim=0)
-                    down_res = [torch.stack(ds).sum(dim=0) for ds in zip(*downs_list)]
-                noise_pred = self.unet(
-                    latent_model_input, t, encoder_hidden_states=encoder_hidden_states, timestep_cond=timestep_cond,
-                    down_block_additional_residuals=down_res, mid_block_additional_residual=mid_res,
-                    added_cond_kwargs=added_cond_kwargs, return_dict=False,
-                )[0]
-                if do_cfg:
-                    uncond, text = noise_pred.chunk(2)
-                    noise_pred = uncond + guidance_scale * (text - uncond)
-                latents = self.scheduler.step(noise_pred, t, latents, **extra_step_kwargs, return_dict=False)[0]
-                if blend is not None:
-                    keep_latents = image_latents
-                    if i < n_steps - 1:
-                        keep_latents = self.scheduler.add_noise(image_latents, noise, timesteps[i + 1 : i + 2].repeat(num_images))
-                    latents = (1 - blend) * keep_latents + blend * latents
-                if on_step is not None:
-                    on_step(i + 1, n_steps)
-
-        # 9. Decode
-        if output_type == "latent":
-            return StableDiffusionXLPipelineOutput(images=latents)
-        needs_upcasting = self.vae.dtype == torch.float16 and self.vae.config.force_upcast
-        if needs_upcasting:
-            self.upcast_vae()
-            latents = latents.to(next(iter(self.vae.post_quant_conv.parameters())).dtype)
-        mean = getattr(self.vae.config, "latents_mean", None)
-        std = getattr(self.vae.config, "latents_std", None)
-        if mean is not None and std is not None:
-            mean_t = torch.tensor(mean).view(1, -1, 1, 1).to(latents.device, latents.dtype)
-            std_t = torch.tensor(std).view(1, -1, 1, 1).to(latents.device, latents.dtype)
-            latents = latents * std_t / self.vae.config.scaling_factor + mean_t
-        else:
-            latents = latents / self.vae.config.scaling_factor
-        out = self.vae.decode(latents.to(self.vae.dtype), return_dict=False)[0]
-        if needs_upcasting:
-            self.vae.to(dtype=torch.float16)
-        out = self.image_processor.postprocess(out, output_type=output_type)
-        self.maybe_free_model_hooks()
-        return StableDiffusionXLPipelineOutput(images=out)
+        start = ImageStart(image, strength, mask_image)
+        return super().__call__(prompt, face_embedding, kps_image, height=height, width=width, start=start, **kwargs)

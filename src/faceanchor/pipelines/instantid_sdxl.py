@@ -23,6 +23,11 @@ Fixed vs the official code: more than one image (the full pipeline crashed, its 
 embeddings were not repeated) — identity tokens, control images, time ids and prompt
 embeddings are all repeated per image; per-image generators are accepted. Added: per-step
 progress and cancellation, optional noise on the unconditional identity embedding.
+
+``__call__`` runs numbered steps (check inputs, prompt, control images, timesteps, latents,
+identity tokens, per-step conditioning, :meth:`~InstantIDSDXLPipeline.denoise`,
+:meth:`~InstantIDSDXLPipeline.decode`); where denoising starts is a :class:`NoiseStart`, which
+image-to-image / inpainting (``instantid_img2img.ImageStart``) replaces.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from faceanchor.errors import Cancelled, InvalidInputError
 
 StepCallback = Callable[[int, int], None]
 CancelCheck = Callable[[], bool]
+AfterStep = Callable[[int, torch.Tensor], torch.Tensor]  # (step index, latents) -> latents
 
 
 @dataclass
@@ -58,6 +64,48 @@ class ExtraControl:
     scale: float = 0.4
     guidance_start: float | None = None
     guidance_end: float | None = None
+
+
+@dataclass
+class DenoiseInputs:
+    """What every denoising step needs besides the latents (built once per call)."""
+
+    nets: list[Any]  # IdentityNet first, then the extra ControlNets
+    images: list[torch.Tensor]  # their prepared, CFG-batched condition images
+    scales: list[float]  # conditioning scale per net
+    windows: list[tuple[float, float]]  # control_guidance start/end per net
+    region: torch.Tensor | None  # face mask for IdentityNet's residuals, (H, W)
+    id_tokens: torch.Tensor  # IdentityNet's encoder states
+    prompt_embeds: torch.Tensor  # text tokens (the extra ControlNets')
+    encoder_hidden_states: torch.Tensor  # text + identity tokens (the UNet's)
+    added_cond_kwargs: dict[str, torch.Tensor]  # pooled text embeds and time ids
+    timestep_cond: torch.Tensor | None  # guidance embedding (LCM-distilled UNets)
+    extra_step_kwargs: dict[str, Any]  # for scheduler.step
+
+
+class NoiseStart:
+    """Where denoising starts: text-to-image, pure noise (or ``latents``) over the full schedule.
+
+    :meth:`InstantIDSDXLPipeline.__call__` asks its ``start`` for the timesteps (step 4), then
+    for the initial latents and an optional hook ``after_step(i, latents) -> latents`` run after
+    every scheduler step (step 5). Subclasses start elsewhere (image-to-image, inpainting).
+    """
+
+    def __init__(self, latents: torch.Tensor | None = None):
+        self.initial_latents = latents
+
+    def timesteps(self, pipe: InstantIDSDXLPipeline, num_inference_steps: int, device: Any) -> torch.Tensor:
+        pipe.scheduler.set_timesteps(num_inference_steps, device=device)
+        return pipe.scheduler.timesteps
+
+    def latents(
+        self, pipe: InstantIDSDXLPipeline, timesteps: torch.Tensor, num_images: int, height: int, width: int,
+        dtype: torch.dtype, device: Any, generator: Any,
+    ) -> tuple[torch.Tensor, AfterStep | None]:
+        latents = pipe.prepare_latents(
+            num_images, pipe.unet.config.in_channels, height, width, dtype, device, generator, self.initial_latents
+        )
+        return latents, None
 
 
 def face_box_mask(bbox: Sequence[float], width: int, height: int) -> np.ndarray:
@@ -265,6 +313,102 @@ class InstantIDSDXLPipeline(StableDiffusionXLControlNetPipeline):
             tokens = cond_tokens
         return tokens.to(device=device, dtype=dtype)
 
+    # ------------------------------------------------------------------ call steps
+    def prepare_control_images(
+        self, nets: list[Any], conditions: list[Any], height: int | None, width: int | None, num_images: int, device: Any, do_cfg: bool
+    ) -> list[torch.Tensor]:
+        """Each net's condition image, CFG-batched; the first (IdentityNet's) sets the size of the rest."""
+        images = []
+        for net, img in zip(nets, conditions):
+            images.append(
+                self.prepare_image(
+                    image=img, width=width, height=height, batch_size=num_images, num_images_per_prompt=num_images,
+                    device=device, dtype=net.dtype, do_classifier_free_guidance=do_cfg, guess_mode=False,
+                )
+            )
+            height, width = images[0].shape[-2:]
+        return images
+
+    def control_residuals(
+        self, latent_model_input: torch.Tensor, t: Any, inputs: DenoiseInputs, keep: list[float]
+    ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """All ControlNets' residuals at one step (IdentityNet's times the face region), summed."""
+        downs_list, mids = [], []
+        for k, net in enumerate(inputs.nets):
+            down, mid = net(
+                latent_model_input, t,
+                encoder_hidden_states=inputs.id_tokens if k == 0 else inputs.prompt_embeds,
+                controlnet_cond=inputs.images[k], conditioning_scale=inputs.scales[k] * keep[k], guess_mode=False,
+                added_cond_kwargs=inputs.added_cond_kwargs, return_dict=False,
+            )
+            if k == 0 and inputs.region is not None:
+                down = [d * _resize_mask(inputs.region, d) for d in down]
+                mid = mid * _resize_mask(inputs.region, mid)
+            downs_list.append(down)
+            mids.append(mid)
+        if len(inputs.nets) == 1:
+            return downs_list[0], mids[0]
+        return [torch.stack(ds).sum(dim=0) for ds in zip(*downs_list)], torch.stack(mids).sum(dim=0)
+
+    def denoise(
+        self,
+        latents: torch.Tensor,
+        timesteps: torch.Tensor,
+        inputs: DenoiseInputs,
+        *,
+        after_step: AfterStep | None = None,
+        on_step: StepCallback | None = None,
+        cancel: CancelCheck | None = None,
+    ) -> torch.Tensor:
+        """Run the sampler over ``timesteps``; ``after_step(i, latents)`` may replace the latents after each step."""
+        total = len(timesteps)
+        for i, t in enumerate(timesteps):
+            if cancel is not None and cancel():
+                raise Cancelled(f"generation was cancelled before step {i + 1} of {total}")
+            latent_model_input = torch.cat([latents] * 2) if self.do_classifier_free_guidance else latents
+            latent_model_input = self.scheduler.scale_model_input(latent_model_input, t)
+            keep = [1.0 - float(i / total < s or (i + 1) / total > e) for s, e in inputs.windows]
+            down_res, mid_res = self.control_residuals(latent_model_input, t, inputs, keep)
+            noise_pred = self.unet(
+                latent_model_input, t, encoder_hidden_states=inputs.encoder_hidden_states, timestep_cond=inputs.timestep_cond,
+                down_block_additional_residuals=down_res, mid_block_additional_residual=mid_res,
+                added_cond_kwargs=inputs.added_cond_kwargs, return_dict=False,
+            )[0]
+            if self.do_classifier_free_guidance:
+                uncond, text = noise_pred.chunk(2)
+                noise_pred = uncond + self.guidance_scale * (text - uncond)
+            latents = self.scheduler.step(noise_pred, t, latents, **inputs.extra_step_kwargs, return_dict=False)[0]
+            if after_step is not None:
+                latents = after_step(i, latents)
+            if on_step is not None:
+                on_step(i + 1, total)
+        return latents
+
+    def decode(self, latents: torch.Tensor, output_type: str) -> StableDiffusionXLPipelineOutput:
+        """VAE-decode (SDXL latents mean/std and fp16 upcast honoured) and post-process."""
+        if output_type == "latent":
+            return StableDiffusionXLPipelineOutput(images=latents)
+        needs_upcasting = self.vae.dtype == torch.float16 and self.vae.config.force_upcast
+        if needs_upcasting:
+            self.upcast_vae()
+            latents = latents.to(next(iter(self.vae.post_quant_conv.parameters())).dtype)
+        mean = getattr(self.vae.config, "latents_mean", None)
+        std = getattr(self.vae.config, "latents_std", None)
+        if mean is not None and std is not None:
+            mean_t = torch.tensor(mean).view(1, -1, 1, 1).to(latents.device, latents.dtype)
+            std_t = torch.tensor(std).view(1, -1, 1, 1).to(latents.device, latents.dtype)
+            latents = latents * std_t / self.vae.config.scaling_factor + mean_t
+        else:
+            latents = latents / self.vae.config.scaling_factor
+        image = self.vae.decode(latents.to(self.vae.dtype), return_dict=False)[0]
+        if needs_upcasting:
+            self.vae.to(dtype=torch.float16)
+        if self.watermark is not None:
+            image = self.watermark.apply_watermark(image)
+        image = self.image_processor.postprocess(image, output_type=output_type)
+        self.maybe_free_model_hooks()
+        return StableDiffusionXLPipelineOutput(images=image)
+
     # ------------------------------------------------------------------ call
     @torch.no_grad()
     def __call__(  # type: ignore[override]
@@ -288,6 +432,7 @@ class InstantIDSDXLPipeline(StableDiffusionXLControlNetPipeline):
         negative_embedding_noise: float = 0.0,
         extra_controls: Sequence[ExtraControl] = (),
         latents: torch.Tensor | None = None,
+        start: NoiseStart | None = None,
         prompt_embeds: torch.Tensor | None = None,
         negative_prompt_embeds: torch.Tensor | None = None,
         pooled_prompt_embeds: torch.Tensor | None = None,
@@ -314,18 +459,24 @@ class InstantIDSDXLPipeline(StableDiffusionXLControlNetPipeline):
             control_guidance_start / end: fraction of steps where IdentityNet is applied.
             negative_embedding_noise: std of Gaussian noise on the zero uncond embedding.
             extra_controls: more ControlNets (text-conditioned), see :class:`ExtraControl`.
+            latents: initial noise latents (text-to-image).
+            start: where denoising starts, see :class:`NoiseStart` (default: pure noise over the
+                full schedule); image-to-image passes its own. Exclusive with ``latents``.
             prompt_embeds ...: pre-encoded text (e.g. weighted prompts), batch 1.
             on_step: called with ``(step, total)`` after every step (1-based).
             cancel: checked before every step; when it returns True, :class:`Cancelled` is raised.
             output_type: ``"pil"``, ``"np"``, ``"pt"`` or ``"latent"``.
         """
-        # 0. Inputs
+        # 0. Check inputs
         extra_controls = list(extra_controls)
         embeds = self.check_instantid_inputs(
             prompt, face_embedding, kps_image, num_images, num_inference_steps, guidance_scale, generator,
             identity_scale, adapter_scale, control_guidance_start, control_guidance_end, negative_embedding_noise,
             extra_controls, height, width, prompt_embeds,
         )
+        if start is not None and latents is not None:
+            raise InvalidInputError("give initial latents or a start, not both")
+        start = NoiseStart(latents) if start is None else start
         adapter = self._require_adapter()
         if adapter_scale is not None:
             adapter.set_scale(adapter_scale)
@@ -338,56 +489,37 @@ class InstantIDSDXLPipeline(StableDiffusionXLControlNetPipeline):
         self._interrupt = False
         do_cfg = self.do_classifier_free_guidance
         device = self._execution_device
-        identitynet = self.controlnet
-        nets = [identitynet] + [x.controlnet for x in extra_controls]
-        scales = [float(identity_scale)] + [float(x.scale) for x in extra_controls]
-        starts = [control_guidance_start] + [control_guidance_start if x.guidance_start is None else x.guidance_start for x in extra_controls]
-        ends = [control_guidance_end] + [control_guidance_end if x.guidance_end is None else x.guidance_end for x in extra_controls]
+        nets = [self.controlnet] + [x.controlnet for x in extra_controls]
 
-        # 2. Text
+        # 2. Encode prompt
         prompt_embeds, negative_prompt_embeds, pooled_prompt_embeds, negative_pooled_prompt_embeds = self.encode_prompt(
             prompt, None, device, num_images, do_cfg, negative_prompt, None,
             prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_prompt_embeds,
             pooled_prompt_embeds=pooled_prompt_embeds, negative_pooled_prompt_embeds=negative_pooled_prompt_embeds,
         )
 
-        # 3. Control images (IdentityNet first)
-        images = []
-        for net, img in zip(nets, [kps_image] + [x.image for x in extra_controls]):
-            images.append(
-                self.prepare_image(
-                    image=img, width=width, height=height, batch_size=num_images, num_images_per_prompt=num_images,
-                    device=device, dtype=net.dtype, do_classifier_free_guidance=do_cfg, guess_mode=False,
-                )
-            )
-            height, width = images[0].shape[-2:]
+        # 3. Control images (IdentityNet first; its image sets the output size)
+        images = self.prepare_control_images(nets, [kps_image] + [x.image for x in extra_controls], height, width, num_images, device, do_cfg)
+        height, width = images[0].shape[-2:]
 
         # 4. Timesteps
-        self.scheduler.set_timesteps(num_inference_steps, device=device)
-        timesteps = self.scheduler.timesteps
+        timesteps = start.timesteps(self, num_inference_steps, device)
         self._num_timesteps = len(timesteps)
 
-        # 5. Initial latents
-        latents = self.prepare_latents(
-            num_images, self.unet.config.in_channels, height, width, prompt_embeds.dtype, device, generator, latents
-        )
+        # 5. Initial latents (and the per-step hook of image-to-image / inpainting)
+        latents, after_step = start.latents(self, timesteps, num_images, height, width, prompt_embeds.dtype, device, generator)
+
+        # 6. Identity tokens (after the latents: optional uncond noise must not shift them)
+        id_tokens = self.encode_identity(embeds, num_images, do_cfg, negative_embedding_noise, generator, device, self.unet.dtype)
+
+        # 7. Per-step conditioning: CFG batch, time ids, guidance embedding, face region
         timestep_cond = None
         if self.unet.config.time_cond_proj_dim is not None:
             gs = torch.tensor(self.guidance_scale - 1).repeat(num_images)
             timestep_cond = self.get_guidance_scale_embedding(gs, embedding_dim=self.unet.config.time_cond_proj_dim).to(
                 device=device, dtype=latents.dtype
             )
-
-        # 6. Identity tokens (after the latents: optional uncond noise must not shift them)
-        id_tokens = self.encode_identity(embeds, num_images, do_cfg, negative_embedding_noise, generator, device, self.unet.dtype)
-
-        # 7. Step kwargs, keep-lists, region masks, time ids
-        extra_step_kwargs = self.prepare_extra_step_kwargs(generator, 0.0)
-        keep = [
-            [1.0 - float(i / len(timesteps) < s or (i + 1) / len(timesteps) > e) for s, e in zip(starts, ends)]
-            for i in range(len(timesteps))
-        ]
-        region = None
+        region = ip_region = None
         if face_mask is not None:
             region = mask_to_tensor(face_mask, height, width, device, prompt_embeds.dtype)
             ip_region = mask_to_tensor(face_mask, height, width, self.unet.device, self.unet.dtype)
@@ -402,74 +534,30 @@ class InstantIDSDXLPipeline(StableDiffusionXLControlNetPipeline):
             add_text_embeds = torch.cat([negative_pooled_prompt_embeds, add_text_embeds], dim=0)
             add_time_ids = torch.cat([add_time_ids, add_time_ids], dim=0)
         prompt_embeds = prompt_embeds.to(device)
-        add_text_embeds = add_text_embeds.to(device)
-        add_time_ids = add_time_ids.to(device).repeat(num_images, 1)
-        encoder_hidden_states = torch.cat([prompt_embeds, id_tokens], dim=1)
-        added_cond_kwargs = {"text_embeds": add_text_embeds, "time_ids": add_time_ids}
+        inputs = DenoiseInputs(
+            nets=nets,
+            images=images,
+            scales=[float(identity_scale)] + [float(x.scale) for x in extra_controls],
+            windows=[(control_guidance_start, control_guidance_end)] + [
+                (control_guidance_start if x.guidance_start is None else x.guidance_start,
+                 control_guidance_end if x.guidance_end is None else x.guidance_end)
+                for x in extra_controls
+            ],
+            region=region,
+            id_tokens=id_tokens,
+            prompt_embeds=prompt_embeds,
+            encoder_hidden_states=torch.cat([prompt_embeds, id_tokens], dim=1),
+            added_cond_kwargs={"text_embeds": add_text_embeds.to(device), "time_ids": add_time_ids.to(device).repeat(num_images, 1)},
+            timestep_cond=timestep_cond,
+            extra_step_kwargs=self.prepare_extra_step_kwargs(generator, 0.0),
+        )
 
         # 8. Denoising loop
-        total = len(timesteps)
-        with adapter.region(ip_region if region is not None else None):
-            for i, t in enumerate(timesteps):
-                if cancel is not None and cancel():
-                    raise Cancelled(f"generation was cancelled before step {i + 1} of {total}")
-                latent_model_input = torch.cat([latents] * 2) if do_cfg else latents
-                latent_model_input = self.scheduler.scale_model_input(latent_model_input, t)
-
-                downs_list, mids = [], []
-                for k, net in enumerate(nets):
-                    down, mid = net(
-                        latent_model_input, t,
-                        encoder_hidden_states=id_tokens if k == 0 else prompt_embeds,
-                        controlnet_cond=images[k], conditioning_scale=scales[k] * keep[i][k], guess_mode=False,
-                        added_cond_kwargs=added_cond_kwargs, return_dict=False,
-                    )
-                    if k == 0 and region is not None:
-                        down = [d * _resize_mask(region, d) for d in down]
-                        mid = mid * _resize_mask(region, mid)
-                    downs_list.append(down)
-                    mids.append(mid)
-                if len(nets) == 1:
-                    down_res, mid_res = downs_list[0], mids[0]
-                else:
-                    mid_res = torch.stack(mids).sum(dim=0)
-                    down_res = [torch.stack(ds).sum(dim=0) for ds in zip(*downs_list)]
-
-                noise_pred = self.unet(
-                    latent_model_input, t, encoder_hidden_states=encoder_hidden_states, timestep_cond=timestep_cond,
-                    down_block_additional_residuals=down_res, mid_block_additional_residual=mid_res,
-                    added_cond_kwargs=added_cond_kwargs, return_dict=False,
-                )[0]
-                if do_cfg:
-                    uncond, text = noise_pred.chunk(2)
-                    noise_pred = uncond + guidance_scale * (text - uncond)
-                latents = self.scheduler.step(noise_pred, t, latents, **extra_step_kwargs, return_dict=False)[0]
-                if on_step is not None:
-                    on_step(i + 1, total)
+        with adapter.region(ip_region):
+            latents = self.denoise(latents, timesteps, inputs, after_step=after_step, on_step=on_step, cancel=cancel)
 
         # 9. Decode
-        if output_type == "latent":
-            return StableDiffusionXLPipelineOutput(images=latents)
-        needs_upcasting = self.vae.dtype == torch.float16 and self.vae.config.force_upcast
-        if needs_upcasting:
-            self.upcast_vae()
-            latents = latents.to(next(iter(self.vae.post_quant_conv.parameters())).dtype)
-        mean = getattr(self.vae.config, "latents_mean", None)
-        std = getattr(self.vae.config, "latents_std", None)
-        if mean is not None and std is not None:
-            mean_t = torch.tensor(mean).view(1, 4, 1, 1).to(latents.device, latents.dtype)
-            std_t = torch.tensor(std).view(1, 4, 1, 1).to(latents.device, latents.dtype)
-            latents = latents * std_t / self.vae.config.scaling_factor + mean_t
-        else:
-            latents = latents / self.vae.config.scaling_factor
-        image = self.vae.decode(latents, return_dict=False)[0]
-        if needs_upcasting:
-            self.vae.to(dtype=torch.float16)
-        if self.watermark is not None:
-            image = self.watermark.apply_watermark(image)
-        image = self.image_processor.postprocess(image, output_type=output_type)
-        self.maybe_free_model_hooks()
-        return StableDiffusionXLPipelineOutput(images=image)
+        return self.decode(latents, output_type)
 
 
 def _check_window(start: float, end: float, what: str) -> None:
