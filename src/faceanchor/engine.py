@@ -288,7 +288,9 @@ class Engine:
         if key not in self._bases:
             # one base per family and kind: drop others of the same family first (memory)
             for k in [k for k in self._bases if k[1] == family]:
-                del self._bases[k]
+                old = self._bases.pop(k)
+                for a in [a for a in self._faceid_adapters if a[0] == id(old)]:
+                    del self._faceid_adapters[a]
             if kind == "instantid":
                 self._bases[key] = loading.load_instantid(self.weights, self.settings, request.model_name, self.device, self.dtype, self.seed, embedding_dim)
             else:
