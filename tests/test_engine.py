@@ -247,6 +247,7 @@ def test_faceid_methods_run_on_one_loaded_sd15(engine, method):
     r = req(method=method, face_images=[OBAMA2] if method == "faceid-portrait" else [])
     res = engine.generate(r)
     assert res.images[0].image.size == (64, 64)
+    assert {"face", "prompt", "denoise", "decode", "score"} <= set(res.timings) and res.timings["denoise"] > 0
     assert res.models["base"] == "tiny:sd15" and method in res.models[f"adapter_{method}"]
     again = engine.generate(r)
     assert np.array_equal(pixels(res.images[0]), pixels(again.images[0]))

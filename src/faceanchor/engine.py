@@ -368,7 +368,7 @@ class Engine:
         if request.method == "instantid":
             images = self._run_instantid(request, loaded, ident, prompt, negative, seeds, stage, notify, check, timings)
         else:
-            images = self._run_faceid(request, loaded, ident, prompt, negative, seeds, family, stage, notify, check)
+            images = self._run_faceid(request, loaded, ident, prompt, negative, seeds, family, stage, notify, check, timings)
 
         with stage("score"):
             scores = self.score(images, ident)
@@ -502,7 +502,7 @@ class Engine:
         self._faceid_adapters[key] = adapter
         return adapter
 
-    def _run_faceid(self, request, loaded, ident: Identity, prompt, negative, seeds, family, stage, notify, check) -> list[Any]:
+    def _run_faceid(self, request, loaded, ident: Identity, prompt, negative, seeds, family, stage, notify, check, timings) -> list[Any]:
         import torch
 
         fp = loaded.pipe
@@ -526,14 +526,18 @@ class Engine:
         images: list[Any] = []
         for chunk, start in enumerate(range(0, len(seeds), MAX_BATCH)):
             part = seeds[start : start + MAX_BATCH]
+            inner: dict[str, float] = {}
             with stage("denoise"):
                 latents = fp.generate(
                     emb, face_image=crop, prompt=prompt, negative_prompt=negative, num_images=len(part),
                     num_inference_steps=request.steps, guidance_scale=request.guidance, width=width, height=height,
                     generator=self._generators(part), scale=request.adapter_strength, s_scale=request.s_scale,
                     lora_scale=request.lora_scale, embedding_space=ident.space if self.weights == "real" else None,
-                    on_step=self._step_reporter(notify, chunk), cancel=check, output_type="latent",
+                    on_step=self._step_reporter(notify, chunk), cancel=check, output_type="latent", timings=inner,
                 )
+            # the FaceID pipeline encodes its prompt inside: move that time to its own stage
+            timings["denoise"] -= inner.get("prompt", 0.0)
+            timings["prompt"] = timings.get("prompt", 0.0) + inner.get("prompt", 0.0)
             with stage("decode"):
                 images.extend(decode_latents(fp.pipe, latents))
         return images

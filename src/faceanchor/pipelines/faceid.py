@@ -18,6 +18,7 @@ Face detection, alignment (the 224 px ``norm_crop`` for CLIP) and embedding live
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -214,12 +215,14 @@ class FaceIDPipeline:
         on_step: StepCallback | None = None,
         cancel: CancelCheck | None = None,
         output_type: str = "pil",
+        timings: dict[str, float] | None = None,
     ) -> list[Any]:
         """Generate ``num_images`` images (PIL by default) conditioned on the face.
 
         ``face_embeds``: ``(D,)``/``(1, D)`` for FaceID/Plus/PlusV2, ``(K, D)`` with K ≤ 5 for
         Portrait. ``generator``: one per image (a list) or a single one. ``scale`` weighs the
         identity attention, ``lora_scale`` the LoRA, ``s_scale`` the PlusV2 CLIP shortcut.
+        ``timings``: when given, the seconds spent encoding the prompt are added to its ``prompt``.
         """
         adapter = self._require_adapter()
         if num_images < 1:
@@ -236,6 +239,7 @@ class FaceIDPipeline:
         adapter.set_num_tokens(cond.shape[1])
 
         # 3. text, then cat(text, identity)
+        t_text = time.perf_counter()
         pipe = self.pipe
         device = pipe._execution_device
         cond = cond.to(device).repeat(num_images, 1, 1)
@@ -254,6 +258,8 @@ class FaceIDPipeline:
             )
         prompt_embeds = torch.cat([text, cond.to(text.dtype)], dim=1)
         negative_embeds = torch.cat([neg_text, uncond.to(neg_text.dtype)], dim=1)
+        if timings is not None:
+            timings["prompt"] = timings.get("prompt", 0.0) + time.perf_counter() - t_text
 
         # 4. denoise with progress + cancel between steps
         def _after_step(_pipe: Any, i: int, _t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
