@@ -421,7 +421,10 @@ def test_metrics_count_requests_and_jobs(harness, face_b64):
     c, h = harness.client, harness.headers
     job = c.post("/queue/instantid", json={"face_image": face_b64, "num_inference_steps": 1}, headers=h).json()
     harness.wait(job["status_url"])
-    text = c.get("/metrics", headers=h).text
+    finished = 'faceanchor_jobs_finished_total{app="instantid",status="COMPLETED"} 1.0'
+    deadline = time.time() + 5  # the worker counts a job just after it writes COMPLETED
+    while finished not in (text := c.get("/metrics", headers=h).text) and time.time() < deadline:
+        time.sleep(0.05)
     assert 'faceanchor_jobs_submitted_total{app="instantid"} 1.0' in text
-    assert 'faceanchor_jobs_finished_total{app="instantid",status="COMPLETED"} 1.0' in text
+    assert finished in text
     assert 'route="/queue/{app}"' in text and "faceanchor_model_ready 1.0" in text
