@@ -12,6 +12,8 @@ from typing import Any, List, Optional
 
 import typer
 
+from faceanchor.cli.generate import write_results
+
 
 def _service(settings):  # noqa: ANN001, ANN202
     from faceanchor.service.characters import CharacterService
@@ -37,26 +39,6 @@ def _fields(prompt: str, negative_prompt: str, style: str, steps: Optional[int],
         if v is not None:
             out[k] = v
     return out
-
-
-def _write(result, out: Path, stem: str, fmt: str, as_json: bool, names: list[str] | None = None) -> None:  # noqa: ANN001
-    from faceanchor.imageio import encode_image
-
-    out.mkdir(parents=True, exist_ok=True)
-    meta = result.metadata()
-    paths = []
-    ext = "jpg" if fmt == "jpeg" else fmt
-    for i, im in enumerate(result.images):
-        name = names[i] if names else str(i)
-        p = out / f"{stem}_{im.seed}_{name}.{ext}"
-        p.write_bytes(encode_image(im.image, fmt, dict(meta, seed=im.seed, identity_score=im.identity_score, index=i)))
-        paths.append(str(p))
-    if as_json:
-        typer.echo(json.dumps(dict(meta, files=paths), default=str))
-        return
-    for p, im in zip(paths, result.images):
-        score = f"{im.identity_score:.3f}" if im.identity_score is not None else f"n/a ({im.identity_reason})"
-        typer.echo(f"{p}  seed={im.seed}  identity={score}")
 
 
 def register(app: typer.Typer) -> None:
@@ -129,7 +111,7 @@ def register(app: typer.Typer) -> None:
         engine = _engine(ctx.obj, weights, face_pack)
         fields = _fields(prompt, "", "(No style)", steps, guidance, seed, 1, width, height, 0.8, 0.8, scheduler, False, "png")
         res = svc.id_photo(engine, fields, character_id=character_id, face=face)
-        _write(res, out, "idphoto", "png", as_json, ["sheet", "front", "left", "right", "smiling"])
+        write_results(res, out, "idphoto", "png", as_json, ["sheet", "front", "left", "right", "smiling"])
 
     @ch.command("generate")
     def generate(
@@ -161,7 +143,7 @@ def register(app: typer.Typer) -> None:
         fields = _fields(prompt, negative_prompt, style, steps, guidance, seed, samples, width, height, identity_strength,
                          adapter_strength, scheduler, face_detail, output_format)
         res = svc.generate(engine, fields, character_id=character_id, references=references)
-        _write(res, out, "character", output_format, as_json)
+        write_results(res, out, "character", output_format, as_json)
 
     @ch.command("edit")
     def edit(
@@ -185,6 +167,6 @@ def register(app: typer.Typer) -> None:
         engine = _engine(ctx.obj, weights, face_pack)
         fields = _fields(prompt, "", "(No style)", steps, None, seed, 1, None, None, 0.8, 0.8, "euler", False, "png")
         res = svc.edit(engine, fields, target, mode=mode, character_id=character_id, face=face, strength=strength, mask_source=mask_source)
-        _write(res, out, f"edit-{mode}", "png", as_json)
+        write_results(res, out, f"edit-{mode}", "png", as_json)
 
     app.add_typer(ch, name="character")

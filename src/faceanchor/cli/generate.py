@@ -53,7 +53,6 @@ def register(app: typer.Typer) -> None:
 
         from faceanchor.engine import Engine
         from faceanchor.errors import InvalidInputError
-        from faceanchor.imageio import encode_image
         from faceanchor.types import GenerationRequest
 
         settings = ctx.obj
@@ -88,25 +87,35 @@ def register(app: typer.Typer) -> None:
         finally:
             for b in bars:
                 b.close()
-        out.mkdir(parents=True, exist_ok=True)
-        meta = result.metadata()
-        paths = []
-        ext = "jpg" if request.output_format == "jpeg" else request.output_format
-        for i, im in enumerate(result.images):
-            item = dict(meta, seed=im.seed, identity_score=im.identity_score, identity_reason=im.identity_reason)
-            path = out / f"faceanchor_{im.seed}_{i}.{ext}"
-            path.write_bytes(encode_image(im.image, request.output_format, item))
-            paths.append(str(path))
+        write_results(result, out, "faceanchor", request.output_format, as_json)
         if as_json:
-            typer.echo(json.dumps(dict(meta, files=paths), default=str))
             return
-        for p, im in zip(paths, result.images):
-            score = f"{im.identity_score:.3f}" if im.identity_score is not None else f"n/a ({im.identity_reason})"
-            typer.echo(f"{p}  seed={im.seed}  identity={score}")
         t = ", ".join(f"{k} {v:.2f}s" for k, v in result.timings.items() if k not in ("steps_per_second", "peak_gpu_mb"))
         typer.echo(f"timings: {t}")
         for w in result.warnings:
             typer.echo(f"warning: {w}", err=True)
+
+
+def write_results(result, out: Path, stem: str, fmt: str, as_json: bool, names: list[str] | None = None) -> list[str]:  # noqa: ANN001
+    """Write every image of ``result`` with its metadata into ``out``; print paths, or JSON."""
+    from faceanchor.imageio import encode_image
+
+    out.mkdir(parents=True, exist_ok=True)
+    meta = result.metadata()
+    ext = "jpg" if fmt == "jpeg" else fmt
+    paths = []
+    for i, im in enumerate(result.images):
+        item = dict(meta, seed=im.seed, identity_score=im.identity_score, identity_reason=im.identity_reason, index=i)
+        path = out / f"{stem}_{im.seed}_{names[i] if names else i}.{ext}"
+        path.write_bytes(encode_image(im.image, fmt, item))
+        paths.append(str(path))
+    if as_json:
+        typer.echo(json.dumps(dict(meta, files=paths), default=str))
+        return paths
+    for p, im in zip(paths, result.images):
+        score = f"{im.identity_score:.3f}" if im.identity_score is not None else f"n/a ({im.identity_reason})"
+        typer.echo(f"{p}  seed={im.seed}  identity={score}")
+    return paths
 
 
 def validation_message(e) -> str:
