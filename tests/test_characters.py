@@ -2,6 +2,7 @@
 stored identities (no face analysis), the 4-in-1 ID photo, edits and the face-detail pass."""
 
 import io
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,22 +22,13 @@ from faceanchor.store.db import Database
 from faceanchor.store.files import FileStore
 from faceanchor.types import GenerationRequest
 
-FACES = Path(__file__).parent / "data" / "faces"
+sys.path.insert(0, str(Path(__file__).parent))
+from photos import FACES, small_copy  # noqa: E402
 FIELDS = dict(prompt="a portrait", width=64, height=64, num_inference_steps=2, seed=5)
 
 
-def _small(name: str, width: int = 360) -> str:
-    import tempfile
-
-    out = Path(tempfile.gettempdir()) / f"faceanchor-test-{width}-{name}"
-    if not out.exists():
-        im = Image.open(FACES / name).convert("RGB")
-        im.resize((width, round(im.height * width / im.width))).save(out)
-    return str(out)
-
-
-OBAMA = _small("obama.jpg")
-SMALL_OBAMA = _small("obama.jpg", 200)
+OBAMA = small_copy("obama.jpg")
+SMALL_OBAMA = small_copy("obama.jpg", 200)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -252,7 +244,7 @@ def test_crop_and_feather_helpers():
 
 def test_delete_removes_the_character_files(env, tmp_path):
     engine, chars, _ = env
-    ch = chars.create("Temp", [_small("obama2.jpg")], engine=engine)
+    ch = chars.create("Temp", [small_copy("obama2.jpg")], engine=engine)
     chars.generate(engine, FIELDS, character_id=ch.id)
     files = set(ch.photos) | {o["file_id"] for h in chars.history(ch.id) for o in h.outputs}
     assert all(chars.store.get_file(f) for f in files)

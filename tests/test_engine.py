@@ -1,34 +1,23 @@
 """The engine end to end on tiny seeded weights with the real (offline) dlib face pack."""
 
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from faceanchor.config import Settings
-from faceanchor.engine import Engine, Identity, cover_transform, face_region_mask, output_size
+from faceanchor.engine import Engine, cover_transform, face_region_mask, output_size
 from faceanchor.errors import Cancelled, EmbeddingMismatchError, InvalidInputError, ModelNotFoundError, NoFaceError
 from faceanchor.types import GenerationRequest
 
-FACES = Path(__file__).parent / "data" / "faces"
+sys.path.insert(0, str(Path(__file__).parent))
+from photos import small_copy  # noqa: E402
 
 
-def _small(name: str, width: int = 360) -> str:
-    """A reduced copy of a test photo: dlib's detector is the slow part of these tests."""
-    import tempfile
-
-    from PIL import Image
-
-    out = Path(tempfile.gettempdir()) / f"faceanchor-test-{width}-{name}"
-    if not out.exists():
-        im = Image.open(FACES / name).convert("RGB")
-        im.resize((width, round(im.height * width / im.width))).save(out)
-    return str(out)
-
-
-OBAMA = _small("obama.jpg")
-OBAMA2 = _small("obama2.jpg")
-BIDEN = _small("biden.jpg")
+OBAMA = small_copy("obama.jpg")
+OBAMA2 = small_copy("obama2.jpg")
+BIDEN = small_copy("biden.jpg")
 
 
 @pytest.fixture(scope="module")
