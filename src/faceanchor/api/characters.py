@@ -136,8 +136,7 @@ def create_character(body: CreateBody, request: Request, service: ServiceDep, se
     if not refs:
         raise ApiError(422, "images.face: a face photo is required", "validation_error")
     photos = [_image_bytes(r, f"images.face[{i}]", settings) for i, r in enumerate(refs)]
-    engine = next(iter(service._engines_given), None) or (service.workers[0].engine if service.workers else None)
-    ch = _chars(request).create(body.name, photos, spaces=body.spaces, engine=engine, face_index=body.face_index)
+    ch = _chars(request).create(body.name, photos, spaces=body.spaces, engine=service.engine, face_index=body.face_index)
     return _out(ch, base_url(request))
 
 

@@ -152,6 +152,13 @@ class Service:
     def busy(self) -> bool:
         return any(w.busy for w in self.workers)
 
+    @property
+    def engine(self) -> Any | None:
+        """The first engine (given, or loaded by a worker): for face analysis outside the queue."""
+        if self._engines_given:
+            return self._engines_given[0]
+        return self.workers[0].engine if self.workers else None
+
     def health(self) -> dict[str, Any]:
         status = self.state
         if status == "ready" and self.workers and all(w.busy for w in self.workers):
