@@ -83,6 +83,30 @@ def test_connects_to_the_validated_address_with_host_header_and_sni():
     assert req.extensions["sni_hostname"] == "images.example"
 
 
+@pytest.mark.parametrize("url", ["http://xn--/x", "http://xn--ls8h.example/x", "https://xn--a.example/"])
+def test_malformed_idna_hosts_are_refused_not_crashing(url):
+    with pytest.raises(UrlRefusedError, match="malformed"):
+        validate_url(url, resolver=lambda host, port: [PUBLIC_IP])
+
+
+def test_international_and_ipv6_hosts_go_on_the_wire_as_ascii():
+    seen = []
+
+    def handler(request):
+        seen.append(request)
+        return httpx.Response(200, content=b"ok")
+
+    resolved = []
+    resolver = lambda host, port: resolved.append(host) or [PUBLIC_IP]  # noqa: E731
+    transport = httpx.MockTransport(handler)
+    assert fetch_url("https://b\u00fccher.example/a.png", max_bytes=100, resolver=resolver, transport=transport) == b"ok"
+    assert resolved == ["xn--bcher-kva.example"]
+    assert seen[0].headers["host"] == "xn--bcher-kva.example"
+    assert seen[0].extensions["sni_hostname"] == "xn--bcher-kva.example"
+    assert fetch_url("http://[2606:4700::1111]:81/a.png", max_bytes=100, transport=transport) == b"ok"
+    assert seen[1].headers["host"] == "[2606:4700::1111]:81"
+
+
 def test_redirect_to_private_is_refused(server):
     calls = []
 

@@ -87,11 +87,12 @@ def validate_url(url: str, *, allow_private: bool = False, resolver: Resolver | 
     """Check a URL; return it parsed and the address to connect to."""
     try:
         parsed = httpx.URL(url)
+        parsed.host  # noqa: B018 - decoding the IDNA host raises for malformed A-labels (xn--)
+        host = _ascii_host(parsed)
     except Exception:
         raise UrlRefusedError("the URL is malformed") from None
     if parsed.scheme not in ("http", "https"):
         raise UrlRefusedError(f"URL scheme {parsed.scheme or '(none)'!r} is not allowed; use http or https")
-    host = parsed.host
     if not host:
         raise UrlRefusedError("the URL has no host")
     port = parsed.port or (443 if parsed.scheme == "https" else 80)
@@ -110,12 +111,19 @@ def validate_url(url: str, *, allow_private: bool = False, resolver: Resolver | 
     return parsed, addresses[0]
 
 
+def _ascii_host(url: httpx.URL) -> str:
+    """The host as sent on the wire: IDNA (punycode) for international names, never unicode."""
+    return url.raw_host.decode("ascii")
+
+
 def _pinned_request(client: httpx.Client, method: str, url: httpx.URL, address: str, **kw) -> httpx.Request:  # noqa: ANN003
     headers = dict(kw.pop("headers", None) or {})
     default_port = 443 if url.scheme == "https" else 80
-    headers["Host"] = url.host if url.port in (None, default_port) else f"{url.host}:{url.port}"
+    host = _ascii_host(url)
+    authority = f"[{host}]" if ":" in host else host
+    headers["Host"] = authority if url.port in (None, default_port) else f"{authority}:{url.port}"
     pinned = url.copy_with(host=address)
-    extensions = {"sni_hostname": url.host} if url.scheme == "https" else {}
+    extensions = {"sni_hostname": host} if url.scheme == "https" else {}
     return client.build_request(method, pinned, headers=headers, extensions=extensions, **kw)
 
 
