@@ -252,3 +252,29 @@ def test_delete_removes_the_character_files(env, tmp_path):
     assert not any(chars.store.files.path(f, NAMESPACE) for f in files)
     with pytest.raises(CharacterNotFoundError):
         chars.get(ch.id)
+
+
+def test_id_photo_face_region_follows_each_views_keypoints(env, monkeypatch):
+    """A stored face box is in the reference photo's coordinates: the views (own canvas and
+    keypoints) must not reuse it for the face-region mask."""
+    from faceanchor.character.idphoto import id_photo
+    from faceanchor.types import GeneratedImage, GenerationResult
+
+    engine = env[0]
+    seen = []
+
+    def fake_generate(request, on_progress=None, cancel=None):
+        seen.append(request)
+        return GenerationResult(images=[GeneratedImage(Image.new("RGB", (64, 64)), request.seed)], seed=request.seed)
+
+    monkeypatch.setattr(engine, "generate", fake_generate)
+    kps = [[780.0, 760.0], [840.0, 760.0], [810.0, 800.0], [785.0, 840.0], [835.0, 840.0]]
+    request = GenerationRequest(face_embedding=[0.1] * 128, face_embedding_space="dlib", face_kps=kps,
+                                face_bbox=[740.0, 700.0, 880.0, 880.0], face_image_size=(1000, 1000), **FIELDS)
+    id_photo(engine, request)
+    assert len(seen) == 4
+    for view_req in seen:
+        _, _, _, mask, _ = engine.instantid_controls(view_req, engine.identity(view_req))
+        m = np.asarray(mask)[..., 0] > 0
+        x, y = np.round(np.asarray(view_req.face_kps)[2]).astype(int)
+        assert m[y, x], "the face-region mask must cover the view's nose"

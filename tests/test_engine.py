@@ -287,3 +287,55 @@ def test_warmup_loads_models_before_the_first_request(settings):
     assert len(eng._bases) == 1 and eng.analyzer("dlib").prepared
     res = eng.generate(req())
     assert res.timings["load"] < 0.5  # nothing left to load
+
+
+def test_degenerate_precomputed_face_fields_are_clear_errors_not_crashes(engine):
+    """A zero photo size used to divide by zero and a NaN keypoint to crash draw_kps."""
+    from pydantic import ValidationError
+
+    kps = [[20.0, 20.0], [40.0, 20.0], [30.0, 30.0], [22.0, 40.0], [38.0, 40.0]]
+    for bad in (dict(face_image_size=(0, 0)), dict(face_kps=[[float("nan"), 1.0]] + kps[1:])):
+        fields = dict(face_embedding=[0.1] * 128, face_kps=kps, width=64, height=64, num_inference_steps=1, seed=1)
+        fields.update(bad)
+        with pytest.raises(ValidationError):
+            engine.generate(GenerationRequest(**fields))
+
+
+def test_result_models_name_only_what_this_request_used():
+    from faceanchor.engine import models_used
+
+    loaded = {"base": "b", "identitynet": "i", "adapter": "a", "controlnet_canny": "c", "controlnet_pose": "p",
+              "lcm_lora": "l", "adapter_faceid": "f", "adapter_faceid-portrait": "fp"}
+    assert models_used(loaded, GenerationRequest(controlnet_selection=["pose"])) == {
+        "base": "b", "identitynet": "i", "adapter": "a", "controlnet_pose": "p"}
+    assert models_used(loaded, GenerationRequest(method="faceid-portrait", scheduler="lcm")) == {
+        "base": "b", "identitynet": "i", "adapter": "a", "lcm_lora": "l", "adapter_faceid-portrait": "fp"}
+
+
+def test_extra_controlnet_of_an_earlier_request_is_not_reported_later(engine):
+    first = engine.generate(req(num_inference_steps=1, controlnet_selection=["canny"]))
+    assert "controlnet_canny" in first.models
+    later = engine.generate(req(num_inference_steps=1))
+    assert "controlnet_canny" not in later.models
+
+
+def test_decode_latents_on_an_fp16_sd15_pipeline():
+    """SD1.5 pipelines have no upcast_vae: an fp16 VAE whose config says force_upcast (the
+    default, as the real SD1.5 VAE) must still decode (as diffusers, in fp16)."""
+    import diffusers
+    import torch
+
+    from faceanchor.engine import decode_latents
+    from faceanchor.models.dummy import build_components
+
+    c = build_components("sd15", "tiny", seed=0, dtype=torch.float32, device="cpu")
+    pipe = diffusers.StableDiffusionPipeline(
+        **{k: c[k] for k in ("vae", "text_encoder", "tokenizer", "unet", "scheduler")},
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+    pipe.vae.register_to_config(force_upcast=True)
+    pipe.vae.to(torch.float16)
+    torch.manual_seed(0)
+    images = decode_latents(pipe, torch.randn(2, pipe.vae.config.latent_channels, 8, 8, dtype=torch.float16))
+    assert len(images) == 2 and images[0].size == (8 * pipe.vae_scale_factor,) * 2
+    assert pipe.vae.dtype == torch.float16

@@ -50,3 +50,19 @@ def test_public_params_leave_out_image_bytes():
 
 def test_job_status_finished():
     assert JobStatus.COMPLETED.finished and not JobStatus.IN_QUEUE.finished
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(face_image_size=(0, 0)),
+        dict(face_image_size=(-10, 100)),
+        dict(face_embedding=[]),
+        dict(face_embedding=[0.1, float("nan")]),
+        dict(face_kps=[[float("nan"), 1.0], [2, 2], [3, 3], [4, 4], [5, 5]]),
+        dict(face_bbox=[0.0, 0.0, float("inf"), 10.0]),
+    ],
+)
+def test_request_refuses_degenerate_precomputed_face_fields(bad):
+    with pytest.raises(ValidationError):
+        GenerationRequest(**bad)

@@ -387,7 +387,7 @@ class Engine:
             params["face_detail"] = face_detail
         if torch.cuda.is_available() and str(self.device).startswith("cuda"):
             timings["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
-        return GenerationResult(images=outs, seed=seed, params=params, models=dict(loaded.models), timings=timings, warnings=warnings)
+        return GenerationResult(images=outs, seed=seed, params=params, models=models_used(loaded.models, request), timings=timings, warnings=warnings)
 
     def _generators(self, seeds: list[int]) -> list[Any]:
         import torch
@@ -543,6 +543,20 @@ class Engine:
         return images
 
 
+def models_used(models: dict[str, str], request: GenerationRequest) -> dict[str, str]:
+    """The models of ``models`` (all loaded on a base so far) that ``request`` used."""
+    out = {}
+    for k, v in models.items():
+        if k.startswith("controlnet_") and k[len("controlnet_"):] not in request.controlnet_selection:
+            continue
+        if k == "lcm_lora" and request.scheduler != "lcm":
+            continue
+        if k.startswith("adapter_") and k != f"adapter_{request.method}":
+            continue
+        out[k] = v
+    return out
+
+
 def decode_latents(pipe: Any, latents: Any) -> list[Any]:
     """VAE-decode latents to PIL images as the diffusers SD/SDXL pipelines do."""
     import torch
@@ -551,9 +565,13 @@ def decode_latents(pipe: Any, latents: Any) -> list[Any]:
         latents = torch.stack(list(latents))
     vae = pipe.vae
     with torch.no_grad():
-        needs_upcast = vae.dtype == torch.float16 and getattr(vae.config, "force_upcast", False)
+        # as diffusers: the SDXL pipelines (which have ``upcast_vae``) decode an fp16 VAE in fp32
+        # when its config says force_upcast; SD1.5 pipelines have no upcast and decode in fp16
+        needs_upcast = (
+            vae.dtype == torch.float16 and getattr(vae.config, "force_upcast", False) and hasattr(pipe, "upcast_vae")
+        )
         if needs_upcast:
-            pipe.upcast_vae()
+            vae.to(dtype=torch.float32)
             latents = latents.to(next(iter(vae.post_quant_conv.parameters())).dtype)
         elif latents.dtype != vae.dtype:
             latents = latents.to(vae.dtype)

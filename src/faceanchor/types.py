@@ -192,6 +192,14 @@ class GenerationRequest(BaseModel):
                 raise ValueError("face_kps must be 5 points of (x, y)")
         if self.face_bbox is not None and len(self.face_bbox) != 4:
             raise ValueError("face_bbox must be (x1, y1, x2, y2)")
+        if self.face_image_size is not None and min(self.face_image_size) <= 0:
+            raise ValueError("face_image_size must be a positive (width, height)")
+        if self.face_embedding is not None and len(self.face_embedding) == 0:
+            raise ValueError("face_embedding must not be empty")
+        for name in ("face_embedding", "face_kps", "face_bbox"):
+            value = getattr(self, name)
+            if value is not None and not np.isfinite(np.asarray(value, dtype=np.float64)).all():
+                raise ValueError(f"{name} must hold finite numbers (no NaN or infinity)")
         return self
 
     @property

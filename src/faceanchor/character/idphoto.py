@@ -130,7 +130,7 @@ def id_photo(
         negative = ", ".join(p for p in (ID_NEGATIVE, request.negative_prompt.strip()) if p)
         view_req = request.model_copy(update=dict(
             face_image=None, face_images=[], pose_image=None, face_embedding=[float(v) for v in emb],
-            face_embedding_space=ident.space, face_kps=kps_by_view[name].tolist(), face_image_size=size,
+            face_embedding_space=ident.space, face_kps=kps_by_view[name].tolist(), face_image_size=size, face_bbox=None,
             prompt=ID_PROMPT.format(view=words, extra=extra), negative_prompt=negative,
             width=size[0], height=size[1], seed=seed, samples=1, best_of=1, face_detail=False,
             controlnet_selection=[],
