@@ -116,3 +116,21 @@ def test_encode_with_metadata_roundtrip(fmt):
     assert load_image(data).size == (48, 32)
     with pytest.raises(ImageInputError, match="not supported"):
         encode_image(RGB, "gif")
+
+
+def test_jpeg_and_webp_metadata_fit_exif_even_with_a_very_long_prompt():
+    from PIL import Image as _Image
+
+    from faceanchor.imageio import encode_image, read_metadata
+
+    long = "长" * 20_000  # ~60 KB of UTF-8, twice (prompt and prompt_used) with ensure_ascii escapes
+    meta = {"seed": 3, "params": {"prompt": long, "prompt_used": long, "steps": 30}}
+    img = _Image.new("RGB", (16, 16), (10, 20, 30))
+    for fmt in ("jpeg", "webp"):
+        back = read_metadata(encode_image(img, fmt, meta))
+        assert back["seed"] == 3 and back["params"]["steps"] == 30
+        assert back["params"]["prompt"].startswith("长") and back["params"]["prompt"].endswith("…[truncated]")
+    # short metadata is kept whole
+    assert read_metadata(encode_image(img, "jpeg", {"seed": 1, "p": "x" * 100})) == {"seed": 1, "p": "x" * 100}
+    # PNG keeps everything
+    assert read_metadata(encode_image(img, "png", meta))["params"]["prompt"] == long

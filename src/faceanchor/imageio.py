@@ -220,9 +220,35 @@ def encode_image(img: Image.Image, fmt: str = "png", metadata: dict[str, Any] | 
     else:
         exif = Image.Exif()
         if metadata:
-            exif[0x9286] = text
+            exif[0x9286] = _fit_exif_text(metadata, text)
         img.convert("RGB").save(buf, format=_PIL_FORMAT[key], quality=quality, exif=exif.tobytes())
     return buf.getvalue()
+
+
+#: EXIF lives in one 64 KiB JPEG segment; keep the UserComment well inside it.
+EXIF_TEXT_LIMIT = 60_000
+
+
+def _fit_exif_text(metadata: dict[str, Any], text: str) -> str:
+    """``text``, or when too long for EXIF the metadata with its longest strings shortened
+    (marked with "…[truncated]"); the full metadata stays in the result and in PNG outputs."""
+    if len(text.encode()) <= EXIF_TEXT_LIMIT:
+        return text
+    for keep in (4000, 1000, 250, 60, 0):
+        short = json.dumps(_shorten(metadata, keep), default=str, sort_keys=True)
+        if len(short.encode()) <= EXIF_TEXT_LIMIT:
+            return short
+    return json.dumps({"truncated": True}, sort_keys=True)
+
+
+def _shorten(value: Any, keep: int) -> Any:
+    if isinstance(value, str):
+        return value if len(value) <= keep else value[:keep] + "…[truncated]"
+    if isinstance(value, dict):
+        return {k: _shorten(v, keep) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_shorten(v, keep) for v in value]
+    return value
 
 
 def read_metadata(data: bytes) -> dict[str, Any]:
