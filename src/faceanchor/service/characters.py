@@ -54,6 +54,10 @@ class CharacterService:
         self.limits = ImageLimits.from_settings(settings)
         self._analyzers: dict[str, Any] = {}
         self._lock = threading.Lock()
+        # dlib's detector keeps the scanned image in the detector object: two threads using one
+        # analyzer at once (API requests creating characters, a worker scoring ID-photo views)
+        # corrupt each other's detections. One analysis at a time.
+        self._analysis_lock = threading.Lock()
 
     # ------------------------------------------------------------------ analysis (creation only)
     def analyzer(self, space: str) -> Any:
@@ -83,9 +87,10 @@ class CharacterService:
         identities: list[dict[str, Any]] = []
         for space in spaces:
             an = self.analyzer(space)
-            for i, img in enumerate(images):
-                face = an.get_face(np.asarray(img), index=face_index if i == 0 else None, name=f"photo {i + 1}")
-                identities.append(self._identity_dict(face, space, f"photo:{i}", img.size))
+            with self._analysis_lock:
+                for i, img in enumerate(images):
+                    face = an.get_face(np.asarray(img), index=face_index if i == 0 else None, name=f"photo {i + 1}")
+                    identities.append(self._identity_dict(face, space, f"photo:{i}", img.size))
         files = [self.store.put_file(encode_image(img, "png")) for img in images]  # re-encoded: no EXIF
         for ident in identities:
             ident["photo_file"] = files[int(ident["source"].split(":")[1])]
@@ -221,7 +226,8 @@ class CharacterService:
         if not space:
             return None
         an = self.analyzer(space)
-        faces = an.get(np.asarray(image.convert("RGB")), max_num=1)
+        with self._analysis_lock:
+            faces = an.get(np.asarray(image.convert("RGB")), max_num=1)
         if not faces:
             return None
         return self._identity_dict(faces[0], space, source, image.size)
