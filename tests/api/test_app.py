@@ -428,3 +428,27 @@ def test_metrics_count_requests_and_jobs(harness, face_b64):
     assert 'faceanchor_jobs_submitted_total{app="instantid"} 1.0' in text
     assert finished in text
     assert 'route="/queue/{app}"' in text and "faceanchor_model_ready 1.0" in text
+
+
+def test_out_of_range_identity_fields_offsets_and_hosts_are_4xx(harness, face_b64):
+    """Values that used to reach the engine (or SQLite) and end in a 500 are refused up front."""
+    c, h = harness.client, harness.headers
+    kps = [[10, 10], [20, 10], [15, 15], [11, 20], [19, 20]]
+    bodies = [
+        {"face_embedding": [0.1] * 8, "face_kps": [[1e30, 1]] + kps[1:]},  # cv2 int overflow drawing the control
+        {"face_embedding": [0.1] * 8, "face_kps": kps, "face_bbox": [1e308, 0, 0, 0]},
+        {"face_embedding": [0.1] * 8, "face_kps": kps, "face_image_size": [10**12, 1]},
+        {"face_embedding": [0.1] * 8, "face_embedding_space": "../../models/x"},  # a pack name, never a path
+        {"face_embedding": [0.1] * 8, "face_embedding_space": "x" * 300},
+    ]
+    for body in bodies:
+        for path in ("/v1/instantid", "/queue/instantid", "/queue/character/generate"):
+            r = c.post(path, json=body, headers=h)
+            assert r.status_code == 422 and err(r)["type"] == "validation_error", (path, body, r.text)
+    r = c.post("/queue/instantid", json={"face_image": "http://xn--/x.png"}, headers=h)  # malformed IDNA label
+    assert r.status_code == 400 and err(r)["type"] == "url_refused"
+    r = c.post("/v1/characters", json={"name": "a", "images": {"face": face_b64}, "spaces": [".."]}, headers=h)
+    assert r.status_code == 422
+    for path in ("/v1/characters?offset=99999999999999999999", "/v1/characters/abc/history?offset=9223372036854775808"):
+        r = c.get(path, headers=h)
+        assert r.status_code == 422 and err(r)["type"] == "validation_error", r.text

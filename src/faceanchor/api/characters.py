@@ -40,6 +40,7 @@ router = APIRouter(tags=["characters"])
 
 Op = Literal["id-photo", "generate", "edit"]
 CharacterId = Annotated[str, Path(max_length=64)]
+MAX_OFFSET = 1_000_000_000  # SQLite takes 64-bit offsets only; larger ones would end in a 500
 
 
 def install(app: FastAPI, service: Service) -> CharacterService:
@@ -69,7 +70,7 @@ class CreateBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=200)
     images: CharacterImages
-    spaces: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]] | None = Field(
+    spaces: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}$")]] | None = Field(
         None, max_length=4, description="Embedding spaces to store (default the engine's InstantID space).")
     face_index: int | None = Field(None, ge=0, description="Which face of the first photo (largest first).")
 
@@ -142,7 +143,7 @@ def create_character(body: CreateBody, request: Request, service: ServiceDep, se
 
 @router.get("/v1/characters", response_model=CharacterList, responses=error_responses(401, 403, 422), summary="List characters")
 def list_characters(request: Request, _key: CurrentKey, limit: Annotated[int, Query(ge=1, le=500)] = 100,
-                    offset: Annotated[int, Query(ge=0)] = 0) -> CharacterList:
+                    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0) -> CharacterList:
     base = base_url(request)
     return CharacterList(characters=[_out(c, base) for c in _chars(request).list(limit, offset)])
 
@@ -162,7 +163,7 @@ def delete_character(character_id: CharacterId, request: Request, _key: CurrentK
 @router.get("/v1/characters/{character_id}/history", response_model=HistoryOut, responses=error_responses(401, 403, 404, 422),
             summary="The character's generations")
 def character_history(character_id: CharacterId, request: Request, _key: CurrentKey,
-                      limit: Annotated[int, Query(ge=1, le=500)] = 100, offset: Annotated[int, Query(ge=0)] = 0) -> HistoryOut:
+                      limit: Annotated[int, Query(ge=1, le=500)] = 100, offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0) -> HistoryOut:
     files = f"{base_url(request)}/v1/characters/{character_id}/files"
     entries = []
     for h in _chars(request).history(character_id, limit, offset):

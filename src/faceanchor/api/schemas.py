@@ -9,6 +9,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from faceanchor.types import GenerationRequest, JobStatus, Method
 
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+#: Pixel coordinates and sizes of a face photo: bounded so the control image's integer maths cannot overflow.
+MAX_PIXELS_SIDE = 100_000
+Coordinate = Annotated[float, Field(allow_inf_nan=False, ge=-MAX_PIXELS_SIDE, le=MAX_PIXELS_SIDE)]
+Side = Annotated[int, Field(ge=1, le=MAX_PIXELS_SIDE)]
 ImageRef = Annotated[str, Field(min_length=1, description="An http(s) URL, a data: URI or base64 text of a JPEG, PNG or WEBP.")]
 
 
@@ -22,7 +26,11 @@ class GenerateBody(GenerationRequest):
     face_images: list[ImageRef] = Field(default_factory=list, max_length=5, description="More references of the same person.")
     pose_image: ImageRef | None = Field(None, description="Take keypoints from this photo instead.")
     face_embedding: list[FiniteFloat] | None = Field(None, min_length=1, max_length=4096)
-    face_kps: list[Annotated[list[FiniteFloat], Field(min_length=2, max_length=2)]] | None = Field(None, min_length=5, max_length=5)
+    face_embedding_space: str | None = Field(None, pattern=r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}$",
+                                             description="Space of face_embedding (antelopev2, buffalo_l, dlib).")
+    face_kps: list[Annotated[list[Coordinate], Field(min_length=2, max_length=2)]] | None = Field(None, min_length=5, max_length=5)
+    face_bbox: list[Coordinate] | None = Field(None, min_length=4, max_length=4, description="Face box (x1, y1, x2, y2) in the photo face_kps came from.")
+    face_image_size: tuple[Side, Side] | None = Field(None, description="(width, height) of the photo face_kps came from.")
     base64: bool = Field(False, description="Synchronous calls: true returns JSON with base64 images; false returns the image bytes (several samples: a JSON list of image links).")
 
 
