@@ -61,6 +61,9 @@ def test_job_status_finished():
         dict(face_embedding=[0.1, float("nan")]),
         dict(face_kps=[[float("nan"), 1.0], [2, 2], [3, 3], [4, 4], [5, 5]]),
         dict(face_bbox=[0.0, 0.0, float("inf"), 10.0]),
+        dict(face_kps=[[1e30, 1.0], [2, 2], [3, 3], [4, 4], [5, 5]]),
+        dict(face_bbox=[0.0, 0.0, 1e308, 10.0]),
+        dict(face_image_size=(10**12, 100)),
     ],
 )
 def test_request_refuses_degenerate_precomputed_face_fields(bad):

@@ -122,6 +122,9 @@ OutputFormat = Literal["png", "jpeg", "webp"]
 CombineMode = Literal["average", "norm-average", "concat"]
 BaseFamily = Literal["sd15", "sdxl"]
 
+#: Largest pixel coordinate or photo side a precomputed face may have.
+MAX_COORD = 100_000
+
 #: Defaults of the official InstantID demo (and of LCM mode).
 DEFAULT_STEPS = 30
 DEFAULT_GUIDANCE = 5.0
@@ -192,14 +195,18 @@ class GenerationRequest(BaseModel):
                 raise ValueError("face_kps must be 5 points of (x, y)")
         if self.face_bbox is not None and len(self.face_bbox) != 4:
             raise ValueError("face_bbox must be (x1, y1, x2, y2)")
-        if self.face_image_size is not None and min(self.face_image_size) <= 0:
-            raise ValueError("face_image_size must be a positive (width, height)")
+        if self.face_image_size is not None and not all(0 < v <= MAX_COORD for v in self.face_image_size):
+            raise ValueError(f"face_image_size must be a (width, height) between 1 and {MAX_COORD}")
         if self.face_embedding is not None and len(self.face_embedding) == 0:
             raise ValueError("face_embedding must not be empty")
         for name in ("face_embedding", "face_kps", "face_bbox"):
             value = getattr(self, name)
             if value is not None and not np.isfinite(np.asarray(value, dtype=np.float64)).all():
                 raise ValueError(f"{name} must hold finite numbers (no NaN or infinity)")
+        for name in ("face_kps", "face_bbox"):
+            value = getattr(self, name)
+            if value is not None and np.abs(np.asarray(value, dtype=np.float64)).max() > MAX_COORD:
+                raise ValueError(f"{name} coordinates must lie within ±{MAX_COORD} pixels")
         return self
 
     @property
