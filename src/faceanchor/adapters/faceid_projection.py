@@ -73,7 +73,7 @@ class MLPProjModel(nn.Module):
         return self.norm(x)
 
 
-class ProjPlusModel(nn.Module):
+class ProjPlusModel(MLPProjModel):
     """FaceID-Plus projection: MLP tokens refined by a perceiver over CLIP hidden states.
 
     ``forward(id_embeds, clip_embeds, shortcut, scale)``: without ``shortcut`` (Plus) the output
@@ -87,17 +87,8 @@ class ProjPlusModel(nn.Module):
         clip_embeddings_dim: int = 1280,
         num_tokens: int = 4,
     ):
-        super().__init__()
-        self.cross_attention_dim = cross_attention_dim
-        self.id_embeddings_dim = id_embeddings_dim
+        super().__init__(cross_attention_dim, id_embeddings_dim, num_tokens)  # proj + norm: the MLP's tokens
         self.clip_embeddings_dim = clip_embeddings_dim
-        self.num_tokens = num_tokens
-        self.proj = nn.Sequential(
-            nn.Linear(id_embeddings_dim, id_embeddings_dim * 2),
-            nn.GELU(),
-            nn.Linear(id_embeddings_dim * 2, cross_attention_dim * num_tokens),
-        )
-        self.norm = nn.LayerNorm(cross_attention_dim)
         self.perceiver_resampler = FacePerceiverResampler(
             dim=cross_attention_dim,
             depth=4,
@@ -111,7 +102,7 @@ class ProjPlusModel(nn.Module):
     def forward(
         self, id_embeds: torch.Tensor, clip_embeds: torch.Tensor, shortcut: bool = False, scale: float = 1.0
     ) -> torch.Tensor:
-        x = self.norm(self.proj(id_embeds).reshape(-1, self.num_tokens, self.cross_attention_dim))
+        x = super().forward(id_embeds)
         out = self.perceiver_resampler(x, clip_embeds)
         if shortcut:
             out = x + scale * out
