@@ -27,7 +27,7 @@ from starlette.concurrency import run_in_threadpool
 from faceanchor.api.deps import CurrentKey, ServiceDep, SettingsDep, SubmittingKey
 from faceanchor.api.errors import ApiError, error_responses
 from faceanchor.api.inputs import decode_image_ref, resolve_images
-from faceanchor.api.jobs import base_url, job_urls, raise_job_error, result_body, status_body
+from faceanchor.api.jobs import base_url, cancel_job, job_urls, raise_job_error, result_body, result_response, status_body
 from faceanchor.api.schemas import CancelOut, GenerateBody, ImageRef, JobStatusBody, QueueSubmitted
 from faceanchor.errors import InvalidInputError
 from faceanchor.imageio import ImageLimits, load_image
@@ -319,20 +319,11 @@ def character_status(op: Op, request_id: Annotated[str, Path(max_length=64)], re
 @router.get("/queue/character/{op}/requests/{request_id}", responses={202: {"model": JobStatusBody}, **_SYNC_ERRORS},
             summary="Result of a queued character request")
 def character_result(op: Op, request_id: Annotated[str, Path(max_length=64)], request: Request, service: ServiceDep, key: CurrentKey):  # noqa: ANN201
-    job = _own(service, op, request_id, key.id)
-    base = base_url(request)
-    if not job.status.finished:
-        return JSONResponse(status_body(job, base).model_dump(mode="json", exclude_none=True), status_code=202)
-    if job.status != JobStatus.COMPLETED:
-        raise_job_error(job)
-    return result_body(job, base)
+    return result_response(_own(service, op, request_id, key.id), base_url(request))
 
 
 @router.put("/queue/character/{op}/requests/{request_id}/cancel", status_code=202, response_model=CancelOut,
             responses=error_responses(401, 403, 404, 422), summary="Cancel a queued character request")
 def character_cancel(op: Op, request_id: Annotated[str, Path(max_length=64)], service: ServiceDep, key: CurrentKey) -> CancelOut:
     _own(service, op, request_id, key.id)
-    outcome = service.cancel(request_id)
-    if outcome is None:
-        raise ApiError(404, f"no request {request_id} in character/{op}")
-    return CancelOut(status=outcome)
+    return cancel_job(service, request_id, f"character/{op}")

@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import Request
+from fastapi.responses import JSONResponse
 
 from faceanchor.api.errors import ApiError
 from faceanchor.api.inputs import resolve_images
-from faceanchor.api.schemas import GenerateBody, JobStatusBody
+from faceanchor.api.schemas import CancelOut, GenerateBody, JobStatusBody
 from faceanchor.config import Settings
 from faceanchor.errors import InvalidInputError
 from faceanchor.service.results import public_result
@@ -76,3 +77,20 @@ def raise_job_error(job: JobView) -> None:
 
 def result_body(job: JobView, base: str) -> dict[str, Any]:
     return dict(public_result(job.result or {}, base), request_id=job.id, status=job.status.value)
+
+
+def result_response(job: JobView, base: str) -> Any:
+    """A queued job's result: 202 with its status while it runs, its error once failed."""
+    if not job.status.finished:
+        return JSONResponse(status_body(job, base).model_dump(mode="json", exclude_none=True), status_code=202)
+    if job.status != JobStatus.COMPLETED:
+        raise_job_error(job)
+    return result_body(job, base)
+
+
+def cancel_job(service: Any, request_id: str, where: str) -> CancelOut:
+    """Ask the service to cancel; 404 when the job is unknown."""
+    outcome = service.cancel(request_id)
+    if outcome is None:
+        raise ApiError(404, f"no request {request_id} in {where}")
+    return CancelOut(status=outcome)

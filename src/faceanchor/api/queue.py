@@ -17,17 +17,16 @@ import time
 from typing import Annotated, AsyncIterator
 
 from fastapi import APIRouter, Header, Path, Query, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from faceanchor.api.deps import CurrentKey, MetricsDep, ServiceDep, SettingsDep, SubmittingKey
 from faceanchor.api.errors import ApiError, ErrorBody, error_responses
-from faceanchor.api.jobs import base_url, job_urls, prepare_request, raise_job_error, result_body, status_body
+from faceanchor.api.jobs import base_url, cancel_job, job_urls, prepare_request, result_response, status_body
 from faceanchor.api.schemas import CancelOut, GenerateBody, GenerationOut, JobStatusBody, QueueSubmitted
 from faceanchor.service.fetch import validate_url
 from faceanchor.service.runtime import Service
 from faceanchor.store.jobs import JobView
-from faceanchor.types import JobStatus
 
 router = APIRouter(prefix="/queue", tags=["queue"])
 
@@ -131,20 +130,11 @@ async def status_stream(app: AppName, request_id: RequestId, request: Request, s
                        500: {"model": ErrorBody, "description": "the engine failed (never for bad input)"}},
             summary="Result of a queued request")
 def result(app: AppName, request_id: RequestId, request: Request, service: ServiceDep, key: CurrentKey):  # noqa: ANN201
-    job = _own_job(service, app, request_id, key.id)
-    base = base_url(request)
-    if not job.status.finished:
-        return JSONResponse(status_body(job, base).model_dump(mode="json", exclude_none=True), status_code=202)
-    if job.status != JobStatus.COMPLETED:
-        raise_job_error(job)
-    return result_body(job, base)
+    return result_response(_own_job(service, app, request_id, key.id), base_url(request))
 
 
 @router.put("/{app}/requests/{request_id}/cancel", status_code=202, response_model=CancelOut,
             responses=error_responses(401, 403, 404, 422), summary="Cancel a queued or running request")
 def cancel(app: AppName, request_id: RequestId, service: ServiceDep, key: CurrentKey) -> CancelOut:
     _own_job(service, app, request_id, key.id)
-    outcome = service.cancel(request_id)
-    if outcome is None:
-        raise ApiError(404, f"no request {request_id} in {app}")
-    return CancelOut(status=outcome)
+    return cancel_job(service, request_id, app)
