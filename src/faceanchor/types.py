@@ -115,7 +115,10 @@ CancelCheck = Callable[[], bool]
 
 # --------------------------------------------------------------------------- generation
 
-Method = Literal["instantid", "faceid", "faceid-plus", "faceid-plusv2", "faceid-portrait"]
+#: A method name (see :mod:`faceanchor.methods`: the registry is the one list of methods).
+Method = str
+METHOD_PATTERN = r"^[a-z][a-z0-9_.-]{0,63}$"
+PromptWeighting = Literal["plain", "compel"]
 ControlName = Literal["pose", "canny", "depth"]
 Scheduler = Literal["euler", "euler_a", "dpmpp_2m", "ddim", "unipc", "lcm"]
 OutputFormat = Literal["png", "jpeg", "webp"]
@@ -141,11 +144,13 @@ class GenerationRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
 
-    method: Method = Field("instantid", description="instantid, faceid, faceid-plus, faceid-plusv2 or faceid-portrait.")
+    method: Method = Field("instantid", pattern=METHOD_PATTERN, description="A method name; `GET /v1/methods` / `faceanchor generate --help` list them.")
     face_image: str | bytes | None = Field(None, description="The reference face photo.")
     face_images: list[str | bytes] = Field(default_factory=list, description="More references of the same person (up to 5).")
     face_embedding: list[float] | None = Field(None, description="A precomputed identity embedding instead of a photo.")
-    face_embedding_space: str | None = Field(None, description="Space of face_embedding (antelopev2, buffalo_l, dlib).")
+    face_embeddings: list[list[float]] | None = Field(None, description="Several precomputed embeddings (one per reference, up to 5).")
+    face_embedding_space: str | None = Field(None, description="Space of face_embedding(s) (antelopev2, buffalo_l, dlib).")
+    face_crop: str | bytes | None = Field(None, description="FaceID-Plus/PlusV2 with precomputed embeddings: the aligned face crop (224 px) for CLIP.")
     face_kps: list[list[float]] | None = Field(None, description="Precomputed 5x2 keypoints for the control image.")
     face_bbox: list[float] | None = Field(None, description="Precomputed face box (x1, y1, x2, y2) for the face-region mask.")
     face_image_size: tuple[int, int] | None = Field(None, description="(width, height) of the photo face_kps came from.")
@@ -180,6 +185,9 @@ class GenerationRequest(BaseModel):
     base: BaseFamily | None = Field(None, description="sd15 or sdxl for FaceID methods; InstantID is SDXL.")
 
     model_name: str | None = Field(None, description="Base model: hub id, local diffusers folder or single .safetensors file.")
+    adapter_model: str | None = Field(None, description="Identity adapter checkpoint (ip-adapter.bin / FaceID .bin): hub id or local file/folder.")
+    identitynet_model: str | None = Field(None, description="InstantID IdentityNet: hub id or local ControlNet folder.")
+    prompt_weighting: PromptWeighting = Field("plain", description="plain (diffusers' encoding) or compel: (word:1.3) weights and prompts past 77 tokens.")
     output_format: OutputFormat = "png"
     face_detail: bool = Field(False, description="Re-render small faces at higher resolution.")
 
@@ -199,7 +207,14 @@ class GenerationRequest(BaseModel):
             raise ValueError(f"face_image_size must be a (width, height) between 1 and {MAX_COORD}")
         if self.face_embedding is not None and len(self.face_embedding) == 0:
             raise ValueError("face_embedding must not be empty")
-        for name in ("face_embedding", "face_kps", "face_bbox"):
+        if self.face_embeddings is not None:
+            if self.face_embedding is not None:
+                raise ValueError("give face_embedding or face_embeddings, not both")
+            if not 1 <= len(self.face_embeddings) <= 5:
+                raise ValueError("face_embeddings takes 1 to 5 embeddings")
+            if len({len(e) for e in self.face_embeddings}) != 1 or len(self.face_embeddings[0]) == 0:
+                raise ValueError("face_embeddings must all have the same, non-zero length")
+        for name in ("face_embedding", "face_embeddings", "face_kps", "face_bbox"):
             value = getattr(self, name)
             if value is not None and not np.isfinite(np.asarray(value, dtype=np.float64)).all():
                 raise ValueError(f"{name} must hold finite numbers (no NaN or infinity)")
@@ -208,6 +223,21 @@ class GenerationRequest(BaseModel):
             if value is not None and np.abs(np.asarray(value, dtype=np.float64)).max() > MAX_COORD:
                 raise ValueError(f"{name} coordinates must lie within ±{MAX_COORD} pixels")
         return self
+
+    @property
+    def precomputed(self) -> bool:
+        """True when the identity comes as embedding(s), not photos."""
+        return self.face_embedding is not None or self.face_embeddings is not None
+
+    def non_default_fields(self) -> set[str]:
+        """Fields set to something other than their default (what a method must honour or refuse)."""
+        out = set()
+        for name in self.model_fields_set:
+            info = type(self).model_fields[name]
+            default = info.get_default(call_default_factory=True)
+            if getattr(self, name) != default:
+                out.add(name)
+        return out
 
     @property
     def references(self) -> list[str | bytes]:
@@ -228,7 +258,7 @@ class GenerationRequest(BaseModel):
 
     def public_params(self) -> dict[str, Any]:
         """The parameters worth recording with an output (no image bytes)."""
-        skip = {"face_image", "face_images", "pose_image", "face_embedding", "face_kps", "face_bbox"}
+        skip = {"face_image", "face_images", "pose_image", "face_embedding", "face_embeddings", "face_crop", "face_kps", "face_bbox"}
         out = self.model_dump(exclude=skip)
         out["num_inference_steps"] = self.steps
         out["guidance_scale"] = self.guidance
@@ -288,6 +318,74 @@ class JobStatus(str, enum.Enum):
 
 class GenerationEngine(Protocol):
     """What the service and the API need of an engine (tests pass tiny ones)."""
+
+    def generate(
+        self,
+        request: GenerationRequest,
+        on_progress: ProgressCallback | None = None,
+        cancel: CancelCheck | None = None,
+    ) -> GenerationResult: ...
+
+
+# --------------------------------------------------------------------------- identity
+
+
+@dataclass
+class Identity:
+    """What generation needs of the reference face(s), as the engine's face stage found it.
+
+    ``embedding`` is the method's input after its normalisation rule (see
+    :mod:`faceanchor.methods`): ``(D,)``, or ``(K, D)`` when references stay separate token
+    groups (concat, Portrait). ``reference`` is the raw embedding outputs are scored against.
+    """
+
+    embedding: np.ndarray
+    space: str
+    kps: np.ndarray | None  # (5, 2) in the coordinates of ``image_size``
+    bbox: np.ndarray | None
+    image_size: tuple[int, int] | None  # (width, height) of the photo kps refer to
+    reference: np.ndarray
+    image: Any = None  # PIL image of the main reference (CLIP crop, canny/pose/depth source)
+    faces: tuple[Face, ...] = ()
+    face_crop: Any = None  # an aligned face crop given with a precomputed embedding (FaceID-Plus)
+
+
+class CharacterEngine(Protocol):
+    """What characters (ID photo, edits, the face-detail pass) need of an engine, and nothing more.
+
+    ``lock`` serialises whole character operations (re-entrant: :meth:`generate` takes it too).
+    ``render`` is image-to-image / inpainting with the identity, for methods that offer it
+    (:meth:`can_render` says why not otherwise); ``weights`` is the weights kind (real, dummy,
+    tiny); ``method(name)`` the registry's method object (its declarations).
+    """
+
+    lock: Any
+    weights: str
+
+    def method(self, name: str) -> Any: ...
+
+    def identity(self, request: GenerationRequest) -> Identity: ...
+
+    def analyzer(self, pack: str | None = None) -> Any: ...
+
+    def score(self, images: list[Any], identity: Identity) -> list[tuple[float | None, str | None]]: ...
+
+    def can_render(self, method: str) -> str | None: ...
+
+    def render(
+        self,
+        request: GenerationRequest,
+        identity: Identity,
+        image: Any,
+        kps: np.ndarray,
+        *,
+        strength: float,
+        seed: int,
+        mask: np.ndarray | None = None,
+        face_box: np.ndarray | None = None,
+        on_step: Callable[[int, int], None] | None = None,
+        cancel: CancelCheck | None = None,
+    ) -> Any: ...
 
     def generate(
         self,

@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from faceanchor.errors import InvalidInputError, NoFaceError
-from faceanchor.types import GeneratedImage, GenerationRequest
+from faceanchor.types import CharacterEngine, GeneratedImage, GenerationRequest, Identity
 
 #: Square side the face crop is re-rendered at (SDXL), and for the tiny test weights.
 RENDER_SIZE = 1024
@@ -61,11 +61,11 @@ class EditResult:
 # --------------------------------------------------------------------------- geometry
 
 
-def render_size(engine: Any) -> int:
+def render_size(engine: CharacterEngine) -> int:
     return TINY_RENDER_SIZE if getattr(engine, "weights", "real") == "tiny" else RENDER_SIZE
 
 
-def grid(engine: Any) -> int:
+def grid(engine: CharacterEngine) -> int:
     """Edited images are processed at their size rounded down to this (SDXL's 64 px grid)."""
     return 64
 
@@ -150,9 +150,9 @@ def dilate(mask: np.ndarray, px: int) -> np.ndarray:
 
 
 def img2img(
-    engine: Any,
+    engine: CharacterEngine,
     request: GenerationRequest,
-    ident: Any,
+    ident: Identity,
     image: Image.Image,
     kps: np.ndarray,
     *,
@@ -163,47 +163,16 @@ def img2img(
     on_step: Any = None,
     cancel: Any = None,
 ) -> Image.Image:
-    """InstantID image-to-image of ``image`` (size on the model grid) with ``kps`` in its coordinates."""
-    import torch
-
-    from faceanchor.face.kps import draw_kps
-    from faceanchor.pipelines.instantid_img2img import InstantIDImg2ImgPipeline
-    from faceanchor.styles import apply_style
-
-    if request.method != "instantid":
-        raise InvalidInputError("edits and the face-detail pass use InstantID; set method to instantid")
-    loaded = engine._base(request, int(ident.embedding.shape[-1]))
-    pipe = InstantIDImg2ImgPipeline.from_instantid(loaded.pipe)
-    engine._set_scheduler(loaded, request, pipe)
-    w, h = image.size
-    kps_image = draw_kps((w, h), kps)
-    region = None
-    if request.enhance_face_region and face_box is not None:
-        region = np.zeros((h, w, 3), np.uint8)
-        x1, y1, x2, y2 = [int(v) for v in np.round(face_box)]
-        region[max(0, y1) : min(h, y2), max(0, x1) : min(w, x2)] = 255
-        region = Image.fromarray(region)
-    prompt, negative = apply_style(request.style, request.prompt, request.negative_prompt)
-    emb = torch.as_tensor(np.asarray(ident.embedding, np.float32))
-    if emb.ndim == 2:
-        emb = emb.reshape(1, -1, emb.shape[-1])
-    mask_image = Image.fromarray(mask.astype(np.uint8) * 255) if mask is not None else None
-    steps = request.steps
-    if int(steps * strength) < 1:  # a low strength keeps at least one denoising step
-        steps = int(np.ceil(1.0 / strength))
-    out = pipe(
-        prompt, emb, kps_image, image, strength=strength, mask_image=mask_image, negative_prompt=negative or None,
-        face_mask=region, height=h, width=w, num_inference_steps=steps, guidance_scale=request.guidance,
-        generator=engine._generators([seed]), identity_scale=request.identity_strength,
-        adapter_scale=request.adapter_strength, control_guidance_start=request.control_guidance_start,
-        control_guidance_end=request.control_guidance_end, negative_embedding_noise=request.negative_embedding_noise,
-        on_step=on_step, cancel=cancel, output_type="pil",
-    ).images
-    return out[0]
+    """Image-to-image of ``image`` (size on the model grid) with ``kps`` in its coordinates, by the request's method."""
+    why = engine.can_render(request.method)
+    if why:
+        raise InvalidInputError(why)
+    return engine.render(request, ident, image, kps, strength=strength, seed=seed, mask=mask, face_box=face_box,
+                         on_step=on_step, cancel=cancel)
 
 
 def rerender_face(
-    engine: Any,
+    engine: CharacterEngine,
     request: GenerationRequest,
     ident: Any,
     image: Image.Image,
@@ -239,7 +208,7 @@ def rerender_face(
     return out, box, full
 
 
-def _largest_face(engine: Any, ident: Any, image: Image.Image, what: str) -> Any:
+def _largest_face(engine: CharacterEngine, ident: Any, image: Image.Image, what: str) -> Any:
     an = engine.analyzer(ident.space)
     faces = an.detect(image)
     if not faces:
@@ -248,7 +217,7 @@ def _largest_face(engine: Any, ident: Any, image: Image.Image, what: str) -> Any
 
 
 def edit_face(
-    engine: Any,
+    engine: CharacterEngine,
     request: GenerationRequest,
     target: Image.Image,
     *,
@@ -258,7 +227,7 @@ def edit_face(
     cancel: Any = None,
 ) -> EditResult:
     """Mode ``face``: the target's face re-rendered with the request's identity."""
-    with engine._lock:
+    with engine.lock:
         ident = engine.identity(request)
         face = _largest_face(engine, ident, target, "the target image")
         seed = _seed(request, seed)
@@ -272,7 +241,7 @@ def edit_face(
 
 
 def edit_background(
-    engine: Any,
+    engine: CharacterEngine,
     request: GenerationRequest,
     target: Image.Image,
     *,
@@ -286,7 +255,7 @@ def edit_background(
     """Mode ``background``: keep the person (segmentation or dilated face box), regenerate the rest."""
     if mask_source not in MASK_SOURCES:
         raise InvalidInputError(f"mask_source {mask_source!r} is unknown; use {', '.join(MASK_SOURCES)}")
-    with engine._lock:
+    with engine.lock:
         ident = engine.identity(request)
         an = engine.analyzer(ident.space)
         faces = an.detect(target)
@@ -354,7 +323,7 @@ def _seed(request: GenerationRequest, seed: int | None) -> int:
 
 
 def face_detail_pass(
-    engine: Any,
+    engine: CharacterEngine,
     request: GenerationRequest,
     ident: Any,
     outputs: list[GeneratedImage],
@@ -368,8 +337,9 @@ def face_detail_pass(
     keypoint control put it. Each output gets a report: applied or why not, the crop box and
     the identity score before and after.
     """
-    if request.method != "instantid":
-        why = f"the face-detail pass re-renders with InstantID; not available for {request.method}"
+    why = engine.can_render(request.method)
+    if why:
+        why = f"the face-detail pass re-renders the face: {why}"
         return list(outputs), [{"applied": False, "reason": why} for _ in outputs]
     size = render_size(engine)
     an = engine.analyzer(ident.space)

@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 from faceanchor.errors import InvalidInputError
-from faceanchor.types import GenerationRequest, ProgressEvent
+from faceanchor.types import CharacterEngine, GenerationRequest, ProgressEvent
 
 #: (name, yaw in degrees, prompt words) in sheet order: row 1 front, left; row 2 right, smiling.
 VIEWS: tuple[tuple[str, float, str], ...] = (
@@ -94,7 +94,7 @@ def compose_sheet(images: list[Image.Image], gutter: int = 8, background: tuple[
 
 
 def id_photo(
-    engine: Any,
+    engine: CharacterEngine,
     request: GenerationRequest,
     *,
     gutter: int = 8,
@@ -108,11 +108,11 @@ def id_photo(
     """
     import secrets
 
-    if request.method != "instantid":
-        raise InvalidInputError("the ID photo uses InstantID keypoint control; set method to instantid")
+    if "pose_image" not in engine.method(request.method).honoured():
+        raise InvalidInputError(f"the ID photo turns the face by keypoint control, which {request.method} has not; use instantid")
     notify = on_progress or (lambda e: None)
     t0 = time.perf_counter()
-    with engine._lock:
+    with engine.lock:
         ident = engine.identity(request)  # the photo is analysed once, here (or not at all)
     t_face = time.perf_counter() - t0
     if ident.kps is None:

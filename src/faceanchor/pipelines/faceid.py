@@ -216,6 +216,7 @@ class FaceIDPipeline:
         cancel: CancelCheck | None = None,
         output_type: str = "pil",
         timings: dict[str, float] | None = None,
+        callback_on_step_end: Any = None,  # TEMP shim until the pipelines' callback rework lands
     ) -> list[Any]:
         """Generate ``num_images`` images (PIL by default) conditioned on the face.
 
@@ -278,7 +279,7 @@ class FaceIDPipeline:
             width=width,
             height=height,
             output_type=output_type,
-            callback_on_step_end=_after_step,
+            callback_on_step_end=callback_on_step_end or _after_step,
             **extra,
         )
         return list(out.images)

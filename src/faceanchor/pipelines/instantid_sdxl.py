@@ -440,6 +440,7 @@ class InstantIDSDXLPipeline(StableDiffusionXLControlNetPipeline):
         on_step: StepCallback | None = None,
         cancel: CancelCheck | None = None,
         output_type: str = "pil",
+        callback_on_step_end: Any = None,  # TEMP shim until the pipelines' callback rework lands
     ) -> StableDiffusionXLPipelineOutput:
         """Generate ``num_images`` images of the identity in ``face_embedding``.
 
@@ -467,6 +468,8 @@ class InstantIDSDXLPipeline(StableDiffusionXLControlNetPipeline):
             cancel: checked before every step; when it returns True, :class:`Cancelled` is raised.
             output_type: ``"pil"``, ``"np"``, ``"pt"`` or ``"latent"``.
         """
+        if callback_on_step_end is not None:
+            on_step = lambda i, n: callback_on_step_end(self, i - 1, None, {})  # noqa: E731
         # 0. Check inputs
         extra_controls = list(extra_controls)
         embeds = self.check_instantid_inputs(

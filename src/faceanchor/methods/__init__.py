@@ -1,0 +1,1 @@
+"""Identity methods as plug-ins: one file per method, one registry (see :mod:`.registry`)."""

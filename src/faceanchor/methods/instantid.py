@@ -1,0 +1,227 @@
+"""InstantID on SDXL: IdentityNet (a ControlNet on the keypoint image, fed the identity tokens)
+plus the decoupled face adapter (Resampler tokens through ``to_k_ip``/``to_v_ip``).
+
+Embedding: antelopev2's glintr100, the **raw** 512-D embedding (the official demo feeds
+``face_info['embedding']``). Control image: ``draw_kps`` of the reference (or of ``pose_image``'s
+largest face) mapped onto the output by a centre-crop fit; ``enhance_face_region`` masks
+IdentityNet's residuals and the identity attention with the face box (corners truncated with
+``int()``, as the official demo). Extra pose/canny/depth ControlNets combine with IdentityNet.
+It renders (image-to-image / inpainting), which characters' edits and the face-detail pass use.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from faceanchor.errors import InvalidInputError, NoFaceError
+from faceanchor.methods.contract import Loaded, Method, RunContext
+from faceanchor.types import GenerationRequest, Identity
+
+MAX_BATCH = 4
+
+
+def cover_transform(src: tuple[int, int], dst: tuple[int, int]) -> tuple[float, float, float]:
+    """Scale and offset that fill ``dst`` with ``src`` (centre crop): ``p' = p * s - (dx, dy)``."""
+    sw, sh = src
+    dw, dh = dst
+    s = max(dw / sw, dh / sh)
+    return s, (sw * s - dw) / 2.0, (sh * s - dh) / 2.0
+
+
+def map_points(pts: np.ndarray, src: tuple[int, int], dst: tuple[int, int]) -> np.ndarray:
+    """Points of a ``src``-sized photo in the ``dst`` output it is cover-fitted to."""
+    s, dx, dy = cover_transform(src, dst)
+    return np.asarray(pts, dtype=np.float64).reshape(-1, 2) * s - np.array([dx, dy])
+
+
+def cover_image(img: Any, dst: tuple[int, int]) -> Any:
+    """``img`` resized and centre-cropped to fill ``dst``."""
+    from PIL import Image
+
+    s, dx, dy = cover_transform(img.size, dst)
+    resized = img.resize((max(1, round(img.size[0] * s)), max(1, round(img.size[1] * s))), Image.BILINEAR)
+    left, top = int(round(dx)), int(round(dy))
+    return resized.crop((left, top, left + dst[0], top + dst[1]))
+
+
+def control_image(name: str, image: Any, settings: Any) -> Any:
+    """The control image of extra ControlNet ``name`` (pose / canny / depth) from a photo."""
+    from faceanchor import controls
+
+    if name == "canny":
+        return controls.canny_image(image)
+    if name == "pose":
+        return controls.pose_image(image)
+    return controls.depth_image(image, settings)
+
+
+class InstantID(Method):
+    name = "instantid"
+    app = "instantid"
+    label = "InstantID (SDXL)"
+    description = "IdentityNet keypoint control + face adapter on SDXL; the strongest hold on face shape and pose."
+    families = ("sdxl",)
+    space = "antelopev2"
+    normalised = False
+    fields = frozenset({
+        "identity_strength", "enhance_face_region", "controlnet_selection", "controlnet_conditioning_scale",
+        "pose_image", "control_guidance_start", "control_guidance_end", "negative_embedding_noise",
+        "face_detail", "identitynet_model",
+    })
+    max_references = 5
+    pipeline_key = "instantid"
+    order = 0
+
+    def model_names(self, family: str | None = None) -> tuple[str, ...]:
+        return ("antelopev2", "instantid-identitynet", "instantid-adapter", "sdxl-base", "lcm-lora-sdxl",
+                "controlnet-pose-sdxl", "controlnet-canny-sdxl", "controlnet-depth-sdxl", "depth-estimator")
+
+    def cache_key(self, family: str, request: GenerationRequest, id_dim: int, loader: Any) -> tuple[Any, ...]:
+        return (*super().cache_key(family, request, id_dim, loader), request.identitynet_model if loader.kind == "real" else None,
+                request.adapter_model if loader.kind == "real" else None)
+
+    # ------------------------------------------------------------------ load
+
+    def load(self, loader: Any, family: str, request: GenerationRequest, id_dim: int) -> Loaded:
+        from faceanchor.pipelines.instantid_sdxl import InstantIDSDXLPipeline
+
+        comps, models = loader.base_components("sdxl", request.model_name)
+        identitynet, models["identitynet"] = loader.identitynet(request.identitynet_model)
+        pipe = InstantIDSDXLPipeline(
+            vae=comps["vae"], text_encoder=comps["text_encoder"], text_encoder_2=comps["text_encoder_2"],
+            tokenizer=comps["tokenizer"], tokenizer_2=comps["tokenizer_2"], unet=comps["unet"],
+            controlnet=identitynet, scheduler=comps["scheduler"],
+        )
+        pipe.set_progress_bar_config(disable=True)
+        adapter, models["adapter"] = loader.instantid_adapter(comps["unet"], id_dim, request.adapter_model)
+        pipe.load_instantid_adapter(adapter, scale=0.8)
+        return Loaded("sdxl", pipe, models, comps["scheduler"].config)
+
+    # ------------------------------------------------------------------ controls
+
+    def controls(self, request: GenerationRequest, ident: Identity, tools: Any) -> tuple[int, int, Any, Any, Any]:
+        """Output size, keypoint image, face-region mask and the photo extra controls come from.
+
+        Keypoints come from ``pose_image``'s largest face when given, else from the reference;
+        they are mapped onto the output by a centre-crop fit of their photo.
+        """
+        from PIL import Image
+
+        from faceanchor.face.kps import draw_kps
+        from faceanchor.methods.sizing import output_size
+        from faceanchor.pipelines.instantid_sdxl import face_box_mask
+
+        kps, bbox, src_size, control_src = ident.kps, ident.bbox, ident.image_size, ident.image
+        if request.pose_image is not None:
+            an = tools.analyzer(tools.pack())
+            pose_img = an.load(request.pose_image, name="pose_image")
+            pose_faces = an.detect(pose_img)
+            if not pose_faces:
+                raise NoFaceError("no face found in pose_image (also tried other scales)")
+            kps, bbox, src_size, control_src = pose_faces[0].kps, pose_faces[0].bbox, pose_img.size, pose_img
+        if kps is None:
+            raise InvalidInputError("InstantID needs face keypoints: give a face photo, face_kps or a pose_image")
+        width, height = output_size(src_size, request.width, request.height, "sdxl")
+        src_size = src_size or (width, height)
+        kps_image = draw_kps((width, height), map_points(kps, src_size, (width, height)))
+        mask = None
+        if request.enhance_face_region and bbox is not None:
+            box = map_points(np.asarray(bbox).reshape(2, 2), src_size, (width, height)).reshape(4)
+            mask = Image.fromarray(face_box_mask(box, width, height))
+        if request.controlnet_selection and control_src is None:
+            raise InvalidInputError("extra ControlNets need a photo (face_image or pose_image) to make their control images")
+        return width, height, kps_image, mask, control_src
+
+    # ------------------------------------------------------------------ run
+
+    @staticmethod
+    def _embedding(ident: Identity) -> Any:
+        import torch
+
+        emb = torch.as_tensor(np.asarray(ident.embedding, np.float32), dtype=torch.float32)
+        if emb.ndim == 2:  # concat: each reference one more input token of the Resampler
+            emb = emb.reshape(1, -1, emb.shape[-1])
+        return emb
+
+    def run(self, loaded: Loaded, ctx: RunContext) -> list[Any]:
+        from faceanchor.pipelines.decode import decode_latents
+        from faceanchor.pipelines.instantid_sdxl import ExtraControl
+        from faceanchor.pipelines.prompts import encode_prompts
+
+        request, ident, tools = ctx.request, ctx.identity, ctx.tools
+        pipe = loaded.pipe
+        with ctx.stage("controls"):
+            width, height, kps_image, mask, control_src = self.controls(request, ident, tools)
+            extras = []
+            for name in request.controlnet_selection:
+                cn, model_id = tools.controlnet(name)
+                loaded.models[f"controlnet_{name}"] = model_id
+                image = control_image(name, cover_image(control_src, (width, height)), tools.settings)
+                extras.append(ExtraControl(controlnet=cn, image=image, scale=request.controlnet_conditioning_scale))
+        tools.set_scheduler(loaded, request, pipe)
+        emb = self._embedding(ident)
+        with ctx.stage("prompt"):
+            do_cfg = request.guidance > 1.0
+            pe, npe, ppe, nppe = encode_prompts(
+                pipe, ctx.prompt, ctx.negative or None, weighting=request.prompt_weighting,
+                device=pipe._execution_device, do_classifier_free_guidance=do_cfg,
+            )
+        images: list[Any] = []
+        chunks = range(0, len(ctx.seeds), MAX_BATCH)
+        for chunk, start in enumerate(chunks):
+            part = ctx.seeds[start : start + MAX_BATCH]
+            with ctx.stage("denoise"):
+                latents = pipe(
+                    prompt=None, face_embedding=emb, kps_image=kps_image, face_mask=mask,
+                    height=height, width=width, num_inference_steps=request.steps, guidance_scale=request.guidance,
+                    num_images=len(part), generator=tools.generators(part),
+                    identity_scale=request.identity_strength, adapter_scale=request.adapter_strength,
+                    control_guidance_start=request.control_guidance_start, control_guidance_end=request.control_guidance_end,
+                    negative_embedding_noise=request.negative_embedding_noise, extra_controls=extras,
+                    prompt_embeds=pe, negative_prompt_embeds=npe if do_cfg else None,
+                    pooled_prompt_embeds=ppe, negative_pooled_prompt_embeds=nppe if do_cfg else None,
+                    callback_on_step_end=ctx.step_callback(chunk), output_type="latent",
+                ).images
+            with ctx.stage("decode"):
+                images.extend(decode_latents(pipe, latents))
+        ctx.timings["steps_per_second"] = round(request.steps * len(chunks) / max(ctx.timings.get("denoise", 1e-9), 1e-9), 4)
+        return images
+
+    # ------------------------------------------------------------------ render
+
+    def render(self, loaded: Loaded, ctx: RunContext, image: Any, kps: np.ndarray, *, strength: float,
+               seed: int, mask: np.ndarray | None = None, face_box: np.ndarray | None = None,
+               callback: Any = None) -> Any:
+        """Image-to-image of ``image`` (size on the model grid) with ``kps`` in its coordinates."""
+        from PIL import Image
+
+        from faceanchor.face.kps import draw_kps
+        from faceanchor.pipelines.instantid_img2img import InstantIDImg2ImgPipeline
+        from faceanchor.pipelines.instantid_sdxl import face_box_mask
+
+        request = ctx.request
+        pipe = InstantIDImg2ImgPipeline.from_instantid(loaded.pipe)
+        ctx.tools.set_scheduler(loaded, request, pipe)
+        w, h = image.size
+        kps_image = draw_kps((w, h), kps)
+        region = None
+        if request.enhance_face_region and face_box is not None:
+            region = Image.fromarray(face_box_mask(face_box, w, h))
+        mask_image = Image.fromarray(mask.astype(np.uint8) * 255) if mask is not None else None
+        steps = request.steps
+        if int(steps * strength) < 1:  # a low strength keeps at least one denoising step
+            steps = int(np.ceil(1.0 / strength))
+        out = pipe(
+            ctx.prompt, self._embedding(ctx.identity), kps_image, image, strength=strength, mask_image=mask_image,
+            negative_prompt=ctx.negative or None, face_mask=region, height=h, width=w, num_inference_steps=steps,
+            guidance_scale=request.guidance, generator=ctx.tools.generators([seed]), identity_scale=request.identity_strength,
+            adapter_scale=request.adapter_strength, control_guidance_start=request.control_guidance_start,
+            control_guidance_end=request.control_guidance_end, negative_embedding_noise=request.negative_embedding_noise,
+            callback_on_step_end=callback, output_type="pil",
+        ).images
+        return out[0]
+
+
+METHODS = (InstantID(),)
