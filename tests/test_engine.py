@@ -7,7 +7,10 @@ import numpy as np
 import pytest
 
 from faceanchor.config import Settings
-from faceanchor.engine import Engine, cover_transform, face_region_mask, output_size
+from faceanchor.engine import Engine
+from faceanchor.methods.instantid import cover_transform
+from faceanchor.methods.sizing import output_size
+from faceanchor.pipelines.instantid_sdxl import face_box_mask
 from faceanchor.errors import Cancelled, EmbeddingMismatchError, InvalidInputError, ModelNotFoundError, NoFaceError
 from faceanchor.types import GenerationRequest
 
@@ -56,9 +59,12 @@ def test_output_size_follows_the_photo_and_rounds_to_the_grid():
 def test_cover_transform_and_face_mask():
     s, dx, dy = cover_transform((200, 100), (100, 100))
     assert s == 1.0 and dx == 50.0 and dy == 0.0
-    m = np.asarray(face_region_mask(np.array([10, 20, 30, 40]), (64, 64)))
+    m = face_box_mask(np.array([10, 20, 30, 40]), 64, 64)
     assert m.shape == (64, 64, 3)
     assert (m[20:40, 10:30] == 255).all() and m.sum() == 20 * 20 * 3 * 255
+    # fractional boxes (InsightFace's) are truncated with int(), as the official demo does
+    t = face_box_mask(np.array([10.7, 20.6, 30.9, 40.5]), 64, 64)
+    assert (t[20:40, 10:30] == 255).all() and t.sum() == 20 * 20 * 3 * 255
 
 
 # --------------------------------------------------------------------------- generation
@@ -113,11 +119,16 @@ def test_other_faces_give_other_images(engine):
     assert not np.array_equal(a, b)
 
 
+def _controls(engine, r, ident):
+    method = engine.method("instantid")
+    return method.controls(r, ident, engine._tools(method))
+
+
 def test_pose_image_changes_the_keypoint_image(engine):
     r = req()
     ident = engine.identity(r)
-    _, _, kps_a, _, _ = engine.instantid_controls(r, ident)
-    _, _, kps_b, _, _ = engine.instantid_controls(req(pose_image=BIDEN), ident)
+    _, _, kps_a, _, _ = _controls(engine, r, ident)
+    _, _, kps_b, _, _ = _controls(engine, req(pose_image=BIDEN), ident)
     assert not np.array_equal(np.asarray(kps_a), np.asarray(kps_b))
     # five coloured points are on the image
     arr = np.asarray(kps_a)
@@ -127,7 +138,7 @@ def test_pose_image_changes_the_keypoint_image(engine):
 def test_enhance_face_region_makes_a_face_mask(engine):
     r = req(width=256, height=256)
     ident = engine.identity(r)
-    *_, mask, _ = engine.instantid_controls(r, ident)
+    *_, mask, _ = _controls(engine, r, ident)
     m = np.asarray(mask)[..., 0] > 0
     assert 0.01 < m.mean() < 0.9
     *_, none, _ = engine.instantid_controls(req(width=256, height=256, enhance_face_region=False), ident)
@@ -249,13 +260,13 @@ def test_faceid_switching_back_gives_the_same_image(engine):
     assert np.array_equal(first, pixels(engine.generate(req(method="faceid")).images[0]))
 
 
-def test_s_scale_changes_plusv2_only(engine):
+def test_s_scale_changes_plusv2_and_is_refused_elsewhere(engine):
     a = pixels(engine.generate(req(method="faceid-plusv2", s_scale=0.0)).images[0])
     b = pixels(engine.generate(req(method="faceid-plusv2", s_scale=2.0)).images[0])
     assert not np.array_equal(a, b)
-    c = pixels(engine.generate(req(method="faceid", s_scale=0.0)).images[0])
-    d = pixels(engine.generate(req(method="faceid", s_scale=2.0)).images[0])
-    assert np.array_equal(c, d)
+    # a field a method does not use is refused, not silently ignored
+    with pytest.raises(InvalidInputError, match="faceid does not use s_scale"):
+        engine.generate(req(method="faceid", s_scale=2.0))
 
 
 def test_faceid_rejects_concat_and_sdxl_plus(engine):
@@ -282,9 +293,9 @@ def test_extra_controlnets_change_the_image_and_depth_needs_a_model(engine):
 
 def test_warmup_loads_models_before_the_first_request(settings):
     eng = Engine(settings, weights="tiny", face_pack="dlib")
-    assert not eng._bases
+    assert not eng._loaded
     eng.warmup()
-    assert len(eng._bases) == 1 and eng.analyzer("dlib").prepared
+    assert len(eng._loaded) == 1 and eng.analyzer("dlib").prepared
     res = eng.generate(req())
     assert res.timings["load"] < 0.5  # nothing left to load
 
@@ -325,7 +336,7 @@ def test_decode_latents_on_an_fp16_sd15_pipeline():
     import diffusers
     import torch
 
-    from faceanchor.engine import decode_latents
+    from faceanchor.pipelines.decode import decode_latents
     from faceanchor.models.dummy import build_components
 
     c = build_components("sd15", "tiny", seed=0, dtype=torch.float32, device="cpu")

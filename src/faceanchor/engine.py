@@ -100,6 +100,7 @@ class Engine:
         self.seed = seed
         self.loader = make_loader(weights or getattr(settings, "weights", "real"), settings, self.device, self.dtype, seed)
         self.weights = self.loader.kind
+        self.render_size = self.loader.render_size
         self.face_pack = face_pack
         self._analyzers: dict[str, Any] = {}
         if analyzer is not None:
@@ -247,13 +248,12 @@ class Engine:
         from faceanchor.pipelines.loading import make_scheduler
 
         pipe.scheduler = make_scheduler(request.scheduler, loaded.scheduler_config)
-        if self.loader.kind == "real":
-            if request.scheduler == "lcm" and not loaded.lcm_lora:
-                lora_pipe = getattr(loaded.pipe, "pipe", loaded.pipe)
-                loaded.models["lcm_lora"] = self.loader.lcm_lora(lora_pipe, loaded.family)
-                loaded.lcm_lora = True
-            if loaded.lcm_lora:
-                pipe.set_adapters(["lcm"], adapter_weights=[1.0 if request.scheduler == "lcm" else 0.0])
+        if request.scheduler == "lcm" and not loaded.lcm_lora:  # real weights: LCM-LoRA; random ones have none
+            name = self.loader.lcm_lora(getattr(loaded.pipe, "pipe", loaded.pipe), loaded.family)
+            if name is not None:
+                loaded.models["lcm_lora"], loaded.lcm_lora = name, True
+        if loaded.lcm_lora:
+            pipe.set_adapters(["lcm"], adapter_weights=[1.0 if request.scheduler == "lcm" else 0.0])
 
     @staticmethod
     def _generators(seeds: list[int]) -> list[Any]:

@@ -355,12 +355,12 @@ class CharacterEngine(Protocol):
 
     ``lock`` serialises whole character operations (re-entrant: :meth:`generate` takes it too).
     ``render`` is image-to-image / inpainting with the identity, for methods that offer it
-    (:meth:`can_render` says why not otherwise); ``weights`` is the weights kind (real, dummy,
-    tiny); ``method(name)`` the registry's method object (its declarations).
+    (:meth:`can_render` says why not otherwise); ``render_size`` is the side a face crop is
+    re-rendered at; ``method(name)`` the registry's method object (its declarations).
     """
 
     lock: Any
-    weights: str
+    render_size: int
 
     def method(self, name: str) -> Any: ...
 

@@ -3,14 +3,12 @@ from __future__ import annotations
 import pytest
 
 from faceanchor.errors import InvalidInputError
-from faceanchor.models.registry import (
-    ADAPTER_FOR,
-    ModelFile,
-    adapter_for,
-    base_config_files,
-    default_registry,
-    face_pack_for,
-)
+from faceanchor.methods.registry import get, methods, model_registry
+from faceanchor.models.registry import ModelFile, base_config_files, default_registry
+
+
+def _faceid_checkpoints() -> set[str]:
+    return {n for m in methods() if m.app == "faceid" for n in m.checkpoints.values()}
 
 
 def test_instantid_entries_match_official_readme():
@@ -26,8 +24,8 @@ def test_instantid_entries_match_official_readme():
 
 
 def test_faceid_family_files():
-    reg = default_registry()
-    names = {reg.get(n).files[0].path for n in set(ADAPTER_FOR.values()) if n.startswith("faceid")}
+    reg = model_registry()
+    names = {reg.get(n).files[0].path for n in _faceid_checkpoints()}
     assert names == {
         "ip-adapter-faceid_sd15.bin",
         "ip-adapter-faceid_sdxl.bin",
@@ -36,11 +34,11 @@ def test_faceid_family_files():
         "ip-adapter-faceid-plusv2_sdxl.bin",
         "ip-adapter-faceid-portrait_sd15.bin",
         "ip-adapter-faceid-portrait_sdxl.bin",
+        "ip-adapter-faceid-portrait_sdxl_unnorm.bin",
     }
-    for n in ADAPTER_FOR.values():
+    for n in _faceid_checkpoints():
         spec = reg.get(n)
-        if n.startswith("faceid"):
-            assert spec.repo_id == "h94/IP-Adapter-FaceID" and spec.space == "buffalo_l"
+        assert spec.repo_id == "h94/IP-Adapter-FaceID" and spec.space == "buffalo_l"
     assert reg.get("clip-vit-h").repo_id == "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"
     assert reg.get("faceid-sd15").files[1].required is False  # the webui LoRA file is optional
 
@@ -53,22 +51,19 @@ def test_candidates_prefer_safetensors():
     assert ModelFile("config.json").candidates() == ("config.json",)
 
 
-def test_for_method_and_helpers():
-    reg = default_registry()
-    inst = [s.name for s in reg.for_method("instantid")]
-    assert {"instantid-identitynet", "instantid-adapter", "sdxl-base", "antelopev2"} <= set(inst)
-    assert "sd15-base" not in inst
-    required_only = [s.name for s in reg.for_method("instantid", include_optional=False)]
-    assert "controlnet-pose-sdxl" in inst and "controlnet-pose-sdxl" not in required_only
-    plus = {s.name for s in reg.for_method("faceid-plusv2", "sdxl")}
+def test_each_methods_models_and_helpers():
+    reg = model_registry()
+    inst = [reg.get(n) for n in get("instantid").model_names("sdxl")]
+    names = [s.name for s in inst]
+    assert {"instantid-identitynet", "instantid-adapter", "sdxl-base", "antelopev2"} <= set(names)
+    assert "sd15-base" not in names
+    assert "controlnet-pose-sdxl" in names and reg.get("controlnet-pose-sdxl").optional
+    plus = set(get("faceid-plusv2").model_names("sdxl"))
     assert {"faceid-plusv2-sdxl", "clip-vit-h", "sdxl-base", "buffalo_l"} <= plus and "faceid-plusv2-sd15" not in plus
-    assert adapter_for("faceid") == "faceid-sd15"
-    assert adapter_for("faceid-portrait", "sdxl") == "faceid-portrait-sdxl"
-    assert face_pack_for("instantid") == "antelopev2" and face_pack_for("faceid") == "buffalo_l"
-    with pytest.raises(InvalidInputError, match="no official weights for base 'sdxl'"):
-        adapter_for("faceid-plus", "sdxl")
-    with pytest.raises(InvalidInputError, match="unknown method"):
-        adapter_for("nope")
+    assert "clip-vit-h" not in get("faceid").model_names("sd15") and "clip-vit-h" not in get("faceid-portrait").model_names()
+    assert get("faceid").checkpoints["sd15"] == "faceid-sd15"
+    assert get("faceid-portrait").checkpoints["sdxl"] == "faceid-portrait-sdxl"
+    assert get("instantid").space == "antelopev2" and get("faceid").space == "buffalo_l"
     assert "unet/config.json" in base_config_files("sdxl") and "tokenizer_2/vocab.json" in base_config_files("sdxl")
     assert not any(p.endswith(".safetensors") for p in base_config_files("sd15"))
 

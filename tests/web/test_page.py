@@ -21,7 +21,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "service"))
 import tiny_engine  # noqa: E402
 
 from faceanchor.api.app import create_app  # noqa: E402
-from faceanchor.api.jobs import APP_METHODS  # noqa: E402
 from faceanchor.config import Settings  # noqa: E402
 
 WEB = resources.files("faceanchor") / "web"
@@ -51,8 +50,11 @@ def _elements() -> list[tuple[str, dict[str, str]]]:
 
 
 def _apps_offered() -> list[tuple[str, str]]:
-    """(method, app) of each option of the method select."""
-    return [(a["value"], a["data-app"]) for tag, a in _elements() if tag == "option" and "data-app" in a]
+    """(method, app) of each option the page puts in its method select: what GET v1/methods lists."""
+    from faceanchor.api.methods import list_methods
+
+    assert 'call("GET", "v1/methods")' in CODE, "the page no longer fills its methods from the server"
+    return [(m["name"], m["app"]) for m in list_methods()["methods"]]
 
 
 def _calls() -> list[tuple[str, str]]:
@@ -139,11 +141,19 @@ def test_every_call_of_the_page_is_a_route_of_the_api(app, client):
             assert resp.status_code not in (404, 405), f"{method} /{path}: {resp.status_code} {resp.text}"
 
 
-def test_the_methods_offered_are_served_by_their_app():
+def test_the_methods_offered_are_served_by_their_app(client):
     offered = _apps_offered()
     assert offered
+    listed = client.get("/v1/methods").json()
     for method, app_name in offered:
-        assert method in APP_METHODS.get(app_name, ()), f"the page sends method {method} to /queue/{app_name}"
+        assert method in listed["apps"].get(app_name, ()), f"the page sends method {method} to /queue/{app_name}"
+    assert "option" not in INDEX_HTML_SELECT(), "the method list is the server's, not written into the page"
+
+
+def INDEX_HTML_SELECT() -> str:
+    html = (resources.files("faceanchor") / "web" / "index.html").read_text()
+    start = html.index('<select id="method"')
+    return html[start : html.index("</select>", start)].split("-->")[-1]
 
 
 def _schema_of_submit(app) -> tuple[dict, dict]:

@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
-from faceanchor.api import characters, files, generate, queue, system
+from faceanchor.api import characters, files, generate, methods, queue, system
 from faceanchor.api.errors import install_error_handlers
 from faceanchor.api.limits import BodyLimitMiddleware, TokenBucket
 from faceanchor.api.metrics import Metrics, MetricsMiddleware
@@ -59,7 +59,8 @@ def create_app(
     app.state.rate_limiter = TokenBucket()
     install_error_handlers(app)
     app.include_router(system.router)
-    app.include_router(generate.router)
+    app.include_router(methods.router)
+    app.include_router(generate.sync_router())
     app.include_router(queue.router)
     app.include_router(files.router)
     characters.install(app, service)  # /v1/characters, /v1/character/*, /queue/character/* and their runners

@@ -1,4 +1,5 @@
-"""Synchronous generation: ``POST /v1/instantid`` and ``POST /v1/faceid``.
+"""Synchronous generation: ``POST /v1/{app}`` for every app of the method registry
+(``/v1/instantid``, ``/v1/faceid``, and any method plug-in's app).
 
 The request runs through the same durable queue as queued jobs (one worker per device keeps
 the GPU to one job at a time); the connection waits for it. ``base64: false`` answers with the
@@ -23,8 +24,6 @@ from faceanchor.api.schemas import Base64Out, GenerateBody, ImageOut
 from faceanchor.service.runtime import Service
 from faceanchor.store.jobs import JobView
 from faceanchor.types import JobStatus
-
-router = APIRouter(tags=["synchronous"])
 
 _IMAGE_CONTENT = {"schema": {"type": "string", "format": "binary"}}
 SYNC_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -92,14 +91,22 @@ async def _run_sync(app: str, body: GenerateBody, request: Request, service: Ser
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)]
 
 
-@router.post("/v1/instantid", responses=SYNC_RESPONSES, response_class=Response, summary="Generate with InstantID and wait")
-async def generate_instantid(body: GenerateBody, request: Request, service: ServiceDep, settings: SettingsDep,
-                             key: SubmittingKey, idempotency_key: IdempotencyKey = None) -> Response:
-    return await _run_sync("instantid", body, request, service, settings, key, idempotency_key)
+def sync_router() -> APIRouter:
+    """One ``POST /v1/{app}`` route per app of the method registry (built with the app, not at import)."""
+    from faceanchor.methods.registry import apps, get
 
+    router = APIRouter(tags=["synchronous"])
+    for app, names in apps().items():
+        labels = ", ".join(get(n).label or n for n in names)
 
-@router.post("/v1/faceid", responses=SYNC_RESPONSES, response_class=Response, summary="Generate with IP-Adapter-FaceID and wait")
-async def generate_faceid(body: GenerateBody, request: Request, service: ServiceDep, settings: SettingsDep,
-                          key: SubmittingKey, idempotency_key: IdempotencyKey = None) -> Response:
-    return await _run_sync("faceid", body, request, service, settings, key, idempotency_key)
+        def route(app: str = app):  # noqa: ANN202 - binds app per route
+            async def generate_sync(body: GenerateBody, request: Request, service: ServiceDep, settings: SettingsDep,
+                                    key: SubmittingKey, idempotency_key: IdempotencyKey = None) -> Response:
+                return await _run_sync(app, body, request, service, settings, key, idempotency_key)
 
+            generate_sync.__name__ = f"generate_{app.replace('-', '_')}"
+            return generate_sync
+
+        router.add_api_route(f"/v1/{app}", route(), methods=["POST"], responses=SYNC_RESPONSES, response_class=Response,
+                             summary=f"Generate with {labels} and wait", description=f"Methods: {', '.join(names)} (default {names[0]}).")
+    return router

@@ -21,7 +21,7 @@ from faceanchor.service.fetch import UrlRefusedError, fetch_url
 _DATA_URI = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?:;[\w-]+=[\w.+-]+)*(?P<b64>;base64)?,", re.I)
 _SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]{1,20}://")
 
-IMAGE_FIELDS = ("face_image", "face_images", "pose_image")
+IMAGE_FIELDS = ("face_image", "face_images", "pose_image", "face_crop")
 
 
 def decode_image_ref(value: str, field: str, settings: Settings) -> bytes:

@@ -16,11 +16,11 @@ from faceanchor.service.results import public_result
 from faceanchor.store.jobs import JobView
 from faceanchor.types import JobStatus
 
-#: The HTTP apps and the methods each accepts (the first is the default).
-APP_METHODS: dict[str, tuple[str, ...]] = {
-    "instantid": ("instantid",),
-    "faceid": ("faceid", "faceid-plus", "faceid-plusv2", "faceid-portrait"),
-}
+def app_methods() -> dict[str, tuple[str, ...]]:
+    """The HTTP apps and the methods each serves (the first is the default), from the method registry."""
+    from faceanchor.methods.registry import apps
+
+    return apps()
 
 
 def validation_error(message: str) -> ApiError:
@@ -29,10 +29,18 @@ def validation_error(message: str) -> ApiError:
 
 def prepare_request(app: str, body: GenerateBody, settings: Settings) -> dict[str, Any]:
     """Check the request against this server's limits and resolve its images to bytes."""
-    methods = APP_METHODS[app]
+    from faceanchor.methods.registry import get
+
+    methods = app_methods()[app]
     method = body.method or methods[0]
     if method not in methods:
         raise validation_error(f"method: {method!r} is not served by /{app}; use one of {', '.join(methods)}")
+    try:  # fields the method would ignore, a base it has no weights for: refused at submit, not after a queue wait
+        m = get(method)
+        m.check_fields(body.model_copy(update={"method": method}))
+        m.family_for(body)
+    except InvalidInputError as e:
+        raise validation_error(str(e)) from None
     if len(body.prompt) > settings.max_prompt_chars or len(body.negative_prompt) > settings.max_prompt_chars:
         raise validation_error(f"prompt: at most {settings.max_prompt_chars} characters")
     if body.num_inference_steps is not None and body.num_inference_steps > settings.max_steps:

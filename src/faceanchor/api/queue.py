@@ -30,15 +30,16 @@ from faceanchor.store.jobs import JobView
 
 router = APIRouter(prefix="/queue", tags=["queue"])
 
-AppName = Annotated[str, Path(pattern=r"^[a-z][a-z0-9_-]{0,63}$", description="instantid or faceid")]
+AppName = Annotated[str, Path(pattern=r"^[a-z][a-z0-9_-]{0,63}$", description="An app of GET /v1/methods (instantid, faceid, ...)")]
 RequestId = Annotated[str, Path(max_length=64)]
 
 
 def _check_app(service: Service, app: str) -> None:
-    from faceanchor.api.jobs import APP_METHODS
+    from faceanchor.api.jobs import app_methods
 
-    if app not in APP_METHODS or app not in service.runners:
-        raise ApiError(404, f"no app named {app!r}; apps: {', '.join(sorted(APP_METHODS))}")
+    served = app_methods()
+    if app not in served or app not in service.runners:
+        raise ApiError(404, f"no app named {app!r}; apps: {', '.join(sorted(served))}")
 
 
 def _own_job(service: Service, app: str, request_id: str, key_id: str, with_logs: bool = False) -> JobView:

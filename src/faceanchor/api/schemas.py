@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from faceanchor.types import GenerationRequest, JobStatus, Method
+from faceanchor.types import METHOD_PATTERN, GenerationRequest, JobStatus, Method
 
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 #: Pixel coordinates and sizes of a face photo: bounded so the control image's integer maths cannot overflow.
@@ -21,10 +21,12 @@ class GenerateBody(GenerationRequest):
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"prompt": "a portrait in a garden", "face_image": "https://example.com/face.jpg"}]})
 
-    method: Method | None = Field(None, description="For /v1/instantid: instantid (default). For /v1/faceid: faceid (default), faceid-plus, faceid-plusv2 or faceid-portrait.")
+    method: Method | None = Field(None, pattern=METHOD_PATTERN, description="A method served by this app (GET /v1/methods); default the app's first.")
     face_image: ImageRef | None = Field(None, description="The reference face photo: URL, data: URI or base64.")
     face_images: list[ImageRef] = Field(default_factory=list, max_length=5, description="More references of the same person.")
     pose_image: ImageRef | None = Field(None, description="Take keypoints from this photo instead.")
+    face_crop: ImageRef | None = Field(None, description="FaceID-Plus/PlusV2 with a precomputed embedding: the aligned face crop.")
+    face_embeddings: list[Annotated[list[FiniteFloat], Field(min_length=1, max_length=4096)]] | None = Field(None, min_length=1, max_length=5)
     face_embedding: list[FiniteFloat] | None = Field(None, min_length=1, max_length=4096)
     face_embedding_space: str | None = Field(None, pattern=r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}$",
                                              description="Space of face_embedding (antelopev2, buffalo_l, dlib).")

@@ -32,8 +32,7 @@ from faceanchor.errors import InvalidInputError, NoFaceError
 from faceanchor.types import CharacterEngine, GeneratedImage, GenerationRequest, Identity
 
 #: Square side the face crop is re-rendered at (SDXL), and for the tiny test weights.
-RENDER_SIZE = 1024
-TINY_RENDER_SIZE = 128
+RENDER_SIZE = 1024  # tiny weights render at 128 (see faceanchor.pipelines.loading)
 DETAIL_MIN_UPSCALE = 1.33
 FACE_EXPAND = 1.8  # crop side = face box side x this
 DEFAULT_FACE_STRENGTH = 0.55
@@ -62,7 +61,8 @@ class EditResult:
 
 
 def render_size(engine: CharacterEngine) -> int:
-    return TINY_RENDER_SIZE if getattr(engine, "weights", "real") == "tiny" else RENDER_SIZE
+    """The side a face crop is re-rendered at: the engine's (its weights loader's) render size."""
+    return int(getattr(engine, "render_size", RENDER_SIZE))
 
 
 def grid(engine: CharacterEngine) -> int:

@@ -54,8 +54,9 @@ def build_app() -> typer.Typer:
     keys.register(app)
     serve.register(app)
 
-    from faceanchor.cli import models, styles
+    from faceanchor.cli import methods, models, styles
 
+    methods.register(app)
     models.register(app)
     styles.register(app)
 

@@ -9,6 +9,22 @@ from typing import List, Optional
 import typer
 
 
+def method_option(default: str | None = None) -> typer.models.OptionInfo:
+    """``--method`` with the registry's methods as its choices (read when the CLI is built)."""
+    from faceanchor.methods.registry import names
+
+    choices = names()
+
+    def check(value: str | None) -> str | None:
+        if value is not None and value not in choices:
+            from faceanchor.methods.registry import get
+
+            get(value)  # the registry's error: unknown method, close match, the list
+        return value
+
+    return typer.Option(default or choices[0], "--method", help=f"One of: {', '.join(choices)}.", callback=check)
+
+
 def register(app: typer.Typer) -> None:
     @app.command("generate")
     def generate(
@@ -16,7 +32,7 @@ def register(app: typer.Typer) -> None:
         face: List[str] = typer.Option([], "--face", help="Reference face photo (repeat for up to 5 of one person)."),
         prompt: str = typer.Option("", "--prompt", "-p", help="What to make."),
         out: Path = typer.Option(Path("out"), "--out", "-o", help="Directory for the images."),
-        method: str = typer.Option("instantid", "--method", help="instantid, faceid, faceid-plus, faceid-plusv2, faceid-portrait."),
+        method: str = method_option(),
         negative_prompt: str = typer.Option("", "--negative-prompt", "-n"),
         style: str = typer.Option("(No style)", "--style", help="Style preset; `faceanchor styles` lists them."),
         steps: Optional[int] = typer.Option(None, "--steps", help="Denoising steps 1-100 (default 30; LCM 5)."),
@@ -43,6 +59,9 @@ def register(app: typer.Typer) -> None:
         base: Optional[str] = typer.Option(None, "--base", help="sd15 or sdxl (FaceID)."),
         model_name: Optional[str] = typer.Option(None, "--model", help="Base model: hub id, diffusers folder or .safetensors."),
         output_format: str = typer.Option("png", "--format", help="png, jpeg or webp."),
+        prompt_weighting: str = typer.Option("plain", "--prompt-weighting", help="plain, or compel: (word:1.3) weights and prompts past 77 tokens."),
+        adapter_model: Optional[str] = typer.Option(None, "--adapter-model", help="Identity adapter checkpoint: local file/folder or hub id."),
+        identitynet_model: Optional[str] = typer.Option(None, "--identitynet-model", help="InstantID IdentityNet: local ControlNet folder or hub id."),
         weights: Optional[str] = typer.Option(None, "--weights", help="real (default), dummy (full-size random) or tiny."),
         face_pack: Optional[str] = typer.Option(None, "--pack", help="Face pack (default: the method's; dlib for dummy/tiny)."),
         as_json: bool = typer.Option(False, "--json", help="Print the result metadata as JSON."),
@@ -67,7 +86,8 @@ def register(app: typer.Typer) -> None:
                 controlnet_conditioning_scale=controlnet_scale, pose_image=pose_image, control_guidance_start=control_start,
                 control_guidance_end=control_end, negative_embedding_noise=negative_noise, scheduler=scheduler,
                 s_scale=s_scale, lora_scale=lora_scale, combine=combine, face_index=face_index, base=base,
-                model_name=model_name, output_format=output_format,
+                model_name=model_name, output_format=output_format, prompt_weighting=prompt_weighting,
+                adapter_model=adapter_model, identitynet_model=identitynet_model,
             )
         except ValidationError as e:
             raise InvalidInputError(validation_message(e)) from None

@@ -11,8 +11,8 @@ from typing import List, Optional
 
 import typer
 
-METHOD_HELP = "Only what this method needs: instantid, faceid, faceid-plus, faceid-plusv2, faceid-portrait."
-BASE_HELP = "Base family for FaceID methods: sd15 (default) or sdxl."
+METHOD_HELP = "Only what this method needs (`faceanchor methods` lists the methods)."
+BASE_HELP = "Base family for methods with several (FaceID: sd15 default, or sdxl)."
 
 
 def register(app: typer.Typer) -> None:
@@ -30,20 +30,32 @@ def _settings(ctx: typer.Context):
     return root.obj if root.obj is not None else load_settings()
 
 
-def _select(names: list[str] | None, method: str | None, base: str | None, include_optional: bool = True):
-    from faceanchor.errors import InvalidInputError
-    from faceanchor.models.registry import default_registry
+def _users() -> dict[str, list[str]]:
+    """Model name → the methods that use it (on any of their base families), from the method registry."""
+    from faceanchor.methods.registry import methods
 
-    reg = default_registry()
+    out: dict[str, list[str]] = {}
+    for m in methods():
+        for fam in m.families:
+            for n in m.model_names(fam):
+                if m.name not in out.setdefault(n, []):
+                    out[n].append(m.name)
+    return out
+
+
+def _select(names: list[str] | None, method: str | None, base: str | None, include_optional: bool = True):
+    from faceanchor.methods.registry import get, model_registry
+    from faceanchor.types import GenerationRequest
+
+    reg = model_registry()
     if names:
         return [reg.get(n) for n in names]
     if method:
-        if base is not None and base not in ("sd15", "sdxl"):
-            raise InvalidInputError(f"unknown base '{base}'; use sd15 or sdxl")
-        specs = reg.for_method(method, base, include_optional)
-        if not specs:
-            raise InvalidInputError(f"unknown method '{method}'; use instantid, faceid, faceid-plus, faceid-plusv2 or faceid-portrait")
-        return specs
+        m = get(method)
+        family = m.family_for(GenerationRequest.model_construct(base=base)) if base is not None else m.families[0]
+        specs = [reg.get(n) for n in m.model_names(family)]
+        specs = [s for s in specs if include_optional or not s.optional]
+        return sorted(specs, key=lambda s: s.optional)
     return [s for s in reg if include_optional or not s.optional]
 
 
@@ -57,6 +69,7 @@ def list_command(
 
     settings = _settings(ctx)
     rows = []
+    users = _users()
     for spec in _select(None, method, base):
         found = find_model(spec, settings)
         status = "present" if found else ("optional" if spec.optional else "missing")
@@ -67,7 +80,7 @@ def list_command(
                 "status": status,
                 "present": found is not None,
                 "optional": spec.optional,
-                "methods": list(spec.methods),
+                "methods": users.get(spec.name, []),
                 "family": spec.family,
                 "space": spec.space,
                 "repo_id": spec.repo_id,

@@ -44,6 +44,8 @@ COMMON_FIELDS = frozenset({
     "adapter_model", "output_format", "prompt_weighting",
 })
 
+FAMILY_LABELS = {"sdxl": "SDXL", "sd15": "SD1.5", "flux": "FLUX"}
+
 #: Which request fields answer to which name in an error (the hosted APIs' words).
 _FIELD_WORDS = {"identity_strength": "identity_strength (IdentityNet)", "pose_image": "pose_image"}
 
@@ -117,9 +119,8 @@ class Method:
         if request.base is None:
             return self.families[0]
         if request.base not in self.families:
-            raise InvalidInputError(
-                f"{self.name} runs on {' or '.join(self.families)} only; leave base unset or use {self.families[0]}"
-            )
+            names = " or ".join(FAMILY_LABELS.get(f, f) for f in self.families)
+            raise InvalidInputError(f"{self.name} runs on {names} only; leave base unset or use {self.families[0]}")
         return request.base
 
     def normalise(self, embedding: np.ndarray) -> np.ndarray:
@@ -178,8 +179,9 @@ class Method:
 
     def cache_key(self, family: str, request: GenerationRequest, id_dim: int, loader: Any) -> tuple[Any, ...]:
         """Loads with equal keys share one loaded pipeline."""
-        return (self.pipeline_key or self.name, family, request.model_name if loader.honours_model_name else None,
-                None if loader.kind == "real" else id_dim)
+        named = loader.honours_model_name
+        return (self.pipeline_key or self.name, family, request.model_name if named else None,
+                id_dim if loader.adapts_to_encoder else None)
 
     def run(self, loaded: Loaded, ctx: RunContext) -> list[Any]:
         raise NotImplementedError

@@ -81,7 +81,7 @@ class FaceIDFamily(Method):
         if self.clip and fp.image_encoder is None:
             enc, proc, loaded.models["image_encoder"] = loader.clip_image_encoder()
             fp.image_encoder, fp.image_processor = enc, proc or clip_image_processor_for(enc)
-        key = (self.name, id_dim, request.adapter_model if loader.kind == "real" else None)
+        key = (self.name, id_dim, request.adapter_model if loader.honours_model_name else None)
         cache = loaded.state["adapters"]
         if key in cache:
             if fp.adapter is not cache[key]:
@@ -130,7 +130,7 @@ class FaceIDFamily(Method):
             crop = self.face_crop(ctx)
         tools.set_scheduler(loaded, request, fp.pipe)
         emb = torch.as_tensor(ident.embedding, dtype=torch.float32)
-        real = tools.loader.kind == "real"
+        required = tools.loader.required_space(self)
         images: list[Any] = []
         for chunk, start in enumerate(range(0, len(ctx.seeds), MAX_BATCH)):
             part = ctx.seeds[start : start + MAX_BATCH]
@@ -140,7 +140,7 @@ class FaceIDFamily(Method):
                     emb, face_image=crop, prompt=ctx.prompt, negative_prompt=ctx.negative, num_images=len(part),
                     num_inference_steps=request.steps, guidance_scale=request.guidance, width=width, height=height,
                     generator=tools.generators(part), scale=request.adapter_strength, s_scale=request.s_scale,
-                    lora_scale=request.lora_scale, embedding_space=ident.space if real else None,
+                    lora_scale=request.lora_scale, embedding_space=ident.space if required else None,
                     callback_on_step_end=ctx.step_callback(chunk), output_type="latent", timings=inner,
                 )
             # the FaceID pipeline encodes its prompt inside: move that time to its own stage

@@ -79,8 +79,9 @@ class InstantID(Method):
                 "controlnet-pose-sdxl", "controlnet-canny-sdxl", "controlnet-depth-sdxl", "depth-estimator")
 
     def cache_key(self, family: str, request: GenerationRequest, id_dim: int, loader: Any) -> tuple[Any, ...]:
-        return (*super().cache_key(family, request, id_dim, loader), request.identitynet_model if loader.kind == "real" else None,
-                request.adapter_model if loader.kind == "real" else None)
+        named = loader.honours_model_name
+        return (*super().cache_key(family, request, id_dim, loader), request.identitynet_model if named else None,
+                request.adapter_model if named else None)
 
     # ------------------------------------------------------------------ load
 

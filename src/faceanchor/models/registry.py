@@ -104,7 +104,6 @@ class ModelSpec:
     space: str | None = None
     source: Source = "hub"
     url: str | None = None  # a direct archive download (face packs)
-    methods: tuple[str, ...] = ()
     optional: bool = False  # needed only for some requests (LCM, extra ControlNets, depth)
 
     @property
@@ -114,7 +113,6 @@ class ModelSpec:
 
 # ----------------------------------------------------------------------------- entries
 
-_ALL_FACEID = ("faceid", "faceid-plus", "faceid-plusv2", "faceid-portrait")
 _TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json")
 
 
@@ -144,7 +142,7 @@ def base_config_files(family: str) -> tuple[str, ...]:
     return tuple(f.path for f in _base_files(family) if f.path.endswith((".json", ".txt")))
 
 
-def _faceid(name: str, file: str, family: str, methods: tuple[str, ...], lora: str | None, desc: str) -> ModelSpec:
+def _faceid(name: str, file: str, family: str, lora: str | None, desc: str) -> ModelSpec:
     files = [ModelFile(file)]
     if lora:
         files.append(ModelFile(lora, required=False))
@@ -156,7 +154,6 @@ def _faceid(name: str, file: str, family: str, methods: tuple[str, ...], lora: s
         files=tuple(files),
         family=family,
         space="buffalo_l",
-        methods=methods,
     )
 
 
@@ -172,7 +169,6 @@ def _entries() -> list[ModelSpec]:
             subfolder="ControlNetModel",
             family="sdxl",
             space="antelopev2",
-            methods=("instantid",),
         ),
         ModelSpec(
             name="instantid-adapter",
@@ -182,7 +178,6 @@ def _entries() -> list[ModelSpec]:
             files=(ModelFile("ip-adapter.bin"),),
             family="sdxl",
             space="antelopev2",
-            methods=("instantid",),
         ),
         # ---------------------------------------------------------------- bases
         ModelSpec(
@@ -192,7 +187,6 @@ def _entries() -> list[ModelSpec]:
             repo_id="stabilityai/stable-diffusion-xl-base-1.0",
             files=_base_files("sdxl"),
             family="sdxl",
-            methods=("instantid", *_ALL_FACEID),
         ),
         ModelSpec(
             name="sd15-base",
@@ -201,7 +195,6 @@ def _entries() -> list[ModelSpec]:
             repo_id="stable-diffusion-v1-5/stable-diffusion-v1-5",
             files=_base_files("sd15"),
             family="sd15",
-            methods=_ALL_FACEID,
         ),
         ModelSpec(
             name="lcm-lora-sdxl",
@@ -210,7 +203,6 @@ def _entries() -> list[ModelSpec]:
             repo_id="latent-consistency/lcm-lora-sdxl",
             files=(ModelFile("pytorch_lora_weights.safetensors"),),
             family="sdxl",
-            methods=("instantid", *_ALL_FACEID),
             optional=True,
         ),
         ModelSpec(
@@ -220,23 +212,22 @@ def _entries() -> list[ModelSpec]:
             repo_id="latent-consistency/lcm-lora-sdv1-5",
             files=(ModelFile("pytorch_lora_weights.safetensors"),),
             family="sd15",
-            methods=_ALL_FACEID,
             optional=True,
         ),
         # ---------------------------------------------------------------- FaceID family
-        _faceid("faceid-sd15", "ip-adapter-faceid_sd15.bin", "sd15", ("faceid",), "ip-adapter-faceid_sd15_lora.safetensors",
+        _faceid("faceid-sd15", "ip-adapter-faceid_sd15.bin", "sd15", "ip-adapter-faceid_sd15_lora.safetensors",
                 "IP-Adapter-FaceID for SD1.5 (MLP projection + LoRA)"),
-        _faceid("faceid-sdxl", "ip-adapter-faceid_sdxl.bin", "sdxl", ("faceid",), "ip-adapter-faceid_sdxl_lora.safetensors",
+        _faceid("faceid-sdxl", "ip-adapter-faceid_sdxl.bin", "sdxl", "ip-adapter-faceid_sdxl_lora.safetensors",
                 "IP-Adapter-FaceID for SDXL (MLP projection + LoRA)"),
-        _faceid("faceid-plus-sd15", "ip-adapter-faceid-plus_sd15.bin", "sd15", ("faceid-plus",),
+        _faceid("faceid-plus-sd15", "ip-adapter-faceid-plus_sd15.bin", "sd15",
                 "ip-adapter-faceid-plus_sd15_lora.safetensors", "IP-Adapter-FaceID-Plus for SD1.5 (face id + CLIP structure)"),
-        _faceid("faceid-plusv2-sd15", "ip-adapter-faceid-plusv2_sd15.bin", "sd15", ("faceid-plusv2",),
+        _faceid("faceid-plusv2-sd15", "ip-adapter-faceid-plusv2_sd15.bin", "sd15",
                 "ip-adapter-faceid-plusv2_sd15_lora.safetensors", "IP-Adapter-FaceID-PlusV2 for SD1.5 (s_scale shortcut)"),
-        _faceid("faceid-plusv2-sdxl", "ip-adapter-faceid-plusv2_sdxl.bin", "sdxl", ("faceid-plusv2",),
+        _faceid("faceid-plusv2-sdxl", "ip-adapter-faceid-plusv2_sdxl.bin", "sdxl",
                 "ip-adapter-faceid-plusv2_sdxl_lora.safetensors", "IP-Adapter-FaceID-PlusV2 for SDXL (s_scale shortcut)"),
-        _faceid("faceid-portrait-sd15", "ip-adapter-faceid-portrait_sd15.bin", "sd15", ("faceid-portrait",), None,
+        _faceid("faceid-portrait-sd15", "ip-adapter-faceid-portrait_sd15.bin", "sd15", None,
                 "IP-Adapter-FaceID-Portrait for SD1.5 (up to 5 references, no LoRA)"),
-        _faceid("faceid-portrait-sdxl", "ip-adapter-faceid-portrait_sdxl.bin", "sdxl", ("faceid-portrait",), None,
+        _faceid("faceid-portrait-sdxl", "ip-adapter-faceid-portrait_sdxl.bin", "sdxl", None,
                 "IP-Adapter-FaceID-Portrait for SDXL (up to 5 references, no LoRA)"),
         ModelSpec(
             name="clip-vit-h",
@@ -245,7 +236,6 @@ def _entries() -> list[ModelSpec]:
             repo_id="laion/CLIP-ViT-H-14-laion2B-s32B-b79K",
             files=(ModelFile("config.json"), ModelFile("model.safetensors", alternatives=("pytorch_model.bin",)),
                    ModelFile("preprocessor_config.json", required=False)),
-            methods=("faceid-plus", "faceid-plusv2"),
         ),
         # ---------------------------------------------------------------- extra ControlNets
         ModelSpec(
@@ -255,7 +245,6 @@ def _entries() -> list[ModelSpec]:
             repo_id="thibaud/controlnet-openpose-sdxl-1.0",
             files=(ModelFile("config.json"), ModelFile("diffusion_pytorch_model.safetensors", alternatives=("diffusion_pytorch_model.bin",))),
             family="sdxl",
-            methods=("instantid",),
             optional=True,
         ),
         ModelSpec(
@@ -265,7 +254,6 @@ def _entries() -> list[ModelSpec]:
             repo_id="diffusers/controlnet-canny-sdxl-1.0",
             files=(ModelFile("config.json"), ModelFile("diffusion_pytorch_model.safetensors", alternatives=("diffusion_pytorch_model.bin",))),
             family="sdxl",
-            methods=("instantid",),
             optional=True,
         ),
         ModelSpec(
@@ -275,7 +263,6 @@ def _entries() -> list[ModelSpec]:
             repo_id="diffusers/controlnet-depth-sdxl-1.0-small",
             files=(ModelFile("config.json"), ModelFile("diffusion_pytorch_model.safetensors", alternatives=("diffusion_pytorch_model.bin",))),
             family="sdxl",
-            methods=("instantid",),
             optional=True,
         ),
         ModelSpec(
@@ -285,7 +272,6 @@ def _entries() -> list[ModelSpec]:
             repo_id="Intel/dpt-hybrid-midas",
             files=(ModelFile("config.json"), ModelFile("model.safetensors", alternatives=("pytorch_model.bin",)),
                    ModelFile("preprocessor_config.json")),
-            methods=("instantid",),
             optional=True,
         ),
         # ---------------------------------------------------------------- face packs
@@ -297,7 +283,6 @@ def _entries() -> list[ModelSpec]:
             + tuple(ModelFile(n, required=False) for n in ("1k3d68.onnx", "2d106det.onnx", "genderage.onnx")),
             space="antelopev2",
             source="insightface",
-            methods=("instantid",),
         ),
         ModelSpec(
             name="buffalo_l",
@@ -308,7 +293,6 @@ def _entries() -> list[ModelSpec]:
             space="buffalo_l",
             source="insightface",
             url="https://github.com/deepinsight/insightface/releases/download/v0.7/buffalo_l.zip",
-            methods=_ALL_FACEID,
         ),
         ModelSpec(
             name="dlib",
@@ -358,19 +342,6 @@ class Registry:
     def names(self) -> list[str]:
         return list(self.specs)
 
-    def for_method(self, method: str, family: str | None = None, include_optional: bool = True) -> list[ModelSpec]:
-        """Every model ``method`` uses on base ``family`` (default: InstantID→sdxl, FaceID→sd15).
-
-        Face packs, base, adapter first; optional ones (LCM, extra ControlNets) last.
-        """
-        fam = family or default_family(method)
-        out = [
-            s
-            for s in self.specs.values()
-            if method in s.methods and (s.family is None or s.family == fam) and (include_optional or not s.optional)
-        ]
-        return sorted(out, key=lambda s: s.optional)
-
     def with_extra(self, specs: Iterable[ModelSpec]) -> "Registry":
         merged = dict(self.specs)
         merged.update({s.name: s for s in specs})
@@ -382,41 +353,7 @@ def default_registry() -> Registry:
     return Registry({s.name: s for s in _entries()})
 
 
-def default_family(method: str) -> str:
-    """InstantID is SDXL; the FaceID family defaults to SD1.5 as the reference does."""
-    return "sdxl" if method == "instantid" else "sd15"
-
-
-#: The adapter checkpoint for each (method, family). Pipelines look these names up.
-ADAPTER_FOR: dict[tuple[str, str], str] = {
-    ("instantid", "sdxl"): "instantid-adapter",
-    ("faceid", "sd15"): "faceid-sd15",
-    ("faceid", "sdxl"): "faceid-sdxl",
-    ("faceid-plus", "sd15"): "faceid-plus-sd15",
-    ("faceid-plusv2", "sd15"): "faceid-plusv2-sd15",
-    ("faceid-plusv2", "sdxl"): "faceid-plusv2-sdxl",
-    ("faceid-portrait", "sd15"): "faceid-portrait-sd15",
-    ("faceid-portrait", "sdxl"): "faceid-portrait-sdxl",
-}
-
-#: Default base model, LCM-LoRA and face pack per family / method.
+#: Default base model, LCM-LoRA and extra ControlNets per family / name (which method needs what: faceanchor.methods).
 BASE_FOR: dict[str, str] = {"sdxl": "sdxl-base", "sd15": "sd15-base"}
 LCM_LORA_FOR: dict[str, str] = {"sdxl": "lcm-lora-sdxl", "sd15": "lcm-lora-sd15"}
 CONTROLNET_FOR: dict[str, str] = {"pose": "controlnet-pose-sdxl", "canny": "controlnet-canny-sdxl", "depth": "controlnet-depth-sdxl"}
-
-
-def face_pack_for(method: str) -> str:
-    """The embedding space (= face pack) real weights of ``method`` were trained on."""
-    return "antelopev2" if method == "instantid" else "buffalo_l"
-
-
-def adapter_for(method: str, family: str | None = None) -> str:
-    """Registry name of the adapter checkpoint for ``method`` on ``family``; clear error if none."""
-    fam = family or default_family(method)
-    try:
-        return ADAPTER_FOR[(method, fam)]
-    except KeyError:
-        have = sorted(f for (m, f) in ADAPTER_FOR if m == method)
-        if not have:
-            raise InvalidInputError(f"unknown method '{method}'; use one of: {', '.join(sorted({m for m, _ in ADAPTER_FOR}))}") from None
-        raise InvalidInputError(f"method '{method}' has no official weights for base '{fam}'; use base {' or '.join(have)}") from None

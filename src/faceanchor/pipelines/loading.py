@@ -59,7 +59,12 @@ class WeightsLoader:
     """The parts methods build pipelines from. Subclasses: one per weights kind."""
 
     kind: str = ""
+    #: Whether ``model_name`` / ``adapter_model`` / ``identitynet_model`` choose what is loaded.
     honours_model_name: bool = False
+    #: Whether adapters are built for the face encoder's dimension (random weights) rather than read.
+    adapts_to_encoder: bool = True
+    #: The side characters re-render a face crop at (the base model's native size).
+    render_size: int = 1024
 
     def __init__(self, settings: Any, device: str, dtype: torch.dtype, seed: int = 0):
         self.settings, self.device, self.dtype, self.seed = settings, device, dtype, seed
@@ -98,6 +103,7 @@ class RealLoader(WeightsLoader):
 
     kind = "real"
     honours_model_name = True
+    adapts_to_encoder = False
 
     def required_space(self, method: Any) -> str | None:
         return method.space
@@ -190,6 +196,8 @@ class DummyLoader(WeightsLoader):
         super().__init__(settings, device, dtype, seed)
         self.size = size
         self.kind = "tiny" if size == "tiny" else "dummy"
+        if size == "tiny":
+            self.render_size = 128
 
     def base_components(self, family: str, model_name: str | None) -> tuple[dict[str, Any], dict[str, str]]:
         from faceanchor.models.dummy import build_components
@@ -230,10 +238,18 @@ class DummyLoader(WeightsLoader):
         return enc, proc, f"{self.kind}:clip-vit-h"
 
 
+#: One loader per weights kind.
+LOADERS: dict[str, Any] = {
+    "real": RealLoader,
+    "dummy": lambda settings, device, dtype, seed: DummyLoader(settings, device, dtype, seed, size="full"),
+    "tiny": lambda settings, device, dtype, seed: DummyLoader(settings, device, dtype, seed, size="tiny"),
+}
+
+
 def make_loader(kind: str, settings: Any, device: str, dtype: torch.dtype, seed: int = 0) -> WeightsLoader:
     """The loader of weights kind ``real``, ``dummy`` or ``tiny``."""
-    if kind == "real":
-        return RealLoader(settings, device, dtype, seed)
-    if kind in ("dummy", "tiny"):
-        return DummyLoader(settings, device, dtype, seed, size="tiny" if kind == "tiny" else "full")
-    raise InvalidInputError(f"weights {kind!r} is unknown; use real, dummy or tiny")
+    try:
+        factory = LOADERS[kind]
+    except KeyError:
+        raise InvalidInputError(f"weights {kind!r} is unknown; use {', '.join(LOADERS)}") from None
+    return factory(settings, device, dtype, seed)

@@ -19,7 +19,7 @@ from typing import Any, Callable, Sequence
 from faceanchor.config import Settings
 from faceanchor.errors import FaceAnchorError
 from faceanchor.service.webhook import WebhookSender, load_or_create_secret
-from faceanchor.service.worker import DEFAULT_RUNNERS, JobRunner, Worker
+from faceanchor.service.worker import JobRunner, Worker, default_runners
 from faceanchor.store.db import Database
 from faceanchor.store.files import FileStore
 from faceanchor.store.jobs import JobStore, JobView
@@ -65,7 +65,7 @@ class Service:
         self.files = files or FileStore(Path(settings.data_dir) / "files")
         self.jobs = JobStore(self.db)
         self.keys = KeyStore(self.db)
-        self.runners = dict(DEFAULT_RUNNERS if runners is None else runners)
+        self.runners = dict(default_runners() if runners is None else runners)
         self.poll_interval = poll_interval
         self.state = "starting"  # starting → loading → ready | error
         self.load_error: str | None = None

@@ -44,7 +44,7 @@ class InputMissingError(FaceAnchorError):
 
 
 def run_generation(engine: GenerationEngine, request: dict[str, Any], on_progress: ProgressCallback, cancel: CancelCheck) -> GenerationResult:
-    """The runner of the generation apps (``instantid``, ``faceid``)."""
+    """The runner of the generation apps (one per app of the method registry)."""
     try:
         parsed = GenerationRequest.model_validate(request)
     except ValidationError as e:
@@ -54,7 +54,11 @@ def run_generation(engine: GenerationEngine, request: dict[str, Any], on_progres
     return engine.generate(parsed, on_progress, cancel)
 
 
-DEFAULT_RUNNERS: dict[str, JobRunner] = {"instantid": run_generation, "faceid": run_generation}
+def default_runners() -> dict[str, JobRunner]:
+    """The generation runner for every app of the method registry."""
+    from faceanchor.methods.registry import apps
+
+    return {app: run_generation for app in apps()}
 
 
 def resolve_inputs(value: Any, files: FileStore) -> Any:
@@ -110,7 +114,7 @@ class Worker(threading.Thread):
         self.files = files
         self.lease_seconds = lease_seconds
         self.max_attempts = max_attempts
-        self.runners = dict(runners or DEFAULT_RUNNERS)
+        self.runners = dict(runners or default_runners())
         self.wakeup = wakeup or threading.Event()
         self.on_finished = on_finished
         self.poll_interval = poll_interval

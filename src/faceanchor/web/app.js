@@ -64,6 +64,7 @@ async function requestBody() {
   const body = {};
   for (const el of document.querySelectorAll("[data-field]")) {
     const field = el.dataset.field;
+    if (el.disabled) continue;  // a field the chosen method does not take
     if (el.type === "file") {
       if (el.files[0]) body[field] = await readDataUri(el.files[0]);
     } else if (el.type === "number") {
@@ -265,4 +266,41 @@ $("cancel").addEventListener("click", async () => {
   }
 });
 
+// The methods come from the server's registry: each option knows its app and the fields it takes;
+// controls of fields the chosen method does not take are hidden (and not sent).
+let methodFields = {};
+async function loadMethods() {
+  try {
+    const resp = await call("GET", "v1/methods");
+    if (!resp.ok) { setStatus(`Could not list the methods: ${await errorText(resp)}`, "error"); return; }
+    const body = await resp.json();
+    $("method").replaceChildren();
+    for (const m of body.methods) {
+      const option = document.createElement("option");
+      option.value = m.name;
+      option.dataset.app = m.app;
+      option.textContent = m.label || m.name;
+      option.title = m.description || "";
+      $("method").append(option);
+      methodFields[m.name] = new Set(m.fields);
+    }
+    showFieldsOf($("method").value);
+  } catch (err) {
+    setStatus(`Could not list the methods: ${err.message}`, "error");
+  }
+}
+
+function showFieldsOf(name) {
+  const fields = methodFields[name];
+  if (!fields) return;
+  for (const el of document.querySelectorAll("[data-field]")) {
+    const used = fields.has(el.dataset.field);
+    el.disabled = !used;
+    const holder = el.closest("label") || el;
+    holder.hidden = !used;
+  }
+}
+$("method").addEventListener("change", () => showFieldsOf($("method").value));
+
+loadMethods();
 checkHealth();
