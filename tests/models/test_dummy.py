@@ -142,3 +142,158 @@ def test_full_vae_materialises_fast():
         lat = vae.encode(torch.zeros(1, 3, 16, 16)).latent_dist.mean
     assert lat.shape == (1, 4, 2, 2) and torch.isfinite(lat).all()
     json.dumps(dict(vae.config))  # config is plain data
+
+
+def test_build_leaves_modules_built_by_other_threads_alone(monkeypatch):
+    """While one thread is inside a dummy build, a module another thread constructs is ordinary."""
+    import threading
+
+    import diffusers
+
+    real_vae = diffusers.AutoencoderKL
+    inside, release = threading.Event(), threading.Event()
+
+    def vae_that_waits(**cfg):
+        vae = real_vae(**cfg)  # constructed inside the build, before materialisation
+        inside.set()
+        assert release.wait(60)
+        return vae
+
+    monkeypatch.setattr(diffusers, "AutoencoderKL", vae_that_waits)
+    built, errors = [], []
+
+    def build():
+        try:
+            built.append(dummy.build_vae("sdxl", "tiny", seed=0))
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+            inside.set()
+
+    worker = threading.Thread(target=build)
+    worker.start()
+    try:
+        assert inside.wait(60) and not errors, errors
+        linear = torch.nn.Linear(3, 2)
+        conv = torch.nn.Conv2d(2, 2, 1)
+        emb = torch.nn.Embedding(4, 2)
+        scratch = torch.empty(2)
+    finally:
+        release.set()
+        worker.join(60)
+    assert not errors, errors
+    for m in (linear, conv, emb):
+        for name, p in m.named_parameters():
+            assert p.device.type == "cpu", (type(m).__name__, name, p.device)
+    assert scratch.device.type == "cpu"
+    assert linear(torch.ones(1, 3)).shape == (1, 2)
+    # and the build in the other thread still made the same weights as an undisturbed build
+    monkeypatch.setattr(diffusers, "AutoencoderKL", real_vae)
+    ref = dummy.build_vae("sdxl", "tiny", seed=0)
+    got = built[0].state_dict()
+    assert all(torch.equal(v, got[k]) for k, v in ref.state_dict().items())
+
+
+def _clip_factories(family):
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    te = dummy.text_encoder_configs(family, "tiny")
+    return {
+        "text_encoder": lambda: CLIPTextModel(CLIPTextConfig(**te[0])),
+        "text_encoder_2": lambda: CLIPTextModelWithProjection(CLIPTextConfig(**te[-1])),
+        "image_encoder": lambda: CLIPVisionModelWithProjection(CLIPVisionConfig(**dummy.image_encoder_config("tiny"))),
+    }
+
+
+def _buffers(module):
+    out = {}
+    for name, b in module.named_buffers():
+        owner = module.get_submodule(name.rpartition(".")[0])
+        out[name] = (b, tuple(b.stride()), name.rpartition(".")[2] in owner._non_persistent_buffers_set)
+    return out
+
+
+@pytest.mark.parametrize("family", ["sdxl", "sd15"])
+def test_buffers_equal_those_of_a_normally_constructed_module(family):
+    built = dummy.build_components(family, "tiny", seed=1, controlnet=True, image_encoder=True)
+    # diffusers components of these configs own no buffers; transformers' CLIP ones own position_ids
+    for k in ("unet", "vae", "controlnet"):
+        assert not list(built[k].buffers()), k
+    for k, factory in _clip_factories(family).items():
+        if k not in built:
+            continue
+        with torch.random.fork_rng():
+            ref = factory()  # ordinary construction on CPU
+        ours, want = _buffers(built[k]), _buffers(ref)
+        assert ours.keys() == want.keys() and len(want) == 1, (k, list(ours))
+        for name, (b, stride, non_persistent) in want.items():
+            got, got_stride, got_np = ours[name]
+            assert got.device.type == "cpu" and got.dtype == b.dtype and torch.equal(got, b), (k, name)
+            assert got_stride == stride and got_np == non_persistent, (k, name)
+
+
+def test_buffers_are_rebuilt_when_transformers_init_does_not_restore_them(monkeypatch):
+    """transformers 4 has no buffer re-initialisation in ``_init_weights``: the submodule is rebuilt instead."""
+    from transformers.models.clip.modeling_clip import CLIPPreTrainedModel
+
+    monkeypatch.setattr(CLIPPreTrainedModel, "_init_weights", lambda self, module: None)
+    for k, factory in _clip_factories("sd15").items():
+        state = torch.random.get_rng_state()
+        m = dummy._build(factory, 0, None, "cpu")
+        assert torch.equal(torch.random.get_rng_state(), state), k
+        with torch.random.fork_rng():
+            ref = factory()
+        want = dict(ref.named_buffers())
+        assert want and all(torch.equal(b, want[n]) for n, b in m.named_buffers()), k
+
+
+def test_a_buffer_that_cannot_be_restored_raises():
+    class WithBuffer(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(2, 2)
+            self.register_buffer("scale", torch.full((2,), 3.0))
+
+    with pytest.raises(RuntimeError, match="cannot re-create buffer.*scale"):
+        dummy._build(WithBuffer, 0, None, "cpu")
+
+
+def test_builds_draw_nothing_from_the_global_rng():
+    torch.manual_seed(5)
+    state = torch.random.get_rng_state()
+    dummy.build_components("sdxl", "tiny", seed=0, controlnet=True)
+    dummy.build_components("sd15", "tiny", seed=0, image_encoder=True)
+    assert torch.equal(torch.random.get_rng_state(), state)
+
+
+def test_seeded_init_is_local_to_its_thread():
+    import threading
+
+    def expected(seed):
+        return torch.rand(3, generator=torch.Generator().manual_seed(seed))
+
+    inside, release = threading.Event(), threading.Event()
+    got = {}
+
+    def seeded():
+        with dummy.seeded_init(5):
+            inside.set()
+            assert release.wait(60)
+            got["seeded"] = torch.rand(3)
+            got["linear"] = torch.nn.Linear(4, 3).weight.detach().clone()
+
+    worker = threading.Thread(target=seeded)
+    worker.start()
+    try:
+        assert inside.wait(60)
+        torch.manual_seed(1)
+        got["main"] = torch.rand(3)  # the other thread's mode does not capture this draw
+    finally:
+        release.set()
+        worker.join(60)
+    assert torch.equal(got["main"], expected(1))
+    assert torch.equal(got["seeded"], expected(5))  # and this thread's generator was not consumed by main
+    with torch.random.fork_rng():
+        torch.manual_seed(5)
+        torch.rand(3)
+        ref = torch.nn.Linear(4, 3).weight.detach()
+    assert torch.equal(got["linear"], ref)  # nn.init.kaiming_uniform_ drew from the local generator too

@@ -147,8 +147,16 @@ class FaceIDAdapter:
         clip_dim: int | None = None,
         lora_rank: int = DEFAULT_LORA_RANK,
         required_space: str | None = None,
+        seed: int = 0,
     ) -> "FaceIDAdapter":
-        """Create the modules for ``unet`` with freshly initialised (random) weights."""
+        """Create the modules for ``unet`` with freshly initialised (random) weights.
+
+        Each module keeps its own default init (LoRA ``up`` zero, as training starts), drawn from
+        a local generator seeded with ``seed``: the global torch RNG is not touched. Projection
+        first, then the processors in ``unet.attn_processors`` order.
+        """
+        from faceanchor.models.dummy import seeded_init
+
         variant = get_variant(method)
         cross = int(unet.config.cross_attention_dim)
         param = next(unet.parameters())
@@ -158,33 +166,35 @@ class FaceIDAdapter:
                 raise InvalidInputError(f"{method} needs the CLIP image encoder's hidden size (clip_dim)")
             if cross < 64:
                 raise InvalidInputError(f"{method} needs a cross-attention width of at least 64 (perceiver heads of 64), got {cross}")
-            proj: nn.Module = ProjPlusModel(cross, id_dim, clip_dim, variant.tokens_per_embedding)
-        else:
-            proj = MLPProjModel(cross, id_dim, variant.tokens_per_embedding)
-        proj = proj.to(device=device, dtype=dtype).eval()
-
         base = unet.attn_processors
         if any(isinstance(p, _OURS) for p in base.values()):
             raise InvalidInputError("a FaceID adapter is installed on this UNet; unload it before building another")
-        processors: dict[str, nn.Module] = {}
-        for name, current in base.items():
-            attn = _attention_module(unet, name)
-            hidden = int(attn.to_q.out_features)
-            self_attn = name.endswith("attn1.processor")
-            kv_in = None if self_attn else int(unet.config.cross_attention_dim)
-            if variant.lora:
-                if self_attn:
-                    p: nn.Module = LoRAAttnProcessor(hidden, None, rank=lora_rank)
-                else:
-                    p = LoRAIPAttnProcessor(hidden, kv_in, rank=lora_rank, num_tokens=variant.tokens_per_embedding)
+
+        with seeded_init(seed):
+            if variant.clip:
+                proj: nn.Module = ProjPlusModel(cross, id_dim, clip_dim, variant.tokens_per_embedding)
             else:
-                if self_attn:
+                proj = MLPProjModel(cross, id_dim, variant.tokens_per_embedding)
+            processors: dict[str, nn.Module] = {}
+            for name, current in base.items():
+                attn = _attention_module(unet, name)
+                hidden = int(attn.to_q.out_features)
+                self_attn = name.endswith("attn1.processor")
+                kv_in = None if self_attn else int(unet.config.cross_attention_dim)
+                if variant.lora:
+                    if self_attn:
+                        p: nn.Module = LoRAAttnProcessor(hidden, None, rank=lora_rank)
+                    else:
+                        p = LoRAIPAttnProcessor(hidden, kv_in, rank=lora_rank, num_tokens=variant.tokens_per_embedding)
+                elif self_attn:
                     p = current  # the reference uses a plain AttnProcessor here: same math, no weights
                 else:
                     p = IPAttnProcessor(hidden, kv_in, num_tokens=variant.tokens_per_embedding)
-            if isinstance(p, nn.Module) and p is not current:
-                p = p.to(device=device, dtype=dtype).eval()
-            processors[name] = p
+                processors[name] = p
+        proj = proj.to(device=device, dtype=dtype).eval()
+        for name, p in processors.items():
+            if isinstance(p, nn.Module) and p is not base[name]:
+                processors[name] = p.to(device=device, dtype=dtype).eval()
         return cls(
             variant, unet, proj, processors, id_dim, clip_dim if variant.clip else None,
             lora_rank if variant.lora else None, required_space,

@@ -114,25 +114,32 @@ class InstantIDAdapter:
         return adapter
 
     @classmethod
-    def build(cls, unet: Any, config: ResamplerConfig, *, scale: float = 0.8) -> "InstantIDAdapter":
-        """A freshly initialised adapter (torch's default init; seed torch first for dummy weights)."""
+    def build(cls, unet: Any, config: ResamplerConfig, *, scale: float = 0.8, seed: int = 0) -> "InstantIDAdapter":
+        """A freshly initialised adapter: each module's own default init, drawn from a local
+        generator seeded with ``seed`` (the global torch RNG is not touched), Resampler first,
+        then the processors in the UNet's layer order."""
+        from faceanchor.models.dummy import seeded_init
+
         device, dtype = unet.device, unet.dtype
-        image_proj = Resampler(config).to(device=device, dtype=dtype)
         layers = cross_attention_layers(unet)
-        processors = {
-            layer.name: IPAttnProcessor(layer.hidden_size, layer.cross_attention_dim, num_tokens=config.num_queries, scale=scale).to(
-                device=device, dtype=dtype
-            )
-            for layer in layers
-        }
+        with seeded_init(seed):
+            image_proj = Resampler(config)
+            processors = {
+                layer.name: IPAttnProcessor(layer.hidden_size, layer.cross_attention_dim, num_tokens=config.num_queries, scale=scale)
+                for layer in layers
+            }
+        image_proj = image_proj.to(device=device, dtype=dtype)
+        processors = {name: proc.to(device=device, dtype=dtype) for name, proc in processors.items()}
         return cls(image_proj, processors, {layer.name: layer.index for layer in layers})
 
     @classmethod
-    def random(cls, unet: Any, *, embedding_dim: int = 512, config: ResamplerConfig | None = None, scale: float = 0.8) -> "InstantIDAdapter":
-        """The official-size adapter (or ``config``) with random weights for ``unet``."""
+    def random(
+        cls, unet: Any, *, embedding_dim: int = 512, config: ResamplerConfig | None = None, scale: float = 0.8, seed: int = 0
+    ) -> "InstantIDAdapter":
+        """The official-size adapter (or ``config``) with random weights for ``unet``, seeded by ``seed``."""
         base = config or OFFICIAL_RESAMPLER
         cfg = ResamplerConfig(**{**base.to_dict(), "embedding_dim": embedding_dim, "output_dim": int(unet.config.cross_attention_dim)})
-        return cls.build(unet, cfg, scale=scale)
+        return cls.build(unet, cfg, scale=scale, seed=seed)
 
     # ------------------------------------------------------------------ checkpoint layout
     def ip_state_dict(self) -> dict[str, torch.Tensor]:

@@ -7,13 +7,19 @@ CLIP ViT-H image encoder of FaceID-Plus on request) either at their **full** pub
 speed benchmarks, or at a **tiny** size with the same structure so tests run the whole path in
 seconds.
 
-How weights are made (fast, low memory): every parameter is created on the ``meta`` device
-(buffers stay real), then allocated one by one directly on the target device in the target
-dtype and filled from a seeded generator — Linear/Conv weights uniform with standard deviation
+How weights are made (fast, low memory): the module is constructed under
+``torch.device("meta")`` (thread-local: other threads constructing modules meanwhile are not
+affected), its few buffers (CLIP ``position_ids``) are re-created real, then every parameter is
+allocated one by one directly on the target device in the target dtype and filled from a
+seeded generator — Linear/Conv weights uniform with standard deviation
 ``1/sqrt(fan_in)``, embeddings with 0.02, norm weights 1 and every bias 0 — so activations keep a sane scale and fp16 runs
 do not overflow. Each component draws from its own seed (``seed + offset``), so asking for a
 ControlNet does not change the UNet. The same seed gives the same weights on the same device
-type (CPU and CUDA generators differ).
+type (CPU and CUDA generators differ); the global torch RNG is never used.
+
+:func:`seeded_init` is the other way to get seeded weights: modules constructed inside it keep
+their own default initialisation but draw it from a local generator (used for the random
+identity adapters).
 
 Memory at full size (parameters only): SDXL UNet 2.57 B params (5.1 GB fp16 / 10.3 GB fp32),
 IdentityNet 1.25 B (2.5 / 5.0 GB), text encoders 123 M + 695 M (1.6 / 3.3 GB), VAE 84 M
@@ -30,6 +36,7 @@ match CLIP's vocabulary.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 from typing import TYPE_CHECKING, Any, Iterator, Literal
 
@@ -232,25 +239,158 @@ def scheduler_config(family: Family) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- weights
 
 
-@contextlib.contextmanager
-def _params_on_meta() -> Iterator[None]:
-    """Create parameters on the meta device (no memory, no init cost); buffers stay real."""
+def _on_meta(factory) -> Any:
+    """``factory()`` with every tensor it creates on the ``meta`` device, buffers then restored.
+
+    ``torch.device("meta")`` is a TorchFunctionMode, active in this thread only: modules other
+    threads construct meanwhile are ordinary (unlike patching ``nn.Module.register_parameter``
+    or ``accelerate.init_empty_weights``, which are process-wide). Parameters stay on meta for
+    :func:`materialize`; buffers are re-created real by :func:`_restore_buffers`.
+    """
     import torch
-    from torch import nn
 
-    original = nn.Module.register_parameter
+    with torch.device("meta"), torch.no_grad():
+        module = factory()
+    _restore_buffers(module)
+    return module
 
-    def register(module: nn.Module, name: str, param: nn.Parameter | None) -> None:
-        if param is not None and param.device.type != "meta":
-            param = nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
-        original(module, name, param)
 
-    nn.Module.register_parameter = register  # type: ignore[method-assign]
+def _restore_buffers(module: "torch.nn.Module") -> None:
+    """Give every buffer left on ``meta`` its real value, as a normal construction on CPU would.
+
+    The only buffers of these architectures are transformers' (CLIP text and vision
+    ``position_ids``). They are re-created by the owning model's own ``_init_weights`` (which
+    transformers 5 also uses to restore non-persistent buffers after a meta-device load), run
+    while every parameter is still on meta so it initialises nothing else and draws no random
+    numbers. If that leaves a buffer unwritten (transformers 4), the owning submodule is rebuilt
+    on CPU from the model's config and its buffers are copied. A buffer neither way restores
+    raises rather than staying garbage.
+    """
+    import torch
+
+    pending = [(name, mod) for name, mod in module.named_modules() if any(b is not None and b.is_meta for b in mod._buffers.values())]
+    if not pending:
+        return
+    models = [(name, mod) for name, mod in module.named_modules() if hasattr(mod, "_init_weights") and hasattr(mod, "config")]
+    for path, mod in pending:
+        owner = max((m for m in models if path == m[0] or path.startswith(m[0] + ".") or not m[0]), key=lambda m: len(m[0]), default=None)
+        names = [n for n, b in mod._buffers.items() if b is not None and b.is_meta]
+        for n in names:
+            b = mod._buffers[n]
+            fresh = torch.empty_strided(b.shape, b.stride(), dtype=b.dtype, device="cpu")
+            mod._buffers[n] = fresh.fill_(_sentinel(b.dtype))
+        if owner is not None:
+            with torch.no_grad():
+                owner[1]._init_weights(mod)
+        unwritten = [n for n in names if _unwritten(mod._buffers[n])]
+        if unwritten and owner is not None:
+            _copy_buffers_from_rebuild(mod, owner[1].config, unwritten)
+            unwritten = [n for n in unwritten if _unwritten(mod._buffers[n])]
+        if unwritten:
+            where = f"{path}." if path else ""
+            raise RuntimeError(
+                f"cannot re-create buffer(s) {', '.join(where + n for n in unwritten)} of {type(mod).__name__} built on the "
+                "meta device; teach faceanchor.models.dummy._restore_buffers how"
+            )
+
+
+def _sentinel(dtype: "torch.dtype") -> float | int:
+    """A value no restored buffer consists of only: NaN for floats, the minimum for integers."""
+    import torch
+
+    if dtype.is_floating_point or dtype.is_complex:
+        return float("nan")
+    if dtype == torch.bool:
+        raise RuntimeError("boolean buffers cannot be checked for restoration")
+    return torch.iinfo(dtype).min
+
+
+def _unwritten(t: "torch.Tensor") -> bool:
+    """Whether ``t`` still holds only :func:`_sentinel` (NaN compares unequal to itself)."""
+    import torch
+
+    if t.numel() == 0:
+        return False
+    if t.is_floating_point() or t.is_complex():
+        return bool(torch.isnan(t).all())
+    return bool((t == _sentinel(t.dtype)).all())
+
+
+def _copy_buffers_from_rebuild(mod: "torch.nn.Module", config: Any, names: list[str]) -> None:
+    """Rebuild ``type(mod)(config)`` on CPU (drawing from a local generator) and copy ``names``."""
+    import torch
+
     try:
-        with torch.no_grad():
-            yield
-    finally:
-        nn.Module.register_parameter = original  # type: ignore[method-assign]
+        with seeded_init(0), torch.no_grad():
+            ref = type(mod)(config)
+    except Exception:  # not constructible from the model's config: the caller raises
+        return
+    for n in names:
+        b = getattr(ref, "_buffers", {}).get(n)
+        if b is not None and b.shape == mod._buffers[n].shape and b.dtype == mod._buffers[n].dtype:
+            mod._buffers[n].copy_(b)
+
+
+@contextlib.contextmanager
+def seeded_init(seed: "int | torch.Generator") -> Iterator["torch.Generator"]:
+    """Modules constructed inside draw their own default initialisation from a local generator.
+
+    Every random draw torch makes in this thread (``randn``, ``Tensor.uniform_``,
+    ``nn.init.kaiming_uniform_``, ...) without an explicit ``generator`` uses the CPU generator
+    seeded with ``seed`` (or the generator given) instead of the global one, so the same seed
+    gives the same weights and the global RNG, and every other thread, is left alone. A
+    TorchFunctionMode, like ``torch.device(...)``: thread-local. The distributions are the
+    modules' own, and the values are those ``torch.manual_seed(seed)`` + construction on CPU
+    would give.
+    """
+    import torch
+
+    gen = seed if isinstance(seed, torch.Generator) else torch.Generator().manual_seed(int(seed))
+    with _local_generator_mode()(gen):
+        yield gen
+
+
+# Random torch functions and Tensor methods that take ``generator=``; Python functions (torch.nn.init.*)
+# are recognised by their signature.
+_RANDOM_FUNCTIONS = ("rand", "randn", "randint", "randperm", "normal", "bernoulli", "multinomial", "poisson", "binomial",
+                     "rand_like", "randn_like", "randint_like")  # fmt: skip
+_RANDOM_METHODS = ("uniform_", "normal_", "random_", "bernoulli_", "bernoulli", "exponential_", "geometric_",
+                   "log_normal_", "cauchy_", "multinomial")  # fmt: skip
+
+
+@functools.lru_cache(maxsize=1)
+def _local_generator_mode() -> type:
+    import inspect
+
+    import torch
+    from torch.overrides import TorchFunctionMode
+
+    builtins = {getattr(torch, n) for n in _RANDOM_FUNCTIONS if hasattr(torch, n)}
+    builtins |= {getattr(torch.Tensor, n) for n in _RANDOM_METHODS if hasattr(torch.Tensor, n)}
+    takes_generator: dict[Any, bool] = {}
+
+    def random(func: Any) -> bool:
+        if func in builtins:
+            return True
+        if func not in takes_generator:
+            try:
+                takes_generator[func] = "generator" in inspect.signature(func).parameters
+            except (TypeError, ValueError):
+                takes_generator[func] = False
+        return takes_generator[func]
+
+    class LocalGenerator(TorchFunctionMode):
+        def __init__(self, generator: torch.Generator):
+            super().__init__()
+            self.generator = generator
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            kwargs = dict(kwargs or {})
+            if kwargs.get("generator") is None and random(func):
+                kwargs["generator"] = self.generator
+            return func(*args, **kwargs)
+
+    return LocalGenerator
 
 
 def materialize(module: "torch.nn.Module", seed: int, dtype: "torch.dtype | None" = None, device: str | None = "cpu") -> "torch.nn.Module":
@@ -304,9 +444,7 @@ def _uniform(t: "torch.Tensor", std: float, gen: "torch.Generator") -> None:
 
 
 def _build(factory, seed: int, dtype, device) -> Any:
-    with _params_on_meta():
-        module = factory()
-    return materialize(module, seed, dtype, device)
+    return materialize(_on_meta(factory), seed, dtype, device)
 
 
 def build_unet(family: Family, size: Size = "tiny", seed: int = 0, dtype=None, device: str = "cpu"):
@@ -470,6 +608,8 @@ def parameter_count(component: str, family: Family = "sdxl", size: Size = "full"
     }
     if component not in factories:
         raise InvalidInputError(f"unknown component '{component}'; use one of {', '.join(factories)}")
-    with _params_on_meta():
+    import torch
+
+    with torch.device("meta"):
         m = factories[component]()
     return sum(p.numel() for p in m.parameters())
