@@ -102,9 +102,7 @@ class FaceIDPipeline:
         unet = self.pipe.unet
         clip_dim = int(self.image_encoder.config.hidden_size) if variant.clip else None
         if checkpoint is None:
-            if seed is not None:
-                torch.manual_seed(seed)
-            adapter = FaceIDAdapter.build(unet, method, id_dim=id_dim, clip_dim=clip_dim, lora_rank=lora_rank)
+            adapter = FaceIDAdapter.build(unet, method, id_dim=id_dim, clip_dim=clip_dim, lora_rank=lora_rank, seed=seed or 0)
         else:
             adapter = FaceIDAdapter.from_checkpoint(unet, method, checkpoint, clip_dim=clip_dim, required_space=required_space)
         adapter.install()

@@ -220,8 +220,7 @@ class DummyLoader(WeightsLoader):
     def instantid_adapter(self, unet: Any, embedding_dim: int, model: str | None = None) -> tuple[Any, str]:
         from faceanchor.adapters.instantid import InstantIDAdapter
 
-        torch.manual_seed(self.seed + _OFFSET["instantid_adapter"])
-        adapter = InstantIDAdapter.random(unet, embedding_dim=embedding_dim)
+        adapter = InstantIDAdapter.random(unet, embedding_dim=embedding_dim, seed=self.seed + _OFFSET["instantid_adapter"])
         move_adapter(adapter, self.device, self.dtype)
         return adapter, f"{self.kind}:instantid-adapter({embedding_dim}-D)"
 
