@@ -104,7 +104,11 @@ def _faces(n: int, seed: int = 0) -> list:
 def main(argv: list[str]) -> int:
     root = Path(argv[1] if len(argv) > 1 else "IP-Adapter").expanduser()
     R, RS = _load_official(root)
+    with tempfile.TemporaryDirectory(prefix="faceid-ref-") as d:
+        return _compare(R, RS, Path(d))
 
+
+def _compare(R, RS, tmp: Path) -> int:
     import official_layout as O
     import tiny_faceid as T
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
@@ -112,7 +116,6 @@ def main(argv: list[str]) -> int:
     from faceanchor.pipelines.faceid import FaceIDPipeline
     from faceanchor.types import Face
 
-    tmp = Path(tempfile.mkdtemp(prefix="faceid-ref-"))
     torch.manual_seed(0)
     enc = CLIPVisionModelWithProjection(
         CLIPVisionConfig(hidden_size=48, image_size=224, patch_size=32, num_hidden_layers=3, num_attention_heads=4,
