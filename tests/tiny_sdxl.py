@@ -128,27 +128,16 @@ def tiny_resampler_config(embedding_dim: int = EMBED_DIM, num_queries: int = 16)
 
 
 def random_official_checkpoint(unet, seed: int = 5, embedding_dim: int = EMBED_DIM) -> dict:
-    """A state dict in the official ``ip-adapter.bin`` layout, built independently of the adapter
-    code: Resampler keys from the reference architecture and ``<i>.to_k_ip/to_v_ip`` where ``<i>``
-    enumerates ``unet.attn_processors`` and skips names ending in ``attn1.processor``."""
-    from faceanchor.adapters.resampler import Resampler
+    """A seeded state dict in the official ``ip-adapter.bin`` layout for ``unet`` with the tiny
+    Resampler sizes, written by :mod:`official_layout` from the official scripts' naming (not by
+    faceanchor's adapter code)."""
+    from official_layout import instantid_checkpoint
 
-    g = torch.Generator().manual_seed(seed)
     cfg = tiny_resampler_config(embedding_dim)
-    shapes = {k: v.shape for k, v in Resampler(cfg).state_dict().items()}
-    image_proj = {k: torch.randn(s, generator=g) * 0.2 for k, s in shapes.items()}
-    for k in image_proj:
-        if "norm" in k and k.endswith("weight"):
-            image_proj[k] = 1.0 + image_proj[k] * 0.1
-    ip = {}
-    for i, name in enumerate(unet.attn_processors.keys()):
-        if name.endswith("attn1.processor"):
-            continue
-        attn = unet.get_submodule(name[: -len(".processor")])
-        hidden, cross = attn.to_q.out_features, attn.to_k.in_features
-        ip[f"{i}.to_k_ip.weight"] = torch.randn(hidden, cross, generator=g) * 0.2
-        ip[f"{i}.to_v_ip.weight"] = torch.randn(hidden, cross, generator=g) * 0.2
-    return {"image_proj": image_proj, "ip_adapter": ip}
+    return instantid_checkpoint(
+        unet, embedding_dim=embedding_dim, dim=cfg.dim, depth=cfg.depth, dim_head=cfg.dim_head, heads=cfg.heads,
+        num_queries=cfg.num_queries, ff_mult=cfg.ff_mult, seed=seed,
+    )
 
 
 def tiny_instantid_pipeline(tokenizer_dir: Path, size: int = 64):

@@ -1,4 +1,5 @@
-"""Official IP-Adapter-FaceID checkpoint layout: exact loading and teaching errors."""
+"""Official IP-Adapter-FaceID checkpoint layout (files from ``tests/official_layout.py``): reading,
+describing, exact loading and teaching errors."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pipelines"))
+import official_layout as O  # noqa: E402
 import tiny_faceid as T  # noqa: E402
 
 from faceanchor.adapters.faceid import FaceIDAdapter  # noqa: E402
@@ -21,72 +24,41 @@ def unet(tmp_path_factory):
     return T.build_sd15(tmp_path_factory.mktemp("sd15")).unet
 
 
-def _reference_hidden_size(unet, name: str) -> int:
-    """The reference's rule (ip_adapter_faceid.py set_ip_adapter) for a processor's width."""
-    cfg = unet.config
-    if name.startswith("mid_block"):
-        return cfg.block_out_channels[-1]
-    if name.startswith("up_blocks"):
-        return list(reversed(cfg.block_out_channels))[int(name[len("up_blocks.")])]
-    return cfg.block_out_channels[int(name[len("down_blocks.")])]
-
-
-def _official_keys(unet, lora: bool, ip_tokens_only: bool = False) -> dict[str, tuple[int, ...]]:
-    """Every ``ip_adapter`` key with its shape, as the reference's ModuleList would name it."""
-    keys: dict[str, tuple[int, ...]] = {}
-    rank = 128
-    for i, name in enumerate(unet.attn_processors):
-        h = _reference_hidden_size(unet, name)
-        cross = None if name.endswith("attn1.processor") else unet.config.cross_attention_dim
-        if lora:
-            for lname, fin in (("to_q_lora", h), ("to_k_lora", cross or h), ("to_v_lora", cross or h), ("to_out_lora", h)):
-                keys[f"{i}.{lname}.down.weight"] = (rank, fin)
-                keys[f"{i}.{lname}.up.weight"] = (h, rank)
-        if cross is not None:
-            keys[f"{i}.to_k_ip.weight"] = (h, cross)
-            keys[f"{i}.to_v_ip.weight"] = (h, cross)
-    return keys
-
-
 @pytest.mark.parametrize("method,lora", [("faceid", True), ("faceid-plusv2", True), ("faceid-portrait", False)])
 def test_ip_adapter_keys_are_the_official_ones(unet, method, lora):
+    """What our adapter's ``state()`` names equals the official scripts' naming (official_layout)."""
     a = FaceIDAdapter.build(unet, method, id_dim=512, clip_dim=48)
     got = {k: tuple(v.shape) for k, v in a.state()["ip_adapter"].items()}
-    assert got == _official_keys(unet, lora)
+    assert got == O.faceid_ip_adapter_shapes(unet, lora=lora)
     assert "0.to_q_lora.down.weight" in got if lora else "1.to_k_ip.weight" in got
 
 
 @pytest.mark.parametrize("suffix", [".bin", ".safetensors"])
 @pytest.mark.parametrize("method", ["faceid", "faceid-plus", "faceid-portrait"])
-def test_official_layout_with_random_weights_loads_exactly(unet, tmp_path, method, suffix):
-    src = FaceIDAdapter.build(unet, method, id_dim=512, clip_dim=48)
-    src.randomize(seed=7)
-    path = src.save(tmp_path / f"ckpt{suffix}")
+def test_official_file_is_read_and_described(unet, tmp_path, method, suffix):
+    ckpt = O.faceid_checkpoint(unet, method, clip_dim=48, seed=7)
+    path = O.write(ckpt, tmp_path / f"ckpt{suffix}")
     raw = read_faceid_checkpoint(path)
     assert set(raw) == {"image_proj", "ip_adapter"}
-    loaded = FaceIDAdapter.from_checkpoint(unet, method, path, clip_dim=48)
-    a, b = src.state(), loaded.state()
-    for section in ("image_proj", "ip_adapter"):
-        assert set(a[section]) == set(b[section]) == set(raw[section])
-        for k in a[section]:
-            assert torch.equal(a[section][k], b[section][k]), k
+    for section in raw:
+        assert raw[section].keys() == ckpt[section].keys()
+        assert all(torch.equal(raw[section][k], v) for k, v in ckpt[section].items())
     layout = describe_checkpoint(raw)
     assert method in layout.likely_methods and layout.id_dim == 512 and layout.cross_attention_dim == T.CROSS
     assert layout.num_tokens == (16 if method == "faceid-portrait" else 4)
+    assert layout.clip_dim == (48 if method == "faceid-plus" else None)
+    assert layout.lora_rank == (None if method == "faceid-portrait" else 128)
 
 
-def test_plain_torch_save_of_nested_dict_loads(unet, tmp_path):
-    src = FaceIDAdapter.build(unet, "faceid", id_dim=64)
-    src.randomize(seed=3)
-    torch.save({"image_proj": src.image_proj.state_dict(), "ip_adapter": src.state()["ip_adapter"]}, tmp_path / "x.bin")
-    loaded = FaceIDAdapter.from_checkpoint(unet, "faceid", tmp_path / "x.bin")
+def test_official_file_with_another_embedding_size_loads(unet, tmp_path):
+    ckpt = O.faceid_checkpoint(unet, "faceid", id_dim=64, seed=3)
+    loaded = FaceIDAdapter.from_checkpoint(unet, "faceid", O.write_bin(ckpt, tmp_path / "x.bin"))
     assert loaded.id_dim == 64
-    assert torch.equal(loaded.image_proj.proj[0].weight, src.image_proj.proj[0].weight)
+    assert torch.equal(loaded.image_proj.proj[0].weight, ckpt["image_proj"]["proj.0.weight"])
 
 
 def _state(unet, method="faceid"):
-    a = FaceIDAdapter.build(unet, method, id_dim=512, clip_dim=48)
-    return {k: dict(v) for k, v in a.state().items()}
+    return O.faceid_checkpoint(unet, method, id_dim=512, clip_dim=48)
 
 
 def test_missing_unexpected_and_misshaped_keys_are_named(unet):

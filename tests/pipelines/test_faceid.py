@@ -10,9 +10,10 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import official_layout as O  # noqa: E402
 import tiny_faceid as T  # noqa: E402
 
-from faceanchor.adapters.faceid import FaceIDAdapter  # noqa: E402
 from faceanchor.adapters.faceid_attention import IPAttnProcessor, LoRAAttnProcessor  # noqa: E402
 from faceanchor.errors import Cancelled, EmbeddingMismatchError, InvalidInputError  # noqa: E402
 from faceanchor.pipelines.faceid import FaceIDPipeline  # noqa: E402
@@ -27,15 +28,14 @@ def _gen(seed: int = 0):
 
 @pytest.fixture(scope="module")
 def ckpts(tmp_path_factory):
-    """One official-layout checkpoint with random weights per method (built on a scratch base)."""
+    """One official-layout checkpoint with random weights per method, written by official_layout
+    (the official scripts' key naming, not our save) for a scratch base of the same shape."""
     d = tmp_path_factory.mktemp("ckpt")
     unet = T.build_sd15(d).unet
-    out = {}
-    for i, m in enumerate(METHODS):
-        a = FaceIDAdapter.build(unet, m, id_dim=T.ID_DIM, clip_dim=48)
-        a.randomize(seed=10 + i, std=0.05)
-        out[m] = a.save(d / f"{m}.bin")
-    return out
+    return {
+        m: O.write_bin(O.faceid_checkpoint(unet, m, id_dim=T.ID_DIM, clip_dim=48, seed=10 + i, std=0.05), d / f"{m}.bin")
+        for i, m in enumerate(METHODS)
+    }
 
 
 @pytest.fixture(scope="module")

@@ -96,6 +96,11 @@ def check_sections(state: object, source: str = "checkpoint") -> None:
         sec = state[s]
         if not isinstance(sec, Mapping) or not all(isinstance(v, torch.Tensor) for v in sec.values()):
             raise CheckpointError(f"{source}['{s}'] must be a mapping of parameter names to tensors")
+        if not sec:
+            raise CheckpointError(
+                f"{source} has no '{s}' tensors (a .safetensors file needs keys prefixed '{s}.'); an IP-Adapter-FaceID "
+                "checkpoint holds both the projection ('image_proj') and the attention processors ('ip_adapter')"
+            )
 
 
 def describe_checkpoint(state: Mapping[str, Mapping[str, torch.Tensor]], source: str = "checkpoint") -> FaceIDCheckpointLayout:
