@@ -55,20 +55,15 @@ def _label(src: Any, fallback: str) -> str:
     return fallback
 
 
-def step_callback(notify: ProgressCallback, cancel: CancelCheck, total: int, chunk: int = 0) -> Any:
-    """A diffusers-shaped ``callback_on_step_end``: progress after every step, then a cancel check.
+def progress_callback(notify: ProgressCallback, cancel: CancelCheck, chunk: int = 0) -> Any:
+    """The one ``callback_on_step_end`` of every pipeline: a progress event after each step, then a
+    cancel check (raising :class:`Cancelled` there stops the denoising loop between two steps)."""
+    from faceanchor.pipelines.callbacks import step_callback
 
-    Raising :class:`Cancelled` there stops the denoising loop between two steps.
-    """
+    def on_step(step: int, total: int | None) -> None:
+        notify(ProgressEvent(stage="denoise", step=step, total=total or 0, sample=chunk, message=f"step {step}/{total}"))
 
-    def callback(pipe: Any, i: int, t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
-        n = getattr(pipe, "num_timesteps", None) or total
-        notify(ProgressEvent(stage="denoise", step=i + 1, total=n, sample=chunk, message=f"step {i + 1}/{n}"))
-        if cancel():
-            raise Cancelled(f"generation was cancelled after step {i + 1} of {n}")
-        return {}
-
-    return callback
+    return step_callback(on_step=on_step, cancel=cancel)
 
 
 class Engine:
@@ -322,7 +317,7 @@ class Engine:
         warnings += [w for f in ident.faces for w in (f.quality.warnings if f.quality else ())]
         ctx = RunContext(
             request=request, identity=ident, family=family, prompt=prompt, negative=negative, seeds=seeds, stage=stage,
-            step_callback=lambda chunk: step_callback(notify, check, request.steps, chunk), cancel=check, notify=notify,
+            step_callback=lambda chunk: progress_callback(notify, check, chunk), cancel=check, notify=notify,
             timings=timings, tools=self._tools(method),
         )
         images = method.run(loaded, ctx)
@@ -376,9 +371,11 @@ class Engine:
         """Image-to-image (or inpainting with ``mask``) of ``image`` with ``identity``, by the request's method."""
         from faceanchor.styles import apply_style
 
+        from faceanchor.pipelines.callbacks import step_callback
+
         why = self.can_render(request.method)
         if why:
-            raise InvalidInputError(why + f"; set method to one of them")
+            raise InvalidInputError(why)
         method = self.method(request.method)
         check = cancel or (lambda: False)
         with self.lock:
@@ -390,14 +387,7 @@ class Engine:
             def stage(name: str) -> Iterator[None]:
                 yield
 
-            def callback(pipe: Any, i: int, t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
-                n = getattr(pipe, "num_timesteps", None) or request.steps
-                if on_step is not None:
-                    on_step(i + 1, n)
-                if check():
-                    raise Cancelled(f"cancelled after step {i + 1} of {n}")
-                return {}
-
+            callback = step_callback(on_step=on_step, cancel=check)
             ctx = RunContext(request=request, identity=identity, family=family, prompt=prompt, negative=negative, seeds=[seed],
                              stage=stage, step_callback=lambda chunk: callback, cancel=check, notify=lambda e: None,
                              timings={}, tools=self._tools(method))

@@ -16,7 +16,9 @@ import tiny_faceid as T  # noqa: E402
 
 from faceanchor.adapters.faceid_attention import IPAttnProcessor, LoRAAttnProcessor  # noqa: E402
 from faceanchor.errors import Cancelled, EmbeddingMismatchError, InvalidInputError  # noqa: E402
+from faceanchor.pipelines.callbacks import step_callback  # noqa: E402
 from faceanchor.pipelines.faceid import FaceIDPipeline  # noqa: E402
+from faceanchor.pipelines.prompts import encode_prompts  # noqa: E402
 
 METHODS = ["faceid", "faceid-plus", "faceid-plusv2", "faceid-portrait"]
 PROMPT, NEG = "a photo of a person", "blurry"
@@ -134,17 +136,83 @@ def test_errors_wrong_dimension_space_missing_crop(fp, ckpts):
         FaceIDPipeline(fp.pipe).load("faceid-plus")
 
 
-def test_progress_and_cancel_between_steps(fp, ckpts):
+def test_step_callback_reports_progress_and_cancels_between_steps(fp, ckpts, monkeypatch):
     _load(fp, ckpts, "faceid")
     steps = []
-    _run(fp, on_step=lambda i, n: steps.append((i, n)))
+    _run(fp, callback_on_step_end=step_callback(on_step=lambda i, n: steps.append((i, n))))
     assert steps == [(1, 2), (2, 2)]
+    calls = []
+    forward = fp.pipe.unet.forward
+    monkeypatch.setattr(fp.pipe.unet, "forward", lambda *a, **k: calls.append(1) or forward(*a, **k))
     seen = []
-    with pytest.raises(Cancelled, match="after step 1 of 2"):
-        _run(fp, on_step=lambda i, n: seen.append(i), cancel=lambda: len(seen) >= 1)
-    with pytest.raises(Cancelled, match="before it started"):
-        _run(fp, cancel=lambda: True)
+    with pytest.raises(Cancelled, match="after step 2 of 5"):
+        _run(fp, num_inference_steps=5,
+             callback_on_step_end=step_callback(on_step=lambda i, n: seen.append((i, n)), cancel=lambda: len(seen) >= 2))
+    assert seen == [(1, 5), (2, 5)]
+    assert len(calls) == 2  # the diffusers loop made no UNet call after the step that cancelled
     fp.unload()
+
+
+def test_callback_on_step_end_replaces_latents(fp, ckpts):
+    _load(fp, ckpts, "faceid")
+    base = torch.stack(fp.generate(T.embedding(), prompt=PROMPT, num_inference_steps=3, width=64, height=64,
+                                   generator=_gen(0), output_type="latent"))
+    out = torch.stack(fp.generate(
+        T.embedding(), prompt=PROMPT, num_inference_steps=3, width=64, height=64, generator=_gen(0), output_type="latent",
+        callback_on_step_end=lambda p, i, t, k: {"latents": torch.full_like(k["latents"], 0.25)} if i == 2 else {},
+    ))
+    assert torch.equal(out, torch.full_like(base, 0.25))
+    halved = torch.stack(fp.generate(
+        T.embedding(), prompt=PROMPT, num_inference_steps=3, width=64, height=64, generator=_gen(0), output_type="latent",
+        callback_on_step_end=lambda p, i, t, k: {"latents": k["latents"] * 0.5} if i == 0 else {},
+    ))
+    assert (halved - base).abs().max() > 1e-3
+    fp.unload()
+
+
+def test_attention_slicing_is_refused_and_replaced_processors_are_caught(fp, ckpts):
+    adapter = _load(fp, ckpts, "faceid")
+    image = _run(fp)
+    before = dict(fp.pipe.unet.attn_processors)
+    for switch in (fp.enable_attention_slicing, fp.enable_xformers_memory_efficient_attention):
+        with pytest.raises(InvalidInputError, match="FaceIDPipeline does not support"):
+            switch()
+    fp.disable_attention_slicing()
+    after = fp.pipe.unet.attn_processors
+    assert all(after[k] is before[k] for k in before) and all(after[k] is p for k, p in adapter.processors.items())
+    np.testing.assert_array_equal(_run(fp), image)
+    fp.pipe.enable_attention_slicing()  # diffusers' own switch on the wrapped pipe replaces every processor...
+    try:
+        with pytest.raises(InvalidInputError, match="no longer installed"):  # ...which generate() catches
+            _run(fp)
+    finally:
+        fp.unload()  # puts back the processors from before the adapter
+    _load(fp, ckpts, "faceid")
+    np.testing.assert_array_equal(_run(fp), image)
+    fp.unload()
+
+
+@pytest.mark.parametrize("family", ["sd15", "sdxl"])
+def test_precomputed_prompt_embeds_equal_the_prompt_strings(tmp_path, family):
+    pipe = T.build_sd15(tmp_path) if family == "sd15" else T.build_sdxl(tmp_path)
+    fx = FaceIDPipeline(pipe)
+    fx.load("faceid")
+    fx.adapter.randomize(seed=3, std=0.05)
+    kw = dict(num_images=2, num_inference_steps=2, guidance_scale=5.0, width=64, height=64, output_type="np")
+    ref = np.stack(fx.generate(T.embedding(), prompt=PROMPT, negative_prompt=NEG, generator=[_gen(0), _gen(1)], **kw))
+    embeds = encode_prompts(pipe, PROMPT, NEG, device="cpu")
+    names = ["prompt_embeds", "negative_prompt_embeds", "pooled_prompt_embeds", "negative_pooled_prompt_embeds"]
+    got = np.stack(fx.generate(T.embedding(), generator=[_gen(0), _gen(1)], **dict(zip(names, embeds)), **kw))
+    np.testing.assert_array_equal(got, ref)
+    with pytest.raises(InvalidInputError, match="not both"):
+        fx.generate(T.embedding(), prompt=PROMPT, prompt_embeds=embeds[0], **kw)
+    if family == "sdxl":
+        with pytest.raises(InvalidInputError, match="pooled_prompt_embeds"):
+            fx.generate(T.embedding(), prompt_embeds=embeds[0], **kw)
+    else:
+        with pytest.raises(InvalidInputError, match="SDXL's"):
+            fx.generate(T.embedding(), prompt_embeds=embeds[0], pooled_prompt_embeds=embeds[1][:, 0], **kw)
+    fx.unload()
 
 
 def test_unconditional_branch_reaches_the_unet(fp, ckpts):

@@ -15,6 +15,7 @@ from tiny_sdxl import EMBED_DIM, tiny_controlnet, tiny_instantid_pipeline  # noq
 
 from faceanchor.adapters.attention import IPAttnProcessor  # noqa: E402
 from faceanchor.errors import Cancelled, EmbeddingMismatchError, InvalidInputError  # noqa: E402
+from faceanchor.pipelines.callbacks import step_callback  # noqa: E402
 from faceanchor.pipelines.instantid_sdxl import ExtraControl, InstantIDSDXLPipeline, face_box_mask, mask_to_tensor  # noqa: E402
 
 SIZE = 64
@@ -31,7 +32,8 @@ def _run(pipe, kps, emb, seed=0, **kw):
     kw.setdefault("guidance_scale", 5.0)
     n = kw.get("num_images", 1)
     gen = kw.pop("generator", [torch.Generator().manual_seed(seed + i) for i in range(n)])
-    return pipe(PROMPT, emb, kps, generator=gen, output_type="np", **kw).images
+    kw.setdefault("output_type", "np")
+    return pipe(PROMPT, emb, kps, generator=gen, **kw).images
 
 
 def test_zero_scales_equal_plain_sdxl(parts):
@@ -147,15 +149,94 @@ def test_lcm_scheduler_with_and_without_cfg(parts):
     assert np.isfinite(no_cfg).all() and np.isfinite(cfg).all() and no_cfg.shape == (2, SIZE, SIZE, 3)
 
 
-def test_progress_and_cancel(parts):
+def _count_unet_calls(monkeypatch, unet):
+    calls = []
+    forward = unet.forward
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(unet, "forward", counting)
+    return calls
+
+
+def test_step_callback_reports_progress_and_cancels_between_steps(parts, monkeypatch):
     _, pipe, kps, emb = parts
     steps = []
-    _run(pipe, kps, emb, num_inference_steps=3, on_step=lambda i, n: steps.append((i, n)))
+    _run(pipe, kps, emb, num_inference_steps=3, callback_on_step_end=step_callback(on_step=lambda i, n: steps.append((i, n))))
     assert steps == [(1, 3), (2, 3), (3, 3)]
-    calls = []
-    with pytest.raises(Cancelled, match="before step 2 of 3"):
-        _run(pipe, kps, emb, num_inference_steps=3, on_step=lambda i, n: calls.append(i), cancel=lambda: len(calls) >= 1)
-    assert calls == [1]
+    calls = _count_unet_calls(monkeypatch, pipe.unet)
+    seen = []
+    with pytest.raises(Cancelled, match="after step 2 of 5"):
+        _run(pipe, kps, emb, num_inference_steps=5,
+             callback_on_step_end=step_callback(on_step=lambda i, n: seen.append((i, n)), cancel=lambda: len(seen) >= 2))
+    assert seen == [(1, 5), (2, 5)]
+    assert len(calls) == 2  # no UNet call after the step that cancelled
+
+
+def test_callback_on_step_end_replaces_tensors(parts):
+    _, pipe, kps, emb = parts
+    kw = dict(num_inference_steps=3, output_type="latent")
+    base = _run(pipe, kps, emb, **kw)
+    received = []
+
+    def last_to_constant(p, i, t, tensors):
+        received.append((i, sorted(tensors)))
+        return {"latents": torch.full_like(tensors["latents"], 0.25)} if i == 2 else {}
+
+    out = _run(pipe, kps, emb, callback_on_step_end=last_to_constant, **kw)
+    assert torch.equal(out, torch.full_like(base, 0.25))
+    assert received == [(0, ["latents"]), (1, ["latents"]), (2, ["latents"])]
+    # a change after the first step carries into the next ones
+    halved = _run(pipe, kps, emb, callback_on_step_end=lambda p, i, t, k: {"latents": k["latents"] * 0.5} if i == 0 else {}, **kw)
+    assert (halved - base).abs().max() > 1e-3
+    # a callback returning its tensors unchanged changes nothing
+    same = _run(pipe, kps, emb, callback_on_step_end=lambda p, i, t, k: dict(k),
+                callback_on_step_end_tensor_inputs=["latents", "prompt_embeds", "id_tokens", "add_time_ids"], **kw)
+    assert torch.equal(same, base)
+    # replacing the identity tokens (CFG-batched, as the UNet sees them) takes effect too
+    no_id = _run(pipe, kps, emb, callback_on_step_end=lambda p, i, t, k: {"id_tokens": torch.zeros_like(k["id_tokens"])},
+                 callback_on_step_end_tensor_inputs=["id_tokens"], **kw)
+    assert (no_id - base).abs().max() > 1e-3
+    with pytest.raises(InvalidInputError, match="not available"):
+        _run(pipe, kps, emb, callback_on_step_end=lambda *a: {}, callback_on_step_end_tensor_inputs=["noise"], **kw)
+
+
+def test_attention_slicing_is_refused_and_replaced_processors_are_caught(parts):
+    _, pipe, kps, emb = parts
+    before = dict(pipe.unet.attn_processors)
+    image = _run(pipe, kps, emb)
+    for switch in (pipe.enable_attention_slicing, pipe.enable_xformers_memory_efficient_attention):
+        with pytest.raises(InvalidInputError, match="identity"):
+            switch()
+    pipe.disable_attention_slicing()  # nothing was sliced: a no-op that keeps the processors
+    after = pipe.unet.attn_processors
+    assert after.keys() == before.keys() and all(after[k] is before[k] for k in before)
+    assert np.array_equal(_run(pipe, kps, emb), image)
+    # slicing switched on behind the pipeline's back (diffusers' own path) is caught before running
+    pipe.unet.set_attention_slice("auto")
+    try:
+        with pytest.raises(InvalidInputError, match="no longer installed"):
+            _run(pipe, kps, emb)
+    finally:
+        adapter = pipe.identity_adapter
+        pipe.unload_instantid_adapter()  # restores the processors from before the adapter (unsliced)
+        pipe.load_instantid_adapter(adapter, scale=0.8)
+    assert np.array_equal(_run(pipe, kps, emb), image)
+
+
+def test_precomputed_prompt_embeds_need_the_pooled_ones(parts):
+    _, pipe, kps, emb = parts
+    pe, npe, pooled, npooled = pipe.encode_prompt(PROMPT, None, "cpu", 1, True, None)
+    kw = dict(num_inference_steps=2, generator=torch.Generator().manual_seed(0), output_type="np")
+    got = pipe(None, emb, kps, prompt_embeds=pe, negative_prompt_embeds=npe, pooled_prompt_embeds=pooled,
+               negative_pooled_prompt_embeds=npooled, **kw).images
+    assert np.array_equal(got, _run(pipe, kps, emb))
+    with pytest.raises(InvalidInputError, match="pooled_prompt_embeds"):
+        pipe(None, emb, kps, prompt_embeds=pe, **kw)
+    with pytest.raises(InvalidInputError, match="not both"):
+        pipe(PROMPT, emb, kps, prompt_embeds=pe, pooled_prompt_embeds=pooled, **kw)
 
 
 def test_bad_inputs_are_clear_errors(parts):

@@ -116,6 +116,7 @@ class FaceIDFamily(Method):
 
         from faceanchor.methods.sizing import output_size
         from faceanchor.pipelines.decode import decode_latents
+        from faceanchor.pipelines.prompts import encode_prompts
 
         request, ident, tools = ctx.request, ctx.identity, ctx.tools
         fp = loaded.pipe
@@ -130,22 +131,22 @@ class FaceIDFamily(Method):
             crop = self.face_crop(ctx)
         tools.set_scheduler(loaded, request, fp.pipe)
         emb = torch.as_tensor(ident.embedding, dtype=torch.float32)
+        with ctx.stage("prompt"):
+            embeds = encode_prompts(fp.pipe, ctx.prompt, ctx.negative, weighting=request.prompt_weighting,
+                                    device=fp.pipe._execution_device, do_classifier_free_guidance=True)
+        text = dict(zip(("prompt_embeds", "negative_prompt_embeds", "pooled_prompt_embeds", "negative_pooled_prompt_embeds"), embeds))
         required = tools.loader.required_space(self)
         images: list[Any] = []
         for chunk, start in enumerate(range(0, len(ctx.seeds), MAX_BATCH)):
             part = ctx.seeds[start : start + MAX_BATCH]
-            inner: dict[str, float] = {}
             with ctx.stage("denoise"):
                 latents = fp.generate(
-                    emb, face_image=crop, prompt=ctx.prompt, negative_prompt=ctx.negative, num_images=len(part),
+                    emb, face_image=crop, prompt=None, negative_prompt=None, **text, num_images=len(part),
                     num_inference_steps=request.steps, guidance_scale=request.guidance, width=width, height=height,
                     generator=tools.generators(part), scale=request.adapter_strength, s_scale=request.s_scale,
                     lora_scale=request.lora_scale, embedding_space=ident.space if required else None,
-                    callback_on_step_end=ctx.step_callback(chunk), output_type="latent", timings=inner,
+                    callback_on_step_end=ctx.step_callback(chunk), output_type="latent",
                 )
-            # the FaceID pipeline encodes its prompt inside: move that time to its own stage
-            ctx.timings["denoise"] -= inner.get("prompt", 0.0)
-            ctx.timings["prompt"] = ctx.timings.get("prompt", 0.0) + inner.get("prompt", 0.0)
             with ctx.stage("decode"):
                 images.extend(decode_latents(fp.pipe, latents))
         return images

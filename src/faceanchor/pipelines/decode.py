@@ -37,4 +37,6 @@ def decode_latents(pipe: Any, latents: Any, output_type: str = "pil") -> Any:
         image = vae.decode(latents, return_dict=False)[0]
         if needs_upcast:
             vae.to(dtype=torch.float16)
+    if getattr(pipe, "watermark", None) is not None:  # SDXL pipelines' optional invisible watermark
+        image = pipe.watermark.apply_watermark(image)
     return pipe.image_processor.postprocess(image, output_type=output_type)

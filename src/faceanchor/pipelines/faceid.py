@@ -8,9 +8,15 @@ pipeline exactly, :meth:`~FaceIDPipeline.generate` runs the reference's steps:
 1. CLIP features of the aligned face crop (Plus/PlusV2): ``hidden_states[-2]`` of the image
    encoder on the preprocessed crop, and of ``zeros_like`` that pixel tensor for uncond.
 2. Identity tokens: the projection of the embedding(s) and of zeros (uncond).
-3. Prompt encoding by the diffusers pipeline (with CFG negatives), then
+3. Prompt encoding by the diffusers pipeline (with CFG negatives), or pre-encoded text
+   (e.g. :func:`faceanchor.pipelines.prompts.encode_prompts`), then
    ``prompt_embeds = cat(text, id_tokens)`` and ``negative = cat(negative_text, uncond_tokens)``.
-4. Denoising by the diffusers pipeline, with progress and a cancel check after every step.
+4. Denoising by the diffusers pipeline; its ``callback_on_step_end`` is passed through
+   (progress and cancellation: :func:`faceanchor.pipelines.callbacks.step_callback`).
+
+diffusers' attention slicing / xformers switches would replace the adapter's processors:
+:meth:`FaceIDPipeline.enable_attention_slicing` refuses, and :meth:`FaceIDPipeline.generate`
+checks the processors are still installed (also catching a switch flipped on ``.pipe``).
 
 Face detection, alignment (the 224 px ``norm_crop`` for CLIP) and embedding live in
 :mod:`faceanchor.face`; this module takes their results as tensors/images.
@@ -20,15 +26,14 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 
 from faceanchor.adapters.faceid import FACEID_EMBEDDING_SPACE, VARIANTS, FaceIDAdapter, get_variant
-from faceanchor.errors import Cancelled, InvalidInputError
-
-StepCallback = Callable[[int, int], None]
-CancelCheck = Callable[[], bool]
+from faceanchor.errors import InvalidInputError
+from faceanchor.pipelines.callbacks import StepEndCallback
+from faceanchor.pipelines.processors import refuse_processor_switch, require_processors
 
 
 def clip_image_processor_for(image_encoder: Any):
@@ -149,6 +154,19 @@ class FaceIDPipeline:
             self.adapter.unload()
             self.adapter = None
 
+    # ------------------------------------------------------------------ memory switches
+
+    def enable_attention_slicing(self, slice_size: Any = "auto") -> None:
+        """Refused: diffusers' slicing replaces the FaceID processors (see :mod:`faceanchor.pipelines.processors`)."""
+        refuse_processor_switch("enable_attention_slicing()", type(self).__name__)
+
+    def disable_attention_slicing(self) -> None:
+        """Nothing to do: slicing is never enabled here (diffusers' version would reset every processor)."""
+
+    def enable_xformers_memory_efficient_attention(self, attention_op: Any = None) -> None:
+        """Refused for the same reason as :meth:`enable_attention_slicing`."""
+        refuse_processor_switch("enable_xformers_memory_efficient_attention()", type(self).__name__)
+
     # ------------------------------------------------------------------ steps
 
     @torch.no_grad()
@@ -198,8 +216,12 @@ class FaceIDPipeline:
         face_embeds: torch.Tensor,
         *,
         face_image: Any | None = None,
-        prompt: str = "",
-        negative_prompt: str = "",
+        prompt: str | None = "",
+        negative_prompt: str | None = "",
+        prompt_embeds: torch.Tensor | None = None,
+        negative_prompt_embeds: torch.Tensor | None = None,
+        pooled_prompt_embeds: torch.Tensor | None = None,
+        negative_pooled_prompt_embeds: torch.Tensor | None = None,
         num_images: int = 1,
         num_inference_steps: int = 30,
         guidance_scale: float = 7.5,
@@ -210,26 +232,36 @@ class FaceIDPipeline:
         s_scale: float = 1.0,
         lora_scale: float = 1.0,
         embedding_space: str | None = None,
-        on_step: StepCallback | None = None,
-        cancel: CancelCheck | None = None,
+        callback_on_step_end: StepEndCallback | Any | None = None,
+        callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
         output_type: str = "pil",
         timings: dict[str, float] | None = None,
-        callback_on_step_end: Any = None,  # TEMP shim until the pipelines' callback rework lands
     ) -> list[Any]:
         """Generate ``num_images`` images (PIL by default) conditioned on the face.
 
         ``face_embeds``: ``(D,)``/``(1, D)`` for FaceID/Plus/PlusV2, ``(K, D)`` with K ≤ 5 for
         Portrait. ``generator``: one per image (a list) or a single one. ``scale`` weighs the
         identity attention, ``lora_scale`` the LoRA, ``s_scale`` the PlusV2 CLIP shortcut.
+        ``prompt_embeds`` / ``negative_prompt_embeds`` (+ ``pooled_prompt_embeds`` /
+        ``negative_pooled_prompt_embeds`` on SDXL): pre-encoded text for one prompt (batch 1,
+        e.g. :func:`~faceanchor.pipelines.prompts.encode_prompts` with ``num_images_per_prompt=1``),
+        used instead of ``prompt`` / ``negative_prompt`` (leave those empty) and repeated per image
+        as diffusers' ``encode_prompt`` does. ``callback_on_step_end``: diffusers'
+        ``(pipe, step_index, timestep, callback_kwargs) -> dict``, handed to the diffusers pipeline
+        with ``callback_on_step_end_tensor_inputs`` (``pipe`` is then the wrapped diffusers pipe).
         ``timings``: when given, the seconds spent encoding the prompt are added to its ``prompt``.
         """
         adapter = self._require_adapter()
+        require_processors(self.pipe.unet, adapter.processors, f"{adapter.variant.method} adapter")
         if num_images < 1:
             raise InvalidInputError("num_images must be at least 1")
         if isinstance(generator, (list, tuple)) and len(generator) != num_images:
             raise InvalidInputError(f"got {len(generator)} generators for {num_images} images; give one per image")
-        if cancel is not None and cancel():
-            raise Cancelled("generation was cancelled before it started")
+        sdxl = self.family == "sdxl"
+        if prompt is None and prompt_embeds is None:
+            prompt = ""
+        self._check_prompt_embeds(prompt, negative_prompt, prompt_embeds, negative_prompt_embeds,
+                                  pooled_prompt_embeds, negative_pooled_prompt_embeds)
 
         # 1-2. identity tokens (cond from the face, uncond from zeros)
         cond, uncond = self.identity_tokens(face_embeds, face_image, s_scale=s_scale, embedding_space=embedding_space)
@@ -237,37 +269,35 @@ class FaceIDPipeline:
         adapter.set_lora_scale(lora_scale)
         adapter.set_num_tokens(cond.shape[1])
 
-        # 3. text, then cat(text, identity)
+        # 3. text (encoded here or given), then cat(text, identity)
         t_text = time.perf_counter()
         pipe = self.pipe
         device = pipe._execution_device
         cond = cond.to(device).repeat(num_images, 1, 1)
         uncond = uncond.to(device).repeat(num_images, 1, 1)
+        text_kwargs: dict[str, Any] = {"prompt_embeds": prompt_embeds, "negative_prompt_embeds": negative_prompt_embeds}
+        if sdxl:
+            text_kwargs.update(pooled_prompt_embeds=pooled_prompt_embeds, negative_pooled_prompt_embeds=negative_pooled_prompt_embeds)
+        encoded = pipe.encode_prompt(
+            None if prompt_embeds is not None else prompt, device=device, num_images_per_prompt=num_images,
+            do_classifier_free_guidance=True, negative_prompt=None if negative_prompt_embeds is not None else negative_prompt,
+            **text_kwargs,
+        )
         extra: dict[str, Any] = {}
-        if self.family == "sdxl":
-            text, neg_text, pooled, neg_pooled = pipe.encode_prompt(
-                prompt, device=device, num_images_per_prompt=num_images,
-                do_classifier_free_guidance=True, negative_prompt=negative_prompt,
-            )
+        if sdxl:
+            text, neg_text, pooled, neg_pooled = encoded
             extra = {"pooled_prompt_embeds": pooled, "negative_pooled_prompt_embeds": neg_pooled}
         else:
-            text, neg_text = pipe.encode_prompt(
-                prompt, device=device, num_images_per_prompt=num_images,
-                do_classifier_free_guidance=True, negative_prompt=negative_prompt,
-            )
+            text, neg_text = encoded
         prompt_embeds = torch.cat([text, cond.to(text.dtype)], dim=1)
         negative_embeds = torch.cat([neg_text, uncond.to(neg_text.dtype)], dim=1)
         if timings is not None:
             timings["prompt"] = timings.get("prompt", 0.0) + time.perf_counter() - t_text
 
-        # 4. denoise with progress + cancel between steps
-        def _after_step(_pipe: Any, i: int, _t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
-            if on_step is not None:
-                on_step(i + 1, num_inference_steps)
-            if cancel is not None and cancel():
-                raise Cancelled(f"generation was cancelled after step {i + 1} of {num_inference_steps}")
-            return {}
-
+        # 4. denoise; the step callback (progress, cancellation, tensor edits) goes to the diffusers pipe
+        if callback_on_step_end is not None:
+            extra["callback_on_step_end"] = callback_on_step_end
+            extra["callback_on_step_end_tensor_inputs"] = list(callback_on_step_end_tensor_inputs)
         out = pipe(
             prompt_embeds=prompt_embeds,
             negative_prompt_embeds=negative_embeds,
@@ -277,7 +307,30 @@ class FaceIDPipeline:
             width=width,
             height=height,
             output_type=output_type,
-            callback_on_step_end=callback_on_step_end or _after_step,
             **extra,
         )
         return list(out.images)
+
+    def _check_prompt_embeds(
+        self, prompt: Any, negative_prompt: Any, prompt_embeds: Any, negative_prompt_embeds: Any,
+        pooled_prompt_embeds: Any, negative_pooled_prompt_embeds: Any,
+    ) -> None:
+        """Pre-encoded text replaces the strings (which must then be empty) and comes whole."""
+        if prompt_embeds is not None and prompt:
+            raise InvalidInputError("give prompt or prompt_embeds, not both")
+        if negative_prompt_embeds is not None and negative_prompt:
+            raise InvalidInputError("give negative_prompt or negative_prompt_embeds, not both")
+        if negative_prompt_embeds is not None and prompt_embeds is None:
+            raise InvalidInputError("negative_prompt_embeds need prompt_embeds too")
+        if self.family == "sdxl":
+            if prompt_embeds is not None and pooled_prompt_embeds is None:
+                raise InvalidInputError("on SDXL, prompt_embeds need pooled_prompt_embeds too; encode_prompts returns both")
+            if negative_prompt_embeds is not None and negative_pooled_prompt_embeds is None:
+                raise InvalidInputError("on SDXL, negative_prompt_embeds need negative_pooled_prompt_embeds too")
+        elif pooled_prompt_embeds is not None or negative_pooled_prompt_embeds is not None:
+            raise InvalidInputError("pooled prompt embeddings are SDXL's; an SD1.5 base takes prompt_embeds only")
+        if prompt_embeds is not None and negative_prompt_embeds is not None and prompt_embeds.shape != negative_prompt_embeds.shape:
+            raise InvalidInputError(
+                f"prompt_embeds {tuple(prompt_embeds.shape)} and negative_prompt_embeds {tuple(negative_prompt_embeds.shape)} "
+                "must have the same shape (pad the shorter one, as encode_prompts does)"
+            )

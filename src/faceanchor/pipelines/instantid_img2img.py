@@ -6,16 +6,28 @@ run with an :class:`ImageStart`: prompt encoding, identity tokens, IdentityNet w
 mask, extra ControlNets, the denoising loop and decoding are the parent's; only where denoising
 starts and what each step keeps change.
 
-* **Start** (SDEdit, as diffusers' ``StableDiffusionXLImg2ImgPipeline``): the scheduler's
-  ``num_inference_steps`` timesteps are cut to the last ``int(steps × strength)``; the input
-  image is VAE-encoded (distribution mode, SDXL latents mean/std honoured), and noised to the
-  first kept timestep with ``scheduler.add_noise``. ``strength = 1`` starts from pure noise
-  (``init_noise_sigma``), as diffusers' inpaint pipeline does.
-* **Inpainting** (``mask_image``, white = regenerate, as diffusers' SD/SDXL inpaint pipelines
-  with a 4-channel UNet): the mask is resized (nearest) to the latent grid; after each step
-  the latents outside the mask are replaced by the image's latents noised to the next
-  timestep (the clean image latents after the last step). Decoding still passes the VAE, so
-  callers that need pixels outside the mask *exactly* unchanged composite in pixel space.
+* **Start** (SDEdit), as the official ``StableDiffusionXLInstantIDImg2ImgPipeline``
+  (instantX-research/InstantID ``pipeline_stable_diffusion_xl_instantid_img2img.py``), which
+  inherits diffusers' ``StableDiffusionXLControlNetImg2ImgPipeline.prepare_latents``: the
+  scheduler's ``num_inference_steps`` timesteps are cut to the last ``int(steps × strength)``
+  (``get_timesteps``); the image is preprocessed to float32, cast to the prompt dtype, VAE-encoded
+  by *sampling* the latent distribution with the generator (one generator per image: the image
+  is repeated to the batch and row ``i`` sampled with ``generator[i]``; the VAE runs in float32
+  when ``force_upcast``), scaled (SDXL latents mean/std honoured), and noised to the first kept
+  timestep with ``scheduler.add_noise`` — also at ``strength = 1``. A 4-channel ``image`` is
+  taken as latents, as there.
+* **Inpainting** (``mask_image``, white = regenerate), as diffusers'
+  ``StableDiffusionXLControlNetInpaintPipeline`` with a 4-channel UNet: the image latents are
+  sampled like ``_encode_vae_image`` (one draw per input image, ``generator[i]`` for input row
+  ``i``, then repeated to the batch), noise of the batch shape is drawn next, and the start is
+  ``noise × init_noise_sigma`` at ``strength = 1`` (``is_strength_max``), else
+  ``add_noise(image_latents, noise, first timestep)``. The mask is binarised (>= 0.5) and resized
+  (nearest) to the latent grid; after each step the latents outside it are replaced by the image
+  latents noised to the next timestep with that same noise (the clean latents after the last).
+  Not done: diffusers also VAE-encodes the masked image, which only 9-channel inpainting UNets
+  read; it draws from the generator after the start latents, so with a stochastic scheduler the
+  later draws differ from diffusers'. Decoding still passes the VAE, so callers that need pixels
+  outside the mask *exactly* unchanged composite in pixel space.
 """
 
 from __future__ import annotations
@@ -27,6 +39,7 @@ import PIL.Image
 import torch
 import torch.nn.functional as F
 from diffusers.pipelines.stable_diffusion_xl import StableDiffusionXLPipelineOutput
+from diffusers.pipelines.controlnet.pipeline_controlnet_sd_xl_img2img import retrieve_latents
 from diffusers.utils.torch_utils import randn_tensor
 
 from faceanchor.errors import InvalidInputError
@@ -89,17 +102,23 @@ class ImageStart(NoiseStart):
         """The image's latents noised to the first kept timestep, and the inpaint blend if masked."""
         if not isinstance(pipe, InstantIDImg2ImgPipeline):
             raise InvalidInputError("an image start needs an InstantIDImg2ImgPipeline (see from_instantid)")
-        image_latents = pipe.encode_image_latents(self.image, height, width, device).to(dtype)
-        if image_latents.shape[0] != num_images:
-            image_latents = image_latents.repeat(num_images // image_latents.shape[0], 1, 1, 1)
-        noise = randn_tensor(tuple(image_latents.shape), generator=generator, device=device, dtype=image_latents.dtype)
-        if self.strength >= 1.0:
+        pixels = pipe.image_processor.preprocess(self.image, height=height, width=width).to(dtype=torch.float32)
+        latent_timestep = timesteps[:1].repeat(num_images)
+        if self.mask_image is None:
+            return pipe.prepare_image_latents(pixels, latent_timestep, num_images, dtype, device, generator), None
+
+        # Inpainting: diffusers' StableDiffusionXLControlNetInpaintPipeline.prepare_latents (4-channel UNet)
+        image = pixels.to(device=device, dtype=dtype)
+        image_latents = image if image.shape[1] == pipe.vae.config.latent_channels else pipe.encode_vae_image(image, generator)
+        image_latents = image_latents.repeat(num_images // image_latents.shape[0], 1, 1, 1)
+        f = pipe.vae_scale_factor
+        shape = (num_images, pipe.vae.config.latent_channels, int(height) // f, int(width) // f)
+        noise = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+        if self.strength == 1.0:  # is_strength_max: pure noise
             latents = noise * pipe.scheduler.init_noise_sigma
         else:
-            latents = pipe.scheduler.add_noise(image_latents, noise, timesteps[:1].repeat(num_images))
-        if self.mask_image is None:
-            return latents, None
-        mask = latent_mask(self.mask_image, height, width, pipe.vae_scale_factor, device, latents.dtype)
+            latents = pipe.scheduler.add_noise(image_latents, noise, latent_timestep)
+        mask = latent_mask(self.mask_image, height, width, f, device, latents.dtype)
 
         def blend(i: int, latents: torch.Tensor) -> torch.Tensor:
             """Outside the mask: the image's latents noised to the next timestep (clean after the last)."""
@@ -126,26 +145,74 @@ class InstantIDImg2ImgPipeline(InstantIDSDXLPipeline):
         return new
 
     @torch.no_grad()
-    def encode_image_latents(self, image: Any, height: int, width: int, device: Any) -> torch.Tensor:
-        """VAE latents (distribution mode, scaled) of a PIL image / array / [-1, 1] tensor."""
-        pixels = self.image_processor.preprocess(image, height=height, width=width)
+    def encode_vae_image(self, image: torch.Tensor, generator: Any = None) -> torch.Tensor:
+        """Scaled VAE latents *sampled* from the latent distribution, one draw per row of ``image``.
+
+        As diffusers' ``retrieve_latents(vae.encode(...), generator, sample_mode="sample")`` in
+        ``StableDiffusionXLControlNetImg2ImgPipeline.prepare_latents`` / the inpaint pipeline's
+        ``_encode_vae_image``: with a list of generators row ``i`` uses ``generator[i]``; the VAE
+        runs in float32 when ``force_upcast`` (and is cast to the image's dtype afterwards, as
+        there); SDXL ``latents_mean``/``latents_std`` are honoured when the VAE config has them.
+        ``image``: ``(B, 3, H, W)`` in [-1, 1], already on the device in the pipeline's dtype.
+        """
         vae = self.vae
-        upcast = vae.dtype == torch.float16 and getattr(vae.config, "force_upcast", False)
-        if upcast:
+        dtype = image.dtype
+        if vae.config.force_upcast:
+            image = image.float()
             vae.to(dtype=torch.float32)
-        pixels = pixels.to(device=device, dtype=vae.dtype)
-        latents = vae.encode(pixels).latent_dist.mode()
-        if upcast:
-            vae.to(dtype=torch.float16)
+        if isinstance(generator, list):
+            latents = torch.cat(
+                [retrieve_latents(vae.encode(image[i : i + 1]), generator=generator[i]) for i in range(image.shape[0])], dim=0
+            )
+        else:
+            latents = retrieve_latents(vae.encode(image), generator=generator)
+        if vae.config.force_upcast:
+            vae.to(dtype)
+        latents = latents.to(dtype)
         mean = getattr(vae.config, "latents_mean", None)
         std = getattr(vae.config, "latents_std", None)
         if mean is not None and std is not None:
-            m = torch.tensor(mean).view(1, -1, 1, 1).to(latents)
-            s = torch.tensor(std).view(1, -1, 1, 1).to(latents)
-            latents = (latents - m) * vae.config.scaling_factor / s
+            m = torch.tensor(mean).view(1, -1, 1, 1).to(device=latents.device, dtype=dtype)
+            s = torch.tensor(std).view(1, -1, 1, 1).to(device=latents.device, dtype=dtype)
+            return (latents - m) * vae.config.scaling_factor / s
+        return vae.config.scaling_factor * latents
+
+    @torch.no_grad()
+    def prepare_image_latents(
+        self, image: torch.Tensor, timestep: torch.Tensor, num_images: int, dtype: torch.dtype, device: Any, generator: Any
+    ) -> torch.Tensor:
+        """Image-to-image start latents: diffusers' ``StableDiffusionXLControlNetImg2ImgPipeline.prepare_latents``
+        (``add_noise=True``) for one prompt and ``num_images`` images.
+
+        ``image``: preprocessed pixels ``(B, 3, H, W)`` (or latents ``(B, 4, h, w)``); ``timestep``:
+        the first kept timestep, one per image. With a list of generators the image is repeated to
+        the batch before encoding, so every image samples its own latents from its own generator;
+        the noise is drawn next from the same generator(s).
+        """
+        image = image.to(device=device, dtype=dtype)
+        if image.shape[1] == self.vae.config.latent_channels:
+            init_latents = image
         else:
-            latents = latents * vae.config.scaling_factor
-        return latents
+            if isinstance(generator, list) and image.shape[0] < num_images:
+                if num_images % image.shape[0]:
+                    raise InvalidInputError(f"cannot repeat {image.shape[0]} images to {num_images}")
+                image = torch.cat([image] * (num_images // image.shape[0]), dim=0)
+            init_latents = self.encode_vae_image(image, generator)
+        if num_images > init_latents.shape[0]:
+            if num_images % init_latents.shape[0]:
+                raise InvalidInputError(f"cannot repeat {init_latents.shape[0]} images to {num_images}")
+            init_latents = torch.cat([init_latents] * (num_images // init_latents.shape[0]), dim=0)
+        noise = randn_tensor(init_latents.shape, generator=generator, device=device, dtype=dtype)
+        return self.scheduler.add_noise(init_latents, noise, timestep)
+
+    @torch.no_grad()
+    def encode_image_latents(
+        self, image: Any, height: int, width: int, device: Any, generator: Any = None, dtype: torch.dtype | None = None
+    ) -> torch.Tensor:
+        """Scaled VAE latents of a PIL image / array / [-1, 1] tensor, sampled with ``generator``
+        (:meth:`encode_vae_image` after the pipeline's preprocessing); ``dtype`` defaults to the VAE's."""
+        pixels = self.image_processor.preprocess(image, height=height, width=width).to(dtype=torch.float32)
+        return self.encode_vae_image(pixels.to(device=device, dtype=dtype or self.vae.dtype), generator)
 
     def __call__(  # type: ignore[override]
         self,
@@ -165,7 +232,9 @@ class InstantIDImg2ImgPipeline(InstantIDSDXLPipeline):
         Args:
             image: the starting image (resized to ``width`` × ``height``, default its own size
                 rounded down to the VAE grid).
-            strength: how much of the schedule runs, (0, 1]; 1 starts from pure noise.
+            strength: how much of the schedule runs, (0, 1]; at 1 the image is still noised to
+                the first timestep (official img2img), or, with a mask, the start is pure noise
+                (diffusers' inpainting).
             mask_image: optional inpaint mask (white = regenerate); outside it the latents
                 follow the image's noised latents every step.
         """

@@ -21,8 +21,14 @@ Numerically the official ``StableDiffusionXLInstantIDPipeline`` (instantX-resear
 
 Fixed vs the official code: more than one image (the full pipeline crashed, its prompt
 embeddings were not repeated) — identity tokens, control images, time ids and prompt
-embeddings are all repeated per image; per-image generators are accepted. Added: per-step
-progress and cancellation, optional noise on the unconditional identity embedding.
+embeddings are all repeated per image; per-image generators are accepted. Added: optional
+noise on the unconditional identity embedding; the identity processors are checked before every
+run and diffusers' processor-replacing memory switches are refused (:mod:`.processors`).
+
+Per-step hook: diffusers' ``callback_on_step_end(pipe, step_index, timestep, callback_kwargs)``
+with ``callback_on_step_end_tensor_inputs`` (see :data:`InstantIDSDXLPipeline._callback_tensor_inputs`);
+the returned dict's entries replace those tensors. Progress and cancellation are such a
+callback (:func:`faceanchor.pipelines.callbacks.step_callback`); raising in it stops between steps.
 
 ``__call__`` runs numbered steps (check inputs, prompt, control images, timesteps, latents,
 identity tokens, per-step conditioning, :meth:`~InstantIDSDXLPipeline.denoise`,
@@ -32,7 +38,7 @@ image-to-image / inpainting (``instantid_img2img.ImageStart``) replaces.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -40,14 +46,15 @@ import PIL.Image
 import torch
 import torch.nn.functional as F
 from diffusers import StableDiffusionXLControlNetPipeline
+from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.pipelines.stable_diffusion_xl import StableDiffusionXLPipelineOutput
 from diffusers.utils.torch_utils import randn_tensor
 
 from faceanchor.adapters.instantid import InstantIDAdapter
-from faceanchor.errors import Cancelled, InvalidInputError
+from faceanchor.errors import InvalidInputError
+from faceanchor.pipelines.callbacks import StepEndCallback
+from faceanchor.pipelines.processors import refuse_processor_switch, require_processors
 
-StepCallback = Callable[[int, int], None]
-CancelCheck = Callable[[], bool]
 AfterStep = Callable[[int, torch.Tensor], torch.Tensor]  # (step index, latents) -> latents
 
 
@@ -167,6 +174,11 @@ class InstantIDSDXLPipeline(StableDiffusionXLControlNetPipeline):
         out = pipe("a photo of a person", face_embedding=emb, kps_image=kps).images
     """
 
+    #: Tensors a ``callback_on_step_end`` may read and replace (diffusers' names where they exist):
+    #: ``latents``; ``prompt_embeds``, ``add_text_embeds``, ``add_time_ids`` (CFG-batched, as the
+    #: UNet sees them); ``image`` (IdentityNet's condition image); ``id_tokens`` (identity tokens).
+    _callback_tensor_inputs = ["latents", "prompt_embeds", "add_text_embeds", "add_time_ids", "image", "id_tokens"]
+
     def __init__(
         self,
         vae: Any,
@@ -215,6 +227,18 @@ class InstantIDSDXLPipeline(StableDiffusionXLControlNetPipeline):
             raise InvalidInputError("no InstantID adapter is loaded: call load_instantid_adapter(...) first")
         return self.identity_adapter
 
+    # ------------------------------------------------------------------ memory switches
+    def enable_attention_slicing(self, slice_size: Any = "auto") -> None:
+        """Refused: diffusers' slicing replaces the identity processors (see :mod:`faceanchor.pipelines.processors`)."""
+        refuse_processor_switch("enable_attention_slicing()", type(self).__name__)
+
+    def disable_attention_slicing(self) -> None:
+        """Nothing to do: slicing is never enabled here (diffusers' version would reset every processor)."""
+
+    def enable_xformers_memory_efficient_attention(self, attention_op: Any = None) -> None:
+        """Refused for the same reason as :meth:`enable_attention_slicing`."""
+        refuse_processor_switch("enable_xformers_memory_efficient_attention()", type(self).__name__)
+
     # ------------------------------------------------------------------ inputs
     def check_instantid_inputs(
         self,
@@ -237,6 +261,7 @@ class InstantIDSDXLPipeline(StableDiffusionXLControlNetPipeline):
     ) -> torch.Tensor:
         """Validate everything up front; return the embedding as ``(B, T, D)``."""
         adapter = self._require_adapter()
+        require_processors(self.unet, adapter.processors, "InstantID identity")
         if prompt is None and prompt_embeds is None:
             raise InvalidInputError("give a prompt (it may be empty) or prompt_embeds")
         if prompt is not None and not isinstance(prompt, str):
@@ -272,6 +297,36 @@ class InstantIDSDXLPipeline(StableDiffusionXLControlNetPipeline):
         if emb.shape[0] not in (1, num_images):
             raise InvalidInputError(f"face_embedding has {emb.shape[0]} rows; give 1 (shared) or one per image ({num_images})")
         return emb
+
+    def check_prompt_embeds(
+        self,
+        prompt: Any,
+        negative_prompt: Any,
+        prompt_embeds: torch.Tensor | None,
+        negative_prompt_embeds: torch.Tensor | None,
+        pooled_prompt_embeds: torch.Tensor | None,
+        negative_pooled_prompt_embeds: torch.Tensor | None,
+        callback_on_step_end_tensor_inputs: Sequence[str],
+    ) -> None:
+        """Pre-encoded text must come whole (SDXL needs the pooled embeds) and not next to its text."""
+        if prompt is not None and prompt_embeds is not None:
+            raise InvalidInputError("give prompt or prompt_embeds, not both")
+        if negative_prompt is not None and negative_prompt_embeds is not None:
+            raise InvalidInputError("give negative_prompt or negative_prompt_embeds, not both")
+        if prompt_embeds is not None and pooled_prompt_embeds is None:
+            raise InvalidInputError("prompt_embeds need pooled_prompt_embeds too (SDXL); encode_prompts returns both")
+        if negative_prompt_embeds is not None and negative_pooled_prompt_embeds is None:
+            raise InvalidInputError("negative_prompt_embeds need negative_pooled_prompt_embeds too (SDXL)")
+        if prompt_embeds is not None and negative_prompt_embeds is not None and prompt_embeds.shape != negative_prompt_embeds.shape:
+            raise InvalidInputError(
+                f"prompt_embeds {tuple(prompt_embeds.shape)} and negative_prompt_embeds {tuple(negative_prompt_embeds.shape)} "
+                "must have the same shape (pad the shorter one, as encode_prompts does)"
+            )
+        unknown = [k for k in callback_on_step_end_tensor_inputs if k not in self._callback_tensor_inputs]
+        if unknown:
+            raise InvalidInputError(
+                f"callback_on_step_end_tensor_inputs {unknown} are not available; choose from {self._callback_tensor_inputs}"
+            )
 
     # ------------------------------------------------------------------ identity tokens
     def encode_identity(
@@ -357,14 +412,21 @@ class InstantIDSDXLPipeline(StableDiffusionXLControlNetPipeline):
         inputs: DenoiseInputs,
         *,
         after_step: AfterStep | None = None,
-        on_step: StepCallback | None = None,
-        cancel: CancelCheck | None = None,
+        callback_on_step_end: StepEndCallback | None = None,
+        callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
     ) -> torch.Tensor:
-        """Run the sampler over ``timesteps``; ``after_step(i, latents)`` may replace the latents after each step."""
+        """Run the sampler over ``timesteps``.
+
+        After each scheduler step, ``after_step(i, latents)`` may replace the latents (inpaint
+        blending), then ``callback_on_step_end(self, i, t, {name: tensor})`` is called with the
+        tensors named in ``callback_on_step_end_tensor_inputs``; the entries of the dict it
+        returns replace those tensors. An exception raised by the callback ends the loop before
+        the next UNet call. ``self._interrupt = True`` skips the remaining steps (diffusers).
+        """
         total = len(timesteps)
         for i, t in enumerate(timesteps):
-            if cancel is not None and cancel():
-                raise Cancelled(f"generation was cancelled before step {i + 1} of {total}")
+            if getattr(self, "_interrupt", False):
+                continue
             latent_model_input = torch.cat([latents] * 2) if self.do_classifier_free_guidance else latents
             latent_model_input = self.scheduler.scale_model_input(latent_model_input, t)
             keep = [1.0 - float(i / total < s or (i + 1) / total > e) for s, e in inputs.windows]
@@ -380,32 +442,19 @@ class InstantIDSDXLPipeline(StableDiffusionXLControlNetPipeline):
             latents = self.scheduler.step(noise_pred, t, latents, **inputs.extra_step_kwargs, return_dict=False)[0]
             if after_step is not None:
                 latents = after_step(i, latents)
-            if on_step is not None:
-                on_step(i + 1, total)
+            if callback_on_step_end is not None:
+                tensors = _step_tensors(latents, inputs)
+                outputs = callback_on_step_end(self, i, t, {k: tensors[k] for k in callback_on_step_end_tensor_inputs})
+                latents, inputs = _apply_step_outputs(outputs, latents, inputs)
         return latents
 
     def decode(self, latents: torch.Tensor, output_type: str) -> StableDiffusionXLPipelineOutput:
         """VAE-decode (SDXL latents mean/std and fp16 upcast honoured) and post-process."""
         if output_type == "latent":
             return StableDiffusionXLPipelineOutput(images=latents)
-        needs_upcasting = self.vae.dtype == torch.float16 and self.vae.config.force_upcast
-        if needs_upcasting:
-            self.upcast_vae()
-            latents = latents.to(next(iter(self.vae.post_quant_conv.parameters())).dtype)
-        mean = getattr(self.vae.config, "latents_mean", None)
-        std = getattr(self.vae.config, "latents_std", None)
-        if mean is not None and std is not None:
-            mean_t = torch.tensor(mean).view(1, -1, 1, 1).to(latents.device, latents.dtype)
-            std_t = torch.tensor(std).view(1, -1, 1, 1).to(latents.device, latents.dtype)
-            latents = latents * std_t / self.vae.config.scaling_factor + mean_t
-        else:
-            latents = latents / self.vae.config.scaling_factor
-        image = self.vae.decode(latents.to(self.vae.dtype), return_dict=False)[0]
-        if needs_upcasting:
-            self.vae.to(dtype=torch.float16)
-        if self.watermark is not None:
-            image = self.watermark.apply_watermark(image)
-        image = self.image_processor.postprocess(image, output_type=output_type)
+        from faceanchor.pipelines.decode import decode_latents
+
+        image = decode_latents(self, latents, output_type)
         self.maybe_free_model_hooks()
         return StableDiffusionXLPipelineOutput(images=image)
 
@@ -437,10 +486,9 @@ class InstantIDSDXLPipeline(StableDiffusionXLControlNetPipeline):
         negative_prompt_embeds: torch.Tensor | None = None,
         pooled_prompt_embeds: torch.Tensor | None = None,
         negative_pooled_prompt_embeds: torch.Tensor | None = None,
-        on_step: StepCallback | None = None,
-        cancel: CancelCheck | None = None,
+        callback_on_step_end: StepEndCallback | PipelineCallback | MultiPipelineCallbacks | None = None,
+        callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
         output_type: str = "pil",
-        callback_on_step_end: Any = None,  # TEMP shim until the pipelines' callback rework lands
     ) -> StableDiffusionXLPipelineOutput:
         """Generate ``num_images`` images of the identity in ``face_embedding``.
 
@@ -463,13 +511,16 @@ class InstantIDSDXLPipeline(StableDiffusionXLControlNetPipeline):
             latents: initial noise latents (text-to-image).
             start: where denoising starts, see :class:`NoiseStart` (default: pure noise over the
                 full schedule); image-to-image passes its own. Exclusive with ``latents``.
-            prompt_embeds ...: pre-encoded text (e.g. weighted prompts), batch 1.
-            on_step: called with ``(step, total)`` after every step (1-based).
-            cancel: checked before every step; when it returns True, :class:`Cancelled` is raised.
+            prompt_embeds ...: pre-encoded text (e.g. :func:`faceanchor.pipelines.prompts.encode_prompts`
+                with ``num_images_per_prompt=1``), batch 1; ``pooled_prompt_embeds`` is required
+                with them (and the negative pooled with negative embeddings).
+            callback_on_step_end: diffusers' ``(pipe, step_index, timestep, callback_kwargs) -> dict``
+                after every step (see :meth:`denoise`); progress and cancellation:
+                :func:`faceanchor.pipelines.callbacks.step_callback`.
+            callback_on_step_end_tensor_inputs: the tensors passed to it, from
+                :attr:`_callback_tensor_inputs` (a ``PipelineCallback`` brings its own).
             output_type: ``"pil"``, ``"np"``, ``"pt"`` or ``"latent"``.
         """
-        if callback_on_step_end is not None:
-            on_step = lambda i, n: callback_on_step_end(self, i - 1, None, {})  # noqa: E731
         # 0. Check inputs
         extra_controls = list(extra_controls)
         embeds = self.check_instantid_inputs(
@@ -480,6 +531,11 @@ class InstantIDSDXLPipeline(StableDiffusionXLControlNetPipeline):
         if start is not None and latents is not None:
             raise InvalidInputError("give initial latents or a start, not both")
         start = NoiseStart(latents) if start is None else start
+        if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
+            callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
+        callback_on_step_end_tensor_inputs = list(callback_on_step_end_tensor_inputs)
+        self.check_prompt_embeds(prompt, negative_prompt, prompt_embeds, negative_prompt_embeds, pooled_prompt_embeds,
+                                 negative_pooled_prompt_embeds, callback_on_step_end_tensor_inputs)
         adapter = self._require_adapter()
         if adapter_scale is not None:
             adapter.set_scale(adapter_scale)
@@ -557,7 +613,10 @@ class InstantIDSDXLPipeline(StableDiffusionXLControlNetPipeline):
 
         # 8. Denoising loop
         with adapter.region(ip_region):
-            latents = self.denoise(latents, timesteps, inputs, after_step=after_step, on_step=on_step, cancel=cancel)
+            latents = self.denoise(
+                latents, timesteps, inputs, after_step=after_step, callback_on_step_end=callback_on_step_end,
+                callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
+            )
 
         # 9. Decode
         return self.decode(latents, output_type)
@@ -578,3 +637,38 @@ def _expand(tokens: torch.Tensor, n: int) -> torch.Tensor:
 def _resize_mask(region: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
     """The official residual mask: bilinear resize of the full-size mask to the residual's grid."""
     return F.interpolate(region[None, None], size=tuple(residual.shape[-2:]), mode="bilinear")
+
+
+def _step_tensors(latents: torch.Tensor, inputs: DenoiseInputs) -> dict[str, torch.Tensor]:
+    """The tensors a step callback may read, by their names in ``_callback_tensor_inputs``."""
+    return {
+        "latents": latents,
+        "prompt_embeds": inputs.prompt_embeds,
+        "add_text_embeds": inputs.added_cond_kwargs["text_embeds"],
+        "add_time_ids": inputs.added_cond_kwargs["time_ids"],
+        "image": inputs.images[0],
+        "id_tokens": inputs.id_tokens,
+    }
+
+
+def _apply_step_outputs(outputs: Any, latents: torch.Tensor, inputs: DenoiseInputs) -> tuple[torch.Tensor, DenoiseInputs]:
+    """Replace what a step callback returned (diffusers' ``callback_outputs.pop(name, current)``)."""
+    outputs = dict(outputs or {})
+    latents = outputs.pop("latents", latents)
+    if not outputs:
+        return latents, inputs
+    unknown = sorted(set(outputs) - set(InstantIDSDXLPipeline._callback_tensor_inputs))
+    if unknown:
+        raise InvalidInputError(f"callback_on_step_end returned {unknown}, which are not tensors of this pipeline")
+    prompt_embeds = outputs.pop("prompt_embeds", inputs.prompt_embeds)
+    id_tokens = outputs.pop("id_tokens", inputs.id_tokens)
+    added = {
+        "text_embeds": outputs.pop("add_text_embeds", inputs.added_cond_kwargs["text_embeds"]),
+        "time_ids": outputs.pop("add_time_ids", inputs.added_cond_kwargs["time_ids"]),
+    }
+    images = [outputs.pop("image", inputs.images[0])] + inputs.images[1:]
+    inputs = replace(
+        inputs, prompt_embeds=prompt_embeds, id_tokens=id_tokens, added_cond_kwargs=added, images=images,
+        encoder_hidden_states=torch.cat([prompt_embeds, id_tokens], dim=1),
+    )
+    return latents, inputs
