@@ -200,7 +200,8 @@ def insightface():
 # fixed det size; ONNX Runtime then picks other kernels, whose float32 sums differ from the
 # free-size session's in the last bit. The project runs the model as it is, as InsightFace
 # does with static_shape_sessions=False and as it always does for a fixed-size detector
-# (antelopev2's): those two are compared exactly, the first within ONNX Runtime's noise.
+# (antelopev2's): those two are compared exactly, InsightFace's default for buffalo_l within
+# ONNX Runtime's noise.
 CONFIGS = {
     "buffalo_l": ("buffalo_l", True, "noise"),
     "buffalo_l-free-size-session": ("buffalo_l", False, "exact"),
