@@ -1,30 +1,29 @@
 """Shared fixtures: test photos, isolated settings, the real SCRFD model, a tiny ArcFace ONNX.
 
 The SCRFD model is the real ``models/scrfd.onnx`` of the ``scrfd==0.3.0`` source archive on
-PyPI, fetched once with pip into ``~/.cache/faceanchor-tests`` (``FACEANCHOR_TEST_CACHE``
-overrides). The ArcFace stand-in is a small torch network exported to ONNX with the ArcFace
-contract (1×3×112×112 → 1×512).
+PyPI, put in ``tests/data/models/`` by the set-up step ``python tests/fetch_models.py`` (part
+of the README's test command) before pytest runs; nothing is downloaded during the tests. The
+ArcFace stand-in is a small torch network exported to ONNX with the ArcFace contract
+(1×3×112×112 → 1×512).
 """
 
 from __future__ import annotations
 
-import os
+import importlib.util
 import shutil
-import subprocess
-import sys
-import tarfile
 from pathlib import Path
 
 import pytest
 
 FACES_DIR = Path(__file__).parent / "data" / "faces"
-SCRFD_VERSION = "0.3.0"
 
 
-def _cache_dir() -> Path:
-    d = Path(os.environ.get("FACEANCHOR_TEST_CACHE", Path.home() / ".cache" / "faceanchor-tests"))
-    d.mkdir(parents=True, exist_ok=True)
-    return d
+def _fetch_models():
+    """``tests/fetch_models.py`` as a module (``tests`` is not a package)."""
+    spec = importlib.util.spec_from_file_location("faceanchor_tests_fetch_models", Path(__file__).parent / "fetch_models.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 @pytest.fixture(scope="session")
@@ -42,25 +41,13 @@ def settings(tmp_path):
 
 @pytest.fixture(scope="session")
 def scrfd_model_path() -> Path:
-    """The real SCRFD ONNX model from the scrfd==0.3.0 sdist (downloaded once with pip)."""
-    cache = _cache_dir()
-    target = cache / f"scrfd-{SCRFD_VERSION}.onnx"
-    if target.is_file():
-        return target
-    archive = cache / f"scrfd-{SCRFD_VERSION}.tar.gz"
-    if not archive.is_file():
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", f"scrfd=={SCRFD_VERSION}", "-d", str(cache)]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode != 0 or not archive.is_file():
-            pytest.fail(f"could not download scrfd=={SCRFD_VERSION} with pip:\n{proc.stderr[-2000:]}")
-    with tarfile.open(archive) as tar:
-        member = tar.getmember(f"scrfd-{SCRFD_VERSION}/models/scrfd.onnx")
-        src = tar.extractfile(member)
-        tmp = target.with_suffix(".part")
-        with open(tmp, "wb") as out:
-            shutil.copyfileobj(src, out)
-        tmp.replace(target)
-    return target
+    """The real SCRFD ONNX model of the scrfd==0.3.0 sdist, as the set-up step left it."""
+    fm = _fetch_models()
+    if not fm.SCRFD_FILE.is_file():
+        pytest.fail(f"{fm.SCRFD_FILE} is missing: run the test set-up step `{fm.SETUP_STEP}` (see README, Run the tests) before pytest")
+    if not fm.scrfd_ready():
+        pytest.fail(f"{fm.SCRFD_FILE} has the wrong SHA-256: delete it and run `{fm.SETUP_STEP}` again")
+    return fm.SCRFD_FILE
 
 
 class TinyArcFace:

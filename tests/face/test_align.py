@@ -23,7 +23,9 @@ def test_estimate_norm_maps_keypoints_to_template_at_any_size():
     for size in (112, 224, 128, 512, 96):
         mm = estimate_norm(kps, size)
         mapped = kps @ mm[:, :2].T + mm[:, 2]
-        np.testing.assert_allclose(mapped, template(size), atol=1e-6)
+        # float32 keypoints are estimated in float32 (as InsightFace/scikit-image do): measured
+        # error up to 4.6e-5 px (at 512 px)
+        np.testing.assert_allclose(mapped, template(size), atol=1e-4)
 
 
 def test_template_scaling_follows_insightface():

@@ -39,7 +39,8 @@ def test_blank_image_has_no_face(scrfd):
     assert scrfd.detect(np.full((300, 200, 3), 200, dtype=np.uint8)) == []
 
 
-def test_several_faces_sorted_largest_first(scrfd, load_face):
+def test_several_faces_highest_score_first_boxes_unclipped(scrfd, load_face):
+    """InsightFace's order (score, not size) and values (boxes may reach past the image)."""
     from PIL import Image
 
     big = load_face("obama.jpg").resize((455, 568))
@@ -49,8 +50,13 @@ def test_several_faces_sorted_largest_first(scrfd, load_face):
     canvas.paste(big, (320, 10))
     faces = scrfd.detect(np.asarray(canvas))
     assert len(faces) == 2
-    assert faces[0].area > faces[1].area
-    assert faces[0].bbox[0] > 300  # the large (obama) face is the right-hand one
+    assert faces[0].det_score > faces[1].det_score
+    # here the smaller (biden, left) face scores higher: score order is not size order
+    assert faces[0].bbox[0] < 300 and faces[0].area < faces[1].area
+    # a face cut by the left border: its box starts left of the image, as InsightFace's does
+    part = np.asarray(load_face("obama_partial_face.jpg"))
+    (f,) = scrfd.detect(part)
+    assert f.bbox[0] < -10 and f.kps[:, 0].min() > 0
 
 
 def test_box_and_kps_decoding():

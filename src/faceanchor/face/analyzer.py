@@ -6,6 +6,17 @@ embedding (raw) and quality report. When a detector finds nothing it tries again
 scales before giving up: SCRFD at det sizes 640 → 320 → 160, then on a padded image, then
 (dynamic-input models) at twice the det size; dlib on a padded, downscaled image (faces filling
 the frame), then with one more level of upsampling (small faces, images up to 1.5 MP).
+
+With an InsightFace pack (``antelopev2``, ``buffalo_l``) and the default det size 640, the
+faces are InsightFace's own: ``get(rgb, order="score")`` equals
+``FaceAnalysis(name=pack).get(bgr)`` after ``prepare(det_size=(640, 640))`` face for face, in
+the same order, to the bit (boxes, keypoints, scores, ``embedding``, ``normed_embedding``;
+``tests/face/test_insightface_oracle.py``). The documented differences: the default order is
+largest box first (``get(rgb)[0]`` is the face official InstantID code picks with
+``sorted(faces, key=area)[-1]``; ``order="score"`` gives InsightFace's list, whose ``[0]`` is
+the face official IP-Adapter-FaceID code takes); the retries above run only when the first
+pass finds no face (InsightFace then returns ``[]``); ``max_num`` keeps the first faces in the
+chosen order (InsightFace ranks by a centre-weighted area); the image is RGB, not BGR.
 """
 
 from __future__ import annotations
@@ -35,16 +46,33 @@ def _pad(rgb: np.ndarray, frac: float) -> tuple[np.ndarray, int, int]:
 
 
 def _shift(faces: list[Face], dx: float, dy: float, scale: float, w: int, h: int) -> list[Face]:
-    """Map faces found on a padded/resized copy back to the original image."""
+    """Map faces found on a padded/resized copy back to the original image.
+
+    Boxes are not clipped (as the detector's own; a face at the border may reach past it);
+    a face whose box shows less than 2 px of the original image is dropped.
+    """
     out = []
     for f in faces:
-        bbox = f.bbox / scale - np.array([dx, dy, dx, dy], dtype=np.float32)
-        bbox = np.clip(bbox, 0, [w, h, w, h]).astype(np.float32)
+        bbox = (f.bbox / scale - np.array([dx, dy, dx, dy], dtype=np.float32)).astype(np.float32)
         kps = f.kps / scale - np.array([dx, dy], dtype=np.float32)
-        if bbox[2] - bbox[0] < 2 or bbox[3] - bbox[1] < 2:
+        seen = np.clip(bbox, 0, [w, h, w, h])
+        if seen[2] - seen[0] < 2 or seen[3] - seen[1] < 2:
             continue
         out.append(f.with_(bbox=bbox, kps=kps))
     return out
+
+
+ORDERS = ("size", "score")
+
+
+def _ordered(faces: list[Face], order: str) -> list[Face]:
+    """``size``: largest box first (:func:`sort_faces`); ``score``: highest detection score
+    first, equal scores in the detector's order (InsightFace's ``FaceAnalysis.get`` order)."""
+    if order == "size":
+        return sort_faces(faces)
+    if order == "score":
+        return sorted(faces, key=lambda f: -f.det_score)
+    raise InvalidInputError(f"face order {order!r} is unknown; use {' or '.join(ORDERS)}")
 
 
 class FaceAnalyzer:
@@ -166,8 +194,11 @@ class FaceAnalyzer:
             tries.append(("up", up + 1))
         return tries
 
-    def detect(self, image: Any, name: str | None = None) -> list[Face]:
-        """Faces (box, keypoints, score; no embedding), largest first; [] if none at any scale."""
+    def detect(self, image: Any, name: str | None = None, order: str = "size") -> list[Face]:
+        """Faces (box, keypoints, score; no embedding), largest first (``order="score"``:
+        highest score first, InsightFace's order); [] if none at any scale."""
+        if order not in ORDERS:
+            raise InvalidInputError(f"face order {order!r} is unknown; use {' or '.join(ORDERS)}")
         self.prepare()
         rgb = self._rgb(image, name)
         h, w = rgb.shape[:2]
@@ -192,7 +223,7 @@ class FaceAnalyzer:
                     found = self.detector.detect(padded, upsample=1)
                 faces = _shift(found, px, py, scale, w, h)
             if faces:
-                return sort_faces(faces)
+                return _ordered(faces, order)
         return []
 
     def _detect_dlib_fast(self, rgb: np.ndarray, upsample: int) -> list[Face]:
@@ -220,10 +251,15 @@ class FaceAnalyzer:
         quality = assess_quality(rgb, face) if with_quality else face.quality
         return face.with_(embedding=emb, space=self.space, quality=quality)
 
-    def get(self, image: Any, max_num: int = 0, name: str | None = None) -> list[Face]:
-        """Every face, largest first, with embedding and quality ([] when none is found)."""
+    def get(self, image: Any, max_num: int = 0, name: str | None = None, order: str = "size") -> list[Face]:
+        """Every face, largest first, with embedding and quality ([] when none is found).
+
+        ``order="score"``: InsightFace's ``FaceAnalysis.get`` order (highest detection score
+        first), so ``get(rgb, order="score")[0]`` is official FaceID code's ``faces[0]``.
+        ``max_num > 0`` keeps the first ``max_num`` faces in that order.
+        """
         rgb = self._rgb(image, name)
-        faces = self.detect(rgb)
+        faces = self.detect(rgb, order=order)
         if max_num > 0:
             faces = faces[:max_num]
         return [self.embed(rgb, f) for f in faces]

@@ -3,12 +3,19 @@
 Layout (as InsightFace's ``SCRFD``): outputs are ``score`` for every stride, then ``bbox``,
 then ``kps``; 3 strides (8, 16, 32) with 2 anchors each, or 5 strides (8..128) with 1 anchor.
 Boxes and keypoints are distances from anchor centres in units of the stride
-(``distance2bbox`` / ``distance2kps``); boxes above the score threshold go through NMS 0.4.
-Input: RGB, ``(x - 127.5) / 128``, the image resized to fit the input keeping its aspect and
-padded at the right/bottom with black.
+(``distance2bbox`` / ``distance2kps``); boxes at or above the score threshold are put in
+descending score order (stable) and go through NMS 0.4. Input: RGB, ``(x - 127.5) / 128``
+(``cv2.dnn.blobFromImage``, as InsightFace), the image resized to fit the input keeping its
+aspect (sizes computed as InsightFace computes them) and padded at the right/bottom with black.
+
+Faces come back in InsightFace's order (highest score first) with InsightFace's values: boxes
+are not clipped to the image (a face at the border may have ``x1 < 0``), ``det_score`` is the
+float32 score. ``tests/face/test_insightface_oracle.py`` checks this against InsightFace itself.
 
 A model with a fixed input (``1x3x640x640``) detects at a smaller "det size" by shrinking the
-image into that part of the canvas; a dynamic one gets an input of the det size itself.
+image into that part of the canvas (InsightFace ignores the det size there; the analyzer only
+uses smaller sizes as retries when 640 finds nothing); a dynamic one gets an input of the det
+size itself.
 """
 
 from __future__ import annotations
@@ -38,10 +45,14 @@ def distance2kps(points: np.ndarray, distance: np.ndarray) -> np.ndarray:
 
 
 def nms(dets: np.ndarray, thresh: float) -> list[int]:
-    """Greedy non-maximum suppression on ``(n, 5)`` rows of x1, y1, x2, y2, score."""
+    """Greedy non-maximum suppression on ``(n, 5)`` rows of x1, y1, x2, y2, score.
+
+    Kept indices come highest score first; equal scores keep their row order (a stable sort,
+    as InsightFace's ``SCRFD.nms``).
+    """
     x1, y1, x2, y2, scores = dets[:, 0], dets[:, 1], dets[:, 2], dets[:, 3], dets[:, 4]
     areas = (x2 - x1 + 1) * (y2 - y1 + 1)
-    order = scores.argsort()[::-1]
+    order = np.argsort(-scores, kind="stable")
     keep: list[int] = []
     while order.size > 0:
         i = int(order[0])
@@ -126,6 +137,11 @@ class ScrfdDetector:
         return self._anchor_cache[key]
 
     def detect(self, rgb: np.ndarray, det_size: int | None = None, max_num: int = 0) -> list[Face]:
+        """Faces in ``rgb`` (H×W×3 uint8, RGB), highest detection score first.
+
+        ``max_num > 0`` keeps the first ``max_num`` of them (InsightFace instead ranks by a
+        centre-weighted area there; the analyzer never passes it).
+        """
         import cv2
 
         self.prepare()
@@ -136,16 +152,18 @@ class ScrfdDetector:
         else:
             in_w = in_h = fit_w = fit_h = size
         h, w = rgb.shape[:2]
-        if h / w > fit_h / fit_w:
+        # InsightFace's arithmetic, so that the resized size is the same to the pixel
+        im_ratio = float(h) / w
+        if im_ratio > float(fit_h) / fit_w:
             new_h = fit_h
-            new_w = max(1, int(new_h * w / h))
+            new_w = max(1, int(new_h / im_ratio))
         else:
             new_w = fit_w
-            new_h = max(1, int(new_w * h / w))
-        scale = new_h / h
+            new_h = max(1, int(new_w * im_ratio))
+        scale = float(new_h) / h
         canvas = np.zeros((in_h, in_w, 3), dtype=np.uint8)
         canvas[:new_h, :new_w] = cv2.resize(np.ascontiguousarray(rgb), (new_w, new_h))
-        blob = ((canvas.astype(np.float32) - 127.5) / 128.0).transpose(2, 0, 1)[None]
+        blob = cv2.dnn.blobFromImage(canvas, 1.0 / 128.0, (in_w, in_h), (127.5, 127.5, 127.5), swapRB=False)
         outs = self._session.run(self._output_names, {self._input_name: blob})
         outs = [o[0] if o.ndim == 3 else o for o in outs]
         fmc = len(self.strides)
@@ -163,15 +181,12 @@ class ScrfdDetector:
             kpss.append(distance2kps(centres[pos], kps_pred[pos]).reshape(-1, 5, 2))
         if not boxes:
             return []
-        bboxes = np.concatenate(boxes) / scale
         scores = np.concatenate(scores_all)
-        kps = np.concatenate(kpss) / scale
+        order = np.argsort(-scores, kind="stable")
+        bboxes = (np.concatenate(boxes) / scale)[order]
+        kps = (np.concatenate(kpss) / scale)[order]
+        scores = scores[order]
         dets = np.hstack([bboxes, scores[:, None]]).astype(np.float32)
         keep = nms(dets, self.nms_thresh)
-        faces = []
-        for k in keep:
-            x1, y1, x2, y2 = bboxes[k]
-            box = np.array([max(0.0, x1), max(0.0, y1), min(float(w), x2), min(float(h), y2)], dtype=np.float32)
-            faces.append(Face(bbox=box, kps=kps[k], det_score=float(scores[k])))
-        faces.sort(key=lambda f: -f.area)
+        faces = [Face(bbox=dets[k, :4], kps=kps[k], det_score=float(dets[k, 4])) for k in keep]
         return faces[:max_num] if max_num > 0 else faces

@@ -1,10 +1,11 @@
 """InsightFace ArcFace ONNX recognition (512-D; spaces ``antelopev2``, ``buffalo_l``).
 
 As InsightFace's ``ArcFaceONNX``: the face is aligned to the ArcFace five-point template at the
-model's input size (112), fed as RGB ``(x - mean) / std`` with mean = std = 127.5, unless the
-graph normalises by itself (its first nodes are ``Sub`` and ``Mul``), in which case raw pixels
-(mean 0, std 1) go in. The raw embedding is kept on the face; ``Face.normed_embedding`` is the
-unit vector.
+model's input size (112), fed as RGB ``(x - mean) × (1 / std)`` (``cv2.dnn.blobFromImages``,
+as InsightFace, so the input is the same to the bit) with mean = std = 127.5, unless the graph
+normalises by itself (its first nodes are ``Sub`` and ``Mul``), in which case raw pixels
+(mean 0, std 1) go in. The raw embedding is kept on the face (InsightFace's ``face.embedding``);
+``Face.normed_embedding`` is the unit vector (InsightFace's ``face.normed_embedding``).
 """
 
 from __future__ import annotations
@@ -79,10 +80,15 @@ class ArcFaceEncoder:
 
     def preprocess(self, crops: np.ndarray) -> np.ndarray:
         """(n, s, s, 3) RGB uint8 crops → (n, 3, s, s) float32 network input."""
-        x = np.asarray(crops, dtype=np.float32)
+        import cv2
+
+        x = np.asarray(crops)
         if x.ndim == 3:
             x = x[None]
-        return ((x - self.input_mean) / self.input_std).transpose(0, 3, 1, 2).copy()
+        images = [np.ascontiguousarray(c) for c in x]
+        size = (images[0].shape[1], images[0].shape[0])
+        mean = (self.input_mean,) * 3
+        return np.ascontiguousarray(cv2.dnn.blobFromImages(images, 1.0 / self.input_std, size, mean, swapRB=False), dtype=np.float32)
 
     def encode_crops(self, crops: np.ndarray) -> np.ndarray:
         self.prepare()
