@@ -46,9 +46,10 @@ def official(engine, method, faces_embeds, crop=None, s_scale=1.0, seed=11):
 
 
 @pytest.mark.parametrize("method", ["faceid", "faceid-plusv2", "faceid-portrait"])
-def test_engine_equals_the_official_calling_convention(engine, method):
+def test_engine_equals_the_official_calling_convention(engine, method, insightface_faces):
     an = engine.analyzer("buffalo_l")
-    faces = an.get(an.load(OBAMA))
+    faces = insightface_faces("buffalo_l", OBAMA)  # InsightFace itself, as the official README calls it
+    assert len(faces) == 1
     raw = faces[0].embedding
     assert abs(float(np.linalg.norm(raw)) - 1.0) > 0.05, "the test pack must give non-unit raw embeddings"
     res = engine.generate(GenerationRequest(method=method, **BASE))
@@ -57,7 +58,7 @@ def test_engine_equals_the_official_calling_convention(engine, method):
     if method == "faceid-plusv2":
         from faceanchor.face.align import clip_face_crop
 
-        crop = clip_face_crop(an.load(OBAMA), faces[0].kps)
+        crop = clip_face_crop(an.load(OBAMA), faces[0].kps)  # the README's face_align.norm_crop(image, kps, 224)
     embeds = faces[0].normed_embedding[None] if method == "faceid-portrait" else faces[0].normed_embedding
     ref = official(engine, method, embeds, crop)
     assert np.array_equal(ours, ref), f"{method}: max diff {np.abs(ours.astype(int) - ref).max()}"

@@ -38,10 +38,10 @@ def pipeline_with(engine, request, embedding):
     return np.asarray(decode_latents(loaded.pipe, latents)[0])
 
 
-def test_engine_feeds_the_raw_embedding_as_the_official_demo(packs_settings):
+def test_engine_feeds_the_raw_embedding_as_the_official_demo(packs_settings, insightface_faces):
     engine = Engine(packs_settings, weights="tiny", face_pack="antelopev2")
-    an = engine.analyzer("antelopev2")
-    face = an.get(an.load(OBAMA))[0]
+    # the official demo: face_info = sorted(app.get(cv2 image), key=box area)[-1]; face_info["embedding"]
+    face = sorted(insightface_faces("antelopev2", OBAMA), key=lambda f: (f.bbox[2] - f.bbox[0]) * (f.bbox[3] - f.bbox[1]))[-1]
     assert abs(float(np.linalg.norm(face.embedding)) - 1.0) > 0.05
     request = GenerationRequest(**BASE)
     res = engine.generate(request)
