@@ -23,7 +23,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 FACE = ROOT / "tests" / "data" / "faces" / "obama.jpg"
-METHODS = ["instantid", "faceid", "faceid-plus", "faceid-plusv2", "faceid-portrait"]
 
 
 def peak_memory_mb(device: str) -> float:
@@ -84,7 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scheduler", default="euler")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], default=None, help="default: fp16 on GPU, bf16 on CPU")
-    ap.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
+    from faceanchor.methods.registry import names
+
+    ap.add_argument("--methods", nargs="+", default=[n for n in names() if n != "faceid-portrait-unnorm"], choices=names())
     ap.add_argument("--repeat", type=int, default=1, help="timed runs per method (median reported)")
     args = ap.parse_args(argv)
 
@@ -105,12 +106,13 @@ def main(argv: list[str] | None = None) -> int:
           f"{'steps/s':>9}{'plain steps/s':>15}{'ratio':>7}{'peak MB':>10}")
     baselines: dict[str, float] = {}
     for method in args.methods:
-        family = "sdxl" if method == "instantid" else "sd15"
+        m = engine.method(method)
         req = GenerationRequest(
-            method=method, face_image=str(FACE), face_images=[str(FACE)] if method == "faceid-portrait" else [],
+            method=method, face_image=str(FACE), face_images=[str(FACE)] if m.separate_references else [],
             prompt="a portrait photo", width=args.size, height=args.size, num_inference_steps=args.steps,
             scheduler=args.scheduler, seed=0,
         )
+        family = m.family_for(req)
         first = engine.generate(req)  # loads models (timed as "load")
         runs, rates = [], []
         for _ in range(args.repeat):
@@ -121,22 +123,20 @@ def main(argv: list[str] | None = None) -> int:
         t = {k: statistics.median(r.timings.get(k, 0.0) for r in runs) for k in ("face", "prompt", "denoise", "decode", "score")}
         sps = statistics.median(rates)
         if family not in baselines:
-            loaded = next(v for k, v in engine._bases.items() if k[1] == family)
+            loaded = next(v for k, v in engine._loaded.items() if k[1] == family)
             baselines[family] = plain_steps_per_second(loaded, family, args.size, args.steps, device)
         base = baselines[family]
         print(f"{method:<16}{first.timings.get('load', 0):>9.2f}{t['face']:>8.2f}{t['prompt']:>10.2f}{t['denoise']:>11.2f}"
               f"{t['decode']:>10.2f}{t['score']:>9.2f}{sps:>9.3f}{base:>15.3f}{sps / base:>7.2f}{peak_memory_mb(device):>10.0f}")
         sys.stdout.flush()
-    faceid = [m for m in args.methods if m != "instantid"]
+    faceid = [n for n in args.methods if engine.method(n).pipeline_key == "faceid" and "sd15" in engine.method(n).families]
     if len(faceid) >= 2:
         switches = []
         for a, b in zip(faceid, faceid[1:] + faceid[:1]):
-            loaded = next(v for k, v in engine._bases.items() if k[1] == "sd15")
-            fp = loaded.pipe
+            loaded = next(v for k, v in engine._loaded.items() if k[1] == "sd15")
             t0 = time.perf_counter()
-            engine._faceid_adapter(loaded, GenerationRequest(method=b, prompt="x"), "sd15", 128)
+            engine.method(b).adapter(loaded, engine.loader, GenerationRequest(method=b, prompt="x"), 128)
             switches.append((f"{a}->{b}", time.perf_counter() - t0))
-            _ = fp
         print("# FaceID method switch on one loaded SD1.5 (adapters cached after first load):")
         for name, s in switches:
             print(f"  {name:<32}{s * 1000:>9.1f} ms")

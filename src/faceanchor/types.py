@@ -232,8 +232,8 @@ class GenerationRequest(BaseModel):
     def non_default_fields(self) -> set[str]:
         """Fields set to something other than their default (what a method must honour or refuse)."""
         out = set()
-        for name in self.model_fields_set:
-            info = type(self).model_fields[name]
+        for name in self.model_fields_set & set(GenerationRequest.model_fields):  # transport fields (base64) aside
+            info = GenerationRequest.model_fields[name]
             default = info.get_default(call_default_factory=True)
             if getattr(self, name) != default:
                 out.add(name)

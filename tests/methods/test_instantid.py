@@ -123,3 +123,16 @@ def test_cancel_stops_between_denoising_steps(packs_settings):
     finally:
         del unet.forward
     assert steps == [1, 2] and calls["n"] == 2
+
+
+@pytest.mark.parametrize("method", ["instantid", "faceid"])
+def test_weighted_prompts_through_every_method(packs_settings, method):
+    engine = Engine(packs_settings, weights="tiny", face_pack="antelopev2" if method == "instantid" else "buffalo_l")
+    fields = {**BASE, "method": method, "prompt": "a portrait of a man"}
+    plain = engine.generate(GenerationRequest(**fields))
+    same = engine.generate(GenerationRequest(**fields, prompt_weighting="compel"))  # no weights: plain's embeddings
+    weighted = engine.generate(GenerationRequest(**{**fields, "prompt": "a portrait of a (man:1.6)"}, prompt_weighting="compel"))
+    px = lambda r: np.asarray(r.images[0].image)  # noqa: E731
+    assert np.array_equal(px(plain), px(same))
+    assert not np.array_equal(px(plain), px(weighted))
+    assert weighted.params["prompt_weighting"] == "compel" and plain.params["prompt_weighting"] == "plain"

@@ -65,22 +65,6 @@ VARIANTS: dict[str, FaceIDVariant] = {
     ),
 }
 
-#: Official weights: (method, base family) → (hub repo, file). The ``.bin`` files carry the LoRA
-#: in their ``ip_adapter`` section (the separate ``*_lora.safetensors`` are for other UIs).
-FACEID_REPO = "h94/IP-Adapter-FaceID"
-OFFICIAL_CHECKPOINTS: dict[tuple[str, str], tuple[str, str]] = {
-    ("faceid", "sd15"): (FACEID_REPO, "ip-adapter-faceid_sd15.bin"),
-    ("faceid", "sdxl"): (FACEID_REPO, "ip-adapter-faceid_sdxl.bin"),
-    ("faceid-plus", "sd15"): (FACEID_REPO, "ip-adapter-faceid-plus_sd15.bin"),
-    ("faceid-plusv2", "sd15"): (FACEID_REPO, "ip-adapter-faceid-plusv2_sd15.bin"),
-    ("faceid-plusv2", "sdxl"): (FACEID_REPO, "ip-adapter-faceid-plusv2_sdxl.bin"),
-    # also in the repo: ip-adapter-faceid-portrait-v11_sd15.bin (same layout), and
-    # ip-adapter-faceid-portrait_sdxl_unnorm.bin (trained on un-normalised buffalo_l embeddings)
-    ("faceid-portrait", "sd15"): (FACEID_REPO, "ip-adapter-faceid-portrait_sd15.bin"),
-    ("faceid-portrait", "sdxl"): (FACEID_REPO, "ip-adapter-faceid-portrait_sdxl.bin"),
-}
-#: The CLIP image encoder the Plus variants were trained with (ViT-H/14, hidden size 1280).
-FACEID_CLIP_ENCODER = "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"
 
 _OURS = (LoRAAttnProcessor, LoRAIPAttnProcessor, IPAttnProcessor)
 

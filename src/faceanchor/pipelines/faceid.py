@@ -47,8 +47,8 @@ def clip_image_processor_for(image_encoder: Any):
 def load_clip_image_encoder(source: str | Path, *, device: str = "cpu", dtype: Any = None, local_files_only: bool = False):
     """``CLIPVisionModelWithProjection`` from a hub id (HF cache honoured) or a local folder.
 
-    The Plus variants use ``laion/CLIP-ViT-H-14-laion2B-s32B-b79K``
-    (:data:`faceanchor.adapters.faceid.FACEID_CLIP_ENCODER`).
+    The Plus variants use ``laion/CLIP-ViT-H-14-laion2B-s32B-b79K`` (registry model ``clip-vit-h``);
+    the real-weights loader finds it and loads it through here.
     """
     from transformers import CLIPVisionModelWithProjection
 

@@ -172,13 +172,12 @@ class RealLoader(WeightsLoader):
         return self._checkpoint(registry_name, model, f"{method} adapter")
 
     def clip_image_encoder(self) -> tuple[Any, Any, str]:
-        from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
-
         from faceanchor.models.resolve import resolve_model
+        from faceanchor.pipelines.faceid import clip_image_processor_for, load_clip_image_encoder
 
         r = resolve_model("clip-vit-h", self.settings)
-        enc = CLIPVisionModelWithProjection.from_pretrained(str(r.load_dir), torch_dtype=self.dtype).to(self.device)
-        return enc, CLIPImageProcessor(), r.spec.repo_id or str(r.root)
+        enc = load_clip_image_encoder(r.load_dir, device=self.device, dtype=self.dtype, local_files_only=True)
+        return enc, clip_image_processor_for(enc), r.spec.repo_id or str(r.root)
 
     def lcm_lora(self, pipe: Any, family: str) -> str | None:
         from faceanchor.models.registry import LCM_LORA_FOR
