@@ -274,7 +274,8 @@ def test_id_photo_face_region_follows_each_views_keypoints(env, monkeypatch):
     id_photo(engine, request)
     assert len(seen) == 4
     for view_req in seen:
-        _, _, _, mask, _ = engine.instantid_controls(view_req, engine.identity(view_req))
+        method = engine.method("instantid")
+        _, _, _, mask, _ = method.controls(view_req, engine.identity(view_req), engine._tools(method))
         m = np.asarray(mask)[..., 0] > 0
         x, y = np.round(np.asarray(view_req.face_kps)[2]).astype(int)
         assert m[y, x], "the face-region mask must cover the view's nose"

@@ -141,7 +141,7 @@ def test_enhance_face_region_makes_a_face_mask(engine):
     *_, mask, _ = _controls(engine, r, ident)
     m = np.asarray(mask)[..., 0] > 0
     assert 0.01 < m.mean() < 0.9
-    *_, none, _ = engine.instantid_controls(req(width=256, height=256, enhance_face_region=False), ident)
+    *_, none, _ = _controls(engine, req(width=256, height=256, enhance_face_region=False), ident)
     assert none is None
 
 

@@ -55,13 +55,15 @@ def _label(src: Any, fallback: str) -> str:
     return fallback
 
 
-def progress_callback(notify: ProgressCallback, cancel: CancelCheck, chunk: int = 0) -> Any:
+def progress_callback(notify: ProgressCallback, cancel: CancelCheck, chunk: int = 0, steps: int = 0) -> Any:
     """The one ``callback_on_step_end`` of every pipeline: a progress event after each step, then a
-    cancel check (raising :class:`Cancelled` there stops the denoising loop between two steps)."""
+    cancel check (raising :class:`Cancelled` there stops the denoising loop between two steps).
+    The total is the pipeline's ``num_timesteps`` (what really runs), else ``steps``."""
     from faceanchor.pipelines.callbacks import step_callback
 
     def on_step(step: int, total: int | None) -> None:
-        notify(ProgressEvent(stage="denoise", step=step, total=total or 0, sample=chunk, message=f"step {step}/{total}"))
+        total = total or steps
+        notify(ProgressEvent(stage="denoise", step=step, total=total, sample=chunk, message=f"step {step}/{total}"))
 
     return step_callback(on_step=on_step, cancel=cancel)
 
@@ -317,7 +319,7 @@ class Engine:
         warnings += [w for f in ident.faces for w in (f.quality.warnings if f.quality else ())]
         ctx = RunContext(
             request=request, identity=ident, family=family, prompt=prompt, negative=negative, seeds=seeds, stage=stage,
-            step_callback=lambda chunk: progress_callback(notify, check, chunk), cancel=check, notify=notify,
+            step_callback=lambda chunk: progress_callback(notify, check, chunk, request.steps), cancel=check, notify=notify,
             timings=timings, tools=self._tools(method),
         )
         images = method.run(loaded, ctx)

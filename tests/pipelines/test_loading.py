@@ -11,16 +11,31 @@ from faceanchor.pipelines import loading
 
 @pytest.fixture(scope="module")
 def loaded(tmp_path_factory):
+    from faceanchor.methods.registry import get
+    from faceanchor.types import GenerationRequest
+
     settings = Settings(home=tmp_path_factory.mktemp("home"), device="cpu")
-    return settings, loading.load_instantid("tiny", settings, None, "cpu", torch.float32, 0, 128)
+    loader = loading.make_loader("tiny", settings, "cpu", torch.float32, 0)
+    return settings, get("instantid").load(loader, "sdxl", GenerationRequest(), 128)
+
+
+def test_one_loader_per_weights_kind(tmp_path):
+    settings = Settings(home=tmp_path / "home", device="cpu")
+    kinds = {k: loading.make_loader(k, settings, "cpu", torch.float32) for k in ("real", "dummy", "tiny")}
+    assert {k: type(v).__name__ for k, v in kinds.items()} == {"real": "RealLoader", "dummy": "DummyLoader", "tiny": "DummyLoader"}
+    assert kinds["real"].honours_model_name and not kinds["real"].adapts_to_encoder
+    assert not kinds["tiny"].honours_model_name and kinds["tiny"].adapts_to_encoder and kinds["tiny"].size == "tiny"
+    assert kinds["tiny"].lcm_lora(None, "sdxl") is None  # random weights have no LCM-LoRA
+    with pytest.raises(InvalidInputError, match="weights 'bogus' is unknown; use real, dummy, tiny"):
+        loading.make_loader("bogus", settings, "cpu", torch.float32)
 
 
 def test_schedulers_by_name(loaded):
     _, base = loaded
     for name, (cls, _) in loading.SCHEDULERS.items():
-        assert type(loading.make_scheduler(name, base.base_scheduler_config)).__name__ == cls
+        assert type(loading.make_scheduler(name, base.scheduler_config)).__name__ == cls
     with pytest.raises(InvalidInputError, match="unknown"):
-        loading.make_scheduler("plms", base.base_scheduler_config)
+        loading.make_scheduler("plms", base.scheduler_config)
 
 
 def _run(pipe):
@@ -36,8 +51,9 @@ def test_lcm_lora_loads_from_the_models_dir_and_toggles(loaded, monkeypatch):
     settings, base = loaded
     pipe = base.pipe
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    real = loading.RealLoader(settings, "cpu", torch.float32)
     with pytest.raises(ModelNotFoundError, match="lcm-lora-sdxl"):
-        loading.load_lcm_lora(base, settings)
+        real.lcm_lora(pipe, "sdxl")
     # write an SDXL LoRA in diffusers' format where faceanchor looks first: models_dir/<name>/
     from diffusers import StableDiffusionXLPipeline
     from peft import LoraConfig
@@ -56,8 +72,8 @@ def test_lcm_lora_loads_from_the_models_dir_and_toggles(loaded, monkeypatch):
     out_dir = settings.models_dir / "lcm-lora-sdxl"
     StableDiffusionXLPipeline.save_lora_weights(out_dir, unet_lora_layers=layers, weight_name="pytorch_lora_weights.safetensors")
 
-    name = loading.load_lcm_lora(base, settings)
-    assert base.lcm_lora and ("lcm-lora-sdxl" in name or str(out_dir) in name)
+    name = real.lcm_lora(pipe, "sdxl")
+    assert "lcm" in pipe.get_list_adapters().get("unet", []) and ("lcm-lora-sdxl" in name or str(out_dir) in name)
     pipe.set_adapters(["lcm"], adapter_weights=[1.0])
     with_lora = _run(pipe)
     pipe.set_adapters(["lcm"], adapter_weights=[0.0])
