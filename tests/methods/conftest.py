@@ -42,3 +42,4 @@ def insightface_faces(packs_settings):
         return apps[pack].get(cv2.imread(str(path)))
 
     return get
+

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 from photos import small_copy  # noqa: E402
 
 from faceanchor.engine import Engine  # noqa: E402
@@ -118,23 +119,9 @@ def test_fields_faceid_does_not_use_are_refused(engine):
 
 
 def test_cancel_stops_between_denoising_steps(engine):
-    engine.generate(GenerationRequest(method="faceid", **{**BASE, "num_inference_steps": 1}))  # load
+    from cancel_check import assert_cancels_between_steps
+
+    request = GenerationRequest(method="faceid", **{**BASE, "num_inference_steps": 1})
+    engine.generate(request)  # load
     loaded = next(v for k, v in engine._loaded.items() if k[0] == "faceid")
-    unet = loaded.pipe.pipe.unet
-    calls = {"n": 0}
-    real = unet.forward
-
-    def counting(*a, **k):
-        calls["n"] += 1
-        return real(*a, **k)
-
-    steps: list[int] = []
-    unet.forward = counting
-    try:
-        with pytest.raises(Cancelled, match="after step 2 of 5"):
-            engine.generate(GenerationRequest(method="faceid", **{**BASE, "num_inference_steps": 5}),
-                            on_progress=lambda e: steps.append(e.step) if e.stage == "denoise" and e.total else None,
-                            cancel=lambda: len(steps) >= 2)
-    finally:
-        del unet.forward
-    assert steps == [1, 2] and calls["n"] == 2  # CFG runs both halves in one UNet call per step
+    assert_cancels_between_steps(engine, request, loaded.pipe.pipe.unet)

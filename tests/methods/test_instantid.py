@@ -13,6 +13,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 from photos import small_copy  # noqa: E402
 
 from faceanchor.engine import Engine  # noqa: E402
@@ -103,26 +104,12 @@ def test_model_name_under_random_weights_is_a_warning_not_a_claim(packs_settings
 
 
 def test_cancel_stops_between_denoising_steps(packs_settings):
+    from cancel_check import assert_cancels_between_steps
+
     engine = Engine(packs_settings, weights="tiny", face_pack="antelopev2")
-    engine.generate(GenerationRequest(**{**BASE, "num_inference_steps": 1}))
-    unet = next(v for k, v in engine._loaded.items() if k[0] == "instantid").pipe.unet
-    calls = {"n": 0}
-    real = unet.forward
-
-    def counting(*a, **k):
-        calls["n"] += 1
-        return real(*a, **k)
-
-    steps: list[int] = []
-    unet.forward = counting
-    try:
-        with pytest.raises(Cancelled, match="after step 2 of 5"):
-            engine.generate(GenerationRequest(**{**BASE, "num_inference_steps": 5}),
-                            on_progress=lambda e: steps.append(e.step) if e.stage == "denoise" and e.total else None,
-                            cancel=lambda: len(steps) >= 2)
-    finally:
-        del unet.forward
-    assert steps == [1, 2] and calls["n"] == 2
+    request = GenerationRequest(**{**BASE, "num_inference_steps": 1})
+    engine.generate(request)  # load
+    assert_cancels_between_steps(engine, request, next(v for k, v in engine._loaded.items() if k[0] == "instantid").pipe.unet)
 
 
 @pytest.mark.parametrize("method", ["instantid", "faceid"])

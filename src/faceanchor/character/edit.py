@@ -149,28 +149,6 @@ def dilate(mask: np.ndarray, px: int) -> np.ndarray:
 # --------------------------------------------------------------------------- model calls
 
 
-def img2img(
-    engine: CharacterEngine,
-    request: GenerationRequest,
-    ident: Identity,
-    image: Image.Image,
-    kps: np.ndarray,
-    *,
-    strength: float,
-    seed: int,
-    mask: np.ndarray | None = None,
-    face_box: np.ndarray | None = None,
-    on_step: Any = None,
-    cancel: Any = None,
-) -> Image.Image:
-    """Image-to-image of ``image`` (size on the model grid) with ``kps`` in its coordinates, by the request's method."""
-    why = engine.can_render(request.method)
-    if why:
-        raise InvalidInputError(why)
-    return engine.render(request, ident, image, kps, strength=strength, seed=seed, mask=mask, face_box=face_box,
-                         on_step=on_step, cancel=cancel)
-
-
 def rerender_face(
     engine: CharacterEngine,
     request: GenerationRequest,
@@ -198,7 +176,7 @@ def rerender_face(
     scale = size / side
     kps_c = (np.asarray(face_kps, np.float64) - [x1, y1]) * scale
     bbox_c = (np.asarray(face_bbox, np.float64).reshape(2, 2) - [x1, y1]).reshape(4) * scale
-    rendered = img2img(engine, request, ident, crop, kps_c, strength=strength, seed=seed, face_box=bbox_c,
+    rendered = engine.render(request, ident, crop, kps_c, strength=strength, seed=seed, face_box=bbox_c,
                        on_step=on_step, cancel=cancel)
     back = rendered.resize((side, side), Image.LANCZOS)
     alpha = feather_alpha((side, side))
@@ -298,7 +276,7 @@ def edit_background(
         work_mask = np.asarray(Image.fromarray(regen.astype(np.uint8) * 255).resize((W, H), Image.NEAREST)) > 127
         seed = _seed(request, seed)
         before = engine.score([target], ident)[0]
-        rendered = img2img(engine, request, ident, work, kps, strength=strength, seed=seed, mask=work_mask,
+        rendered = engine.render(request, ident, work, kps, strength=strength, seed=seed, mask=work_mask,
                            face_box=fbox, on_step=on_step, cancel=cancel)
         back = rendered.resize(target.size, Image.LANCZOS)
         # soft only inside the edited region: blur the regen mask, then zero it on the kept pixels
