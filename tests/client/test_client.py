@@ -257,20 +257,41 @@ def test_subscribe_on_a_character_app_polls(c):
     assert c.character_history(ch.id).entries[0].kind == "generate"
 
 
-def test_character_id_photo_and_edit_shapes(c):
-    """id-photo and edit need the full engine (the tiny engine only generates): here the server
-    accepts the client's request shapes and the job itself then fails in the tiny engine,
-    as a typed server error naming the failure."""
-    ch = c.create_character("Shapes", face_jpeg())
-    with pytest.raises(fc.ValidationError) as e:  # the shape check of the server: edit without a target
-        c.submit_character("edit", ch.id, prompt="p")
-    assert "images.target" in e.value.message
-    q = c.submit_character("edit", ch.id, target=noise_png((64, 64)), prompt="p", mode="face", num_inference_steps=1)
-    assert q.app == "character/edit"
-    q2 = c.submit_character("id-photo", ch.id, num_inference_steps=1)
-    assert q2.app == "character/id-photo"
-    for h in (q, q2):
-        c.cancel(h.app, h.request_id)
+@pytest.fixture(scope="module")
+def real_engine_server(tmp_path_factory):
+    """id-photo and edit need the full engine (the tiny engine above only generates): the real
+    engine with its tiny seeded weights and the dlib face pack, 64x64, one step."""
+    import torch
+
+    from client_helpers import LiveServer
+
+    from faceanchor.config import Settings
+    from faceanchor.engine import Engine
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    settings = Settings(home=tmp_path_factory.mktemp("home-real"), device="cpu", rate_limit_per_minute=0, job_lease_seconds=30)
+    with LiveServer(settings, Engine(settings, weights="tiny", face_pack="dlib")) as server:
+        yield server
+    torch.set_num_threads(n)
+
+
+def test_character_id_photo_and_edit_with_the_real_tiny_engine(real_engine_server):
+    opts = dict(width=64, height=64, num_inference_steps=1, seed=3)
+    with fc.Client(real_engine_server.url, real_engine_server.key) as c:
+        ch = c.create_character("Barack", face_jpeg())
+        sheet = c.id_photo(ch.id, **opts)
+        assert len(sheet.images) == 5  # the sheet, then front, left, right, smiling
+        assert all(c.file(im).startswith(PNG_MAGIC) for im in sheet.images)
+        got = c.get_character(ch.id)
+        assert got.sheet_file and len(got.views) == 4
+        assert _decode(c.character_file(ch.id, got.sheet_file)).format == "PNG"
+        edited = c.edit("on a beach", face_jpeg(width=160), ch.id, mode="background", **opts)
+        assert len(edited.images) == 1 and edited.params["edit"]["mode"] == "background"
+        assert [e.kind for e in c.character_history(ch.id).entries] == ["edit", "id-photo"]
+        with pytest.raises(fc.ValidationError) as e:  # the server's own shape check: an edit needs a target
+            c.submit_character("edit", ch.id, prompt="p")
+        assert "images.target" in e.value.message
 
 
 def test_async_client_core_calls(live):
