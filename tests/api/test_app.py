@@ -270,6 +270,9 @@ def test_503_queue_full(settings, face_b64):
         assert hz.client.post("/queue/instantid", json=body, headers=hz.headers).status_code == 200
         r = hz.client.post("/queue/instantid", json=body, headers=hz.headers)
         assert r.status_code == 503 and "Retry-After" in r.headers and "queue is full" in err(r)["message"]
+        # a fresh Idempotency-Key is a new job: it does not get past the limit
+        r = hz.client.post("/queue/instantid", json=body, headers={**hz.headers, "Idempotency-Key": "fresh-1"})
+        assert r.status_code == 503 and "queue is full" in err(r)["message"]
         hz.engine.gate.set()
 
 

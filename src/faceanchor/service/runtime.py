@@ -201,7 +201,11 @@ class Service:
         self.check_available()
         stored = self._store_inputs(request)
         digest = hashlib.sha256(json.dumps([app, stored, webhook_url], sort_keys=True).encode()).hexdigest()
-        if idempotency_key is None and self.jobs.queue_depth() >= self.settings.max_queue_size:
+        if idempotency_key is not None:  # a repeat returns its job; a fresh key is a new job like any other
+            existing = self.jobs.by_idempotency(key_id, idempotency_key, digest)
+            if existing is not None:
+                return existing, False
+        if self.jobs.queue_depth() >= self.settings.max_queue_size:
             raise ServiceUnavailableError(f"the queue is full ({self.settings.max_queue_size} jobs); retry later", retry_after=30)
         deadline = time.time() + start_timeout if start_timeout is not None else None
         job, created = self.jobs.submit(

@@ -154,7 +154,7 @@ class JobStore:
         """Insert a queued job; return ``(job, created)``. A repeated idempotency key returns the
         existing job (``created`` false), or raises :class:`IdempotencyConflict` if the request differs."""
         if idempotency_key is not None:
-            existing = self._by_idempotency(key_id, idempotency_key, request_sha256)
+            existing = self.by_idempotency(key_id, idempotency_key, request_sha256)
             if existing is not None:
                 return existing, False
         now = self.clock()
@@ -170,13 +170,14 @@ class JobStore:
         except IntegrityError:
             if idempotency_key is None:
                 raise
-            existing = self._by_idempotency(key_id, idempotency_key, request_sha256)
+            existing = self.by_idempotency(key_id, idempotency_key, request_sha256)
             if existing is None:
                 raise
             return existing, False
         return _view(row, position=None), True
 
-    def _by_idempotency(self, key_id: str, idem: str, request_sha256: str) -> JobView | None:
+    def by_idempotency(self, key_id: str, idem: str, request_sha256: str) -> JobView | None:
+        """The job this key already submitted with this idempotency key (None: none yet)."""
         with self.db.read() as s:
             row = s.scalar(select(Job).where(Job.key_id == key_id, Job.idempotency_key == idem))
             if row is None:
