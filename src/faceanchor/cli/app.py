@@ -134,7 +134,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     except usage_errors as e:
         if type(e).__name__ == "NoArgsIsHelpError":  # a group named without its subcommand: its help
-            typer.echo(e.format_message(), err=True)
+            if e.format_message().strip():  # (typer's rich help is printed already, on stdout)
+                typer.echo(e.format_message(), err=True)
             sys.exit(2)
         ctx = getattr(e, "ctx", None)
         hint = f" (see '{ctx.command_path} --help')" if ctx is not None and getattr(e, "exit_code", 1) == 2 else ""
