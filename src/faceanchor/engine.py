@@ -233,6 +233,7 @@ class Engine:
             # one loaded pipeline per family: drop others of the same family first (memory)
             for k in [k for k in self._loaded if k[1] == family]:
                 del self._loaded[k]
+            self.loader.check_fits(method, family)  # e.g. full-size random weights on a CPU: refuse early
             self._loaded[key] = method.load(self.loader, family, request, id_dim)
         return self._loaded[key]
 

@@ -2,11 +2,14 @@
 
 Each command group lives in its own module with a ``register(app)`` function. Settings are
 built once in the callback and reach commands through ``ctx.obj``. Any
-:class:`~faceanchor.errors.FaceAnchorError` becomes one line on stderr and exit code 2.
+:class:`~faceanchor.errors.FaceAnchorError`, every usage error (unknown command or option, bad or
+missing value) and a missing optional extra become one line on stderr and exit code 2, never a
+traceback.
 """
 
 from __future__ import annotations
 
+import importlib
 import sys
 from typing import Optional
 
@@ -66,12 +69,56 @@ def build_app() -> typer.Typer:
     return app
 
 
+def build_command():  # noqa: ANN201
+    """The click command of :func:`build_app`, with readable types in ``--help``."""
+    import typer.main
+
+    from faceanchor.cli.metavars import readable_metavars
+
+    return readable_metavars(typer.main.get_command(build_app()))
+
+
+def usage_error_types() -> tuple[type, ...]:
+    """The exception bases click raises for usage errors: typer's vendored click (typer >= 0.29)
+    and the click package (older typer), whichever are importable."""
+    found: list[type] = []
+    for name in ("typer._click.exceptions", "click.exceptions"):
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        cls = getattr(module, "ClickException", None)
+        if isinstance(cls, type) and cls not in found:
+            found.append(cls)
+    return tuple(found)
+
+
+def command_path(command, args: list[str]) -> str:  # noqa: ANN001
+    """``faceanchor character create``: the (sub)commands named in ``args``."""
+    names = ["faceanchor"]
+    for tok in args:
+        sub = getattr(command, "commands", {}).get(tok)
+        if sub is not None:
+            names.append(tok)
+            command = sub
+    return " ".join(names)
+
+
+def one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
 def main(argv: list[str] | None = None) -> None:
-    app = build_app()
+    """The ``faceanchor`` entry point: errors are one line on stderr and exit code 2."""
+    from faceanchor.cli.extras import install_hint
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    command = build_command()
+    usage_errors = usage_error_types()
     try:
-        app(args=argv, standalone_mode=False)
+        rv = command.main(args=args, prog_name="faceanchor", standalone_mode=False)
     except FaceAnchorError as e:
-        typer.echo(f"error: {e}", err=True)
+        typer.echo(f"error: {one_line(e)}", err=True)
         sys.exit(2)
     except typer.Abort:
         typer.echo("aborted", err=True)
@@ -79,12 +126,22 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         sys.exit(130)
-    except Exception as e:  # click usage errors and the like
-        import click
-
-        if isinstance(e, click.exceptions.ClickException):
-            typer.echo(f"error: {e.format_message()}", err=True)
+    except ModuleNotFoundError as e:
+        hint = install_hint(e, command_path(command, args))
+        if hint is None:
+            raise
+        typer.echo(f"error: {hint}", err=True)
+        sys.exit(2)
+    except usage_errors as e:
+        if type(e).__name__ == "NoArgsIsHelpError":  # a group named without its subcommand: its help
+            if e.format_message().strip():  # (typer's rich help is printed already, on stdout)
+                typer.echo(e.format_message(), err=True)
             sys.exit(2)
-        if isinstance(e, click.exceptions.Exit):
-            sys.exit(e.exit_code)
-        raise
+        ctx = getattr(e, "ctx", None)
+        hint = f" (see '{ctx.command_path} --help')" if ctx is not None and getattr(e, "exit_code", 1) == 2 else ""
+        typer.echo(f"error: {one_line(e.format_message())}{hint}", err=True)
+        sys.exit(2)
+    if isinstance(rv, int) and not isinstance(rv, bool):  # click's Exit (--help: 0; Ctrl-C in a command: 130)
+        if rv == 130:
+            typer.echo("interrupted", err=True)
+        sys.exit(rv)

@@ -12,7 +12,7 @@ from typing import Any, List, Optional
 
 import typer
 
-from faceanchor.cli.generate import write_results
+from faceanchor.cli.generate import weights_option, write_results
 
 
 def _service(settings):  # noqa: ANN001, ANN202
@@ -51,7 +51,7 @@ def register(app: typer.Typer) -> None:
         face: List[str] = typer.Option(..., "--face", help="A face photo (repeat for up to 5 of one person)."),
         space: List[str] = typer.Option([], "--space", help="Embedding space to store (repeatable; default the engine's InstantID space)."),
         face_index: Optional[int] = typer.Option(None, "--face-index", help="Which face of the first photo (0 = largest)."),
-        weights: Optional[str] = typer.Option(None, "--weights", help="real (default), dummy or tiny: decides the default space."),
+        weights: Optional[str] = weights_option("real (default), dummy or tiny: decides the default space."),
         face_pack: Optional[str] = typer.Option(None, "--pack", help="Face pack (default: the method's; dlib for dummy/tiny)."),
         as_json: bool = typer.Option(False, "--json"),
     ) -> None:
@@ -102,7 +102,7 @@ def register(app: typer.Typer) -> None:
         width: Optional[int] = typer.Option(None, "--width", help="Each view's width (default 896)."),
         height: Optional[int] = typer.Option(None, "--height", help="Each view's height (default 1152)."),
         scheduler: str = typer.Option("euler", "--scheduler"),
-        weights: Optional[str] = typer.Option(None, "--weights"),
+        weights: Optional[str] = weights_option(),
         face_pack: Optional[str] = typer.Option(None, "--pack"),
         as_json: bool = typer.Option(False, "--json"),
     ) -> None:
@@ -133,7 +133,7 @@ def register(app: typer.Typer) -> None:
         face_detail: bool = typer.Option(False, "--face-detail", help="Re-render small faces at a higher resolution."),
         references: str = typer.Option("photos", "--references", help="photos, views (its ID-photo views) or all."),
         output_format: str = typer.Option("png", "--format"),
-        weights: Optional[str] = typer.Option(None, "--weights"),
+        weights: Optional[str] = weights_option(),
         face_pack: Optional[str] = typer.Option(None, "--pack"),
         as_json: bool = typer.Option(False, "--json"),
     ) -> None:
@@ -158,7 +158,7 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(Path("out"), "--out", "-o"),
         steps: Optional[int] = typer.Option(None, "--steps"),
         seed: int = typer.Option(-1, "--seed"),
-        weights: Optional[str] = typer.Option(None, "--weights"),
+        weights: Optional[str] = weights_option(),
         face_pack: Optional[str] = typer.Option(None, "--pack"),
         as_json: bool = typer.Option(False, "--json"),
     ) -> None:

@@ -25,6 +25,27 @@ def method_option(default: str | None = None) -> typer.models.OptionInfo:
     return typer.Option(default or choices[0], "--method", help=f"One of: {', '.join(choices)}.", callback=check)
 
 
+def weights_choices() -> tuple[str, ...]:
+    """The weights kinds the settings accept (``real``, ``dummy``, ``tiny``)."""
+    import typing
+
+    from faceanchor.config import Settings
+
+    return tuple(typing.get_args(Settings.model_fields["weights"].annotation))
+
+
+def weights_option(help: str = "real (default), dummy (full-size random) or tiny (tiny random, seconds on a CPU).") -> typer.models.OptionInfo:
+    """``--weights`` with the settings' weights kinds as its choices (an unknown one: one line, exit 2)."""
+    choices = weights_choices()
+
+    def check(value: str | None) -> str | None:
+        if value is not None and value not in choices:
+            raise typer.BadParameter(f"{value!r} is not one of {', '.join(choices)}")
+        return value
+
+    return typer.Option(None, "--weights", metavar="[" + "|".join(choices) + "]", help=help, callback=check)
+
+
 def register(app: typer.Typer) -> None:
     @app.command("generate")
     def generate(
@@ -62,7 +83,7 @@ def register(app: typer.Typer) -> None:
         prompt_weighting: str = typer.Option("plain", "--prompt-weighting", help="plain, or compel: (word:1.3) weights and prompts past 77 tokens."),
         adapter_model: Optional[str] = typer.Option(None, "--adapter-model", help="Identity adapter checkpoint: local file/folder or hub id."),
         identitynet_model: Optional[str] = typer.Option(None, "--identitynet-model", help="InstantID IdentityNet: local ControlNet folder or hub id."),
-        weights: Optional[str] = typer.Option(None, "--weights", help="real (default), dummy (full-size random) or tiny."),
+        weights: Optional[str] = weights_option(),
         face_pack: Optional[str] = typer.Option(None, "--pack", help="Face pack (default: the method's; dlib for dummy/tiny)."),
         as_json: bool = typer.Option(False, "--json", help="Print the result metadata as JSON."),
     ) -> None:

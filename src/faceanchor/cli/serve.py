@@ -15,6 +15,7 @@ from typing import Callable, Optional
 
 import typer
 
+from faceanchor.cli.generate import weights_option
 from faceanchor.errors import FaceAnchorError, InvalidInputError
 
 
@@ -79,6 +80,7 @@ def register(app: typer.Typer) -> None:
         replicas: int = typer.Option(1, "--replicas", min=1, help="With --ray: number of replicas."),
         gpus_per_replica: float = typer.Option(1.0, "--gpus-per-replica", min=0, help="With --ray: GPUs per replica (0: CPU)."),
         ray_address: Optional[str] = typer.Option(None, "--ray-address", help="With --ray: cluster to join ('auto': the local `ray start` one; default: start one)."),
+        weights: Optional[str] = weights_option("real (default; also FACEANCHOR_WEIGHTS), dummy (full-size random) or tiny (tiny random, for trying the API on a CPU)."),
     ) -> None:
         """Serve the HTTP API (sync + queue + web page) with uvicorn, or on Ray Serve with --ray."""
         import uvicorn
@@ -88,6 +90,8 @@ def register(app: typer.Typer) -> None:
         settings = ctx.obj
         if workers is not None:
             settings = settings.model_copy(update={"workers": workers})
+        if weights is not None:  # checked against the settings' choices by the option
+            settings = settings.model_copy(update={"weights": weights})
         spec = engine or settings.engine_factory
         if on_ray:
             import functools

@@ -126,7 +126,8 @@ class FaceIDFamily(Method):
                 "use average or norm-average, or method instantid / faceid-portrait"
             )
         with ctx.stage("controls"):
-            width, height = output_size(ident.image_size, request.width, request.height, loaded.family)
+            width, height = output_size(ident.image_size, request.width, request.height, loaded.family,
+                                        tools.loader.default_size(loaded.family))
             self.adapter(loaded, tools.loader, request, int(ident.embedding.shape[-1]))
             crop = self.face_crop(ctx)
         tools.set_scheduler(loaded, request, fp.pipe)

@@ -124,7 +124,7 @@ class InstantID(Method):
             kps, bbox, src_size, control_src = pose_faces[0].kps, pose_faces[0].bbox, pose_img.size, pose_img
         if kps is None:
             raise InvalidInputError("InstantID needs face keypoints: give a face photo, face_kps or a pose_image")
-        width, height = output_size(src_size, request.width, request.height, "sdxl")
+        width, height = output_size(src_size, request.width, request.height, "sdxl", tools.loader.default_size("sdxl"))
         src_size = src_size or (width, height)
         kps_image = draw_kps((width, height), map_points(kps, src_size, (width, height)))
         mask = None

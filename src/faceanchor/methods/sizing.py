@@ -9,9 +9,13 @@ SDXL_SIZING = (1024, 1280, 64)
 SD15_SIZING = (512, 768, 8)
 
 
-def output_size(photo_size: tuple[int, int] | None, width: int | None, height: int | None, family: str) -> tuple[int, int]:
-    """Output (width, height): explicit values rounded down to the grid; else from the photo's aspect."""
+def output_size(photo_size: tuple[int, int] | None, width: int | None, height: int | None, family: str,
+                native: int | None = None) -> tuple[int, int]:
+    """Output (width, height): explicit values rounded down to the grid; else from the photo's aspect,
+    min side 1024 (SDXL) / 512 (SD1.5), or ``native`` (the weights loader's ``default_size``) when given."""
     lo, hi, step = SDXL_SIZING if family == "sdxl" else SD15_SIZING
+    if native is not None:
+        lo, hi = native, native * 3 // 2
     if width is not None or height is not None:
         if width is None or height is None:
             pw, ph = photo_size or (1, 1)

@@ -588,6 +588,13 @@ def cross_attention_dim(family: Family, size: Size = "full") -> int:
     return int(unet_config(family, size)["cross_attention_dim"])
 
 
+def native_size(family: Family, size: Size = "full") -> int:
+    """The image side the UNet was built for: its latent ``sample_size`` times the VAE's downsampling
+    (1024 full SDXL, 512 full SD1.5, 64 tiny)."""
+    return int(unet_config(family, size)["sample_size"]) * 2 ** (len(vae_config(family, size)["block_out_channels"]) - 1)
+
+
+@functools.lru_cache(maxsize=None)
 def parameter_count(component: str, family: Family = "sdxl", size: Size = "full") -> int:
     """Parameters of a component built on the meta device (no memory allocated).
 

@@ -66,6 +66,14 @@ class WeightsLoader:
     #: The side characters re-render a face crop at (the base model's native size).
     render_size: int = 1024
 
+    def check_fits(self, method: Any, family: str) -> None:
+        """Refuse, in one line, to load ``method``'s models when they cannot fit in memory (default: no check)."""
+
+    def default_size(self, family: str) -> int | None:
+        """The output side of a request that gives no width/height (None: sized from the face photo,
+        as the official demos do)."""
+        return None
+
     def __init__(self, settings: Any, device: str, dtype: torch.dtype, seed: int = 0):
         self.settings, self.device, self.dtype, self.seed = settings, device, dtype, seed
 
@@ -198,6 +206,56 @@ class DummyLoader(WeightsLoader):
         if size == "tiny":
             self.render_size = 128
 
+    def memory_needed(self, method: Any, family: str) -> tuple[int, list[str]]:
+        """Bytes the full-size random models of ``method`` on ``family`` take in ``self.dtype`` (parameter
+        counts on the meta device, no memory allocated), with the components counted."""
+        from faceanchor.models.dummy import parameter_count
+        from faceanchor.models.registry import default_registry
+
+        registry = default_registry().with_extra(method.model_specs())
+        kinds = {registry.get(n).kind for n in method.model_names(family) if not registry.get(n).optional}
+        parts: list[tuple[str, str]] = []
+        if "base" in kinds:
+            encoders = ["text_encoder", "text_encoder_2"] if family == "sdxl" else ["text_encoder"]
+            parts += [(c, family) for c in ("unet", "vae", *encoders)]
+        if "controlnet" in kinds:
+            parts.append(("controlnet", "sdxl"))
+        if "image_encoder" in kinds:
+            parts.append(("image_encoder", family))
+        params = sum(parameter_count(c, fam, "full") for c, fam in parts)
+        return params * torch.empty((), dtype=self.dtype).element_size(), [c for c, _ in parts]
+
+    def check_fits(self, method: Any, family: str) -> None:
+        """Full-size random weights on a CPU: estimate the memory first and refuse in one line when the
+        models (plus a working margin) exceed the memory available, instead of being killed by the OS."""
+        if self.size == "tiny" or str(self.device) != "cpu":
+            return
+        available = available_memory_bytes()
+        if available is None:
+            return
+        needed, parts = self.memory_needed(method, family)
+        needed = int(needed * MEMORY_MARGIN)
+        if needed <= available:
+            return
+        gb = lambda b: f"{b / 1e9:.1f} GB"  # noqa: E731
+        dtype = str(self.dtype).removeprefix("torch.")
+        hint = "use --weights tiny"
+        if self.dtype == torch.float32:
+            half = int(needed / 2)
+            hint = f"try --dtype bf16 (about {gb(half)}){'' if half <= available else ', which does not fit either'}, or --weights tiny"
+        raise InvalidInputError(
+            f"--weights dummy: {method.name} on {family} ({', '.join(parts)}) needs about {gb(needed)} of memory in "
+            f"{dtype}, {gb(available)} is available; {hint}"
+        )
+
+    def default_size(self, family: str) -> int | None:
+        """Tiny weights render at their architecture's native side (64 px), so a first run takes seconds."""
+        if self.size != "tiny":
+            return None
+        from faceanchor.models.dummy import native_size
+
+        return native_size(family, "tiny")
+
     def base_components(self, family: str, model_name: str | None) -> tuple[dict[str, Any], dict[str, str]]:
         from faceanchor.models.dummy import build_components
 
@@ -234,6 +292,29 @@ class DummyLoader(WeightsLoader):
 
         enc, proc = build_image_encoder(self.size, seed=self.seed + _OFFSET["clip"], dtype=self.dtype, device=self.device)
         return enc, proc, f"{self.kind}:clip-vit-h"
+
+
+#: Memory a loaded pipeline takes beyond its weights (activations, buffers): the estimate's factor.
+MEMORY_MARGIN = 1.2
+
+
+def available_memory_bytes() -> int | None:
+    """Memory available to a new allocation: psutil's figure, else ``MemAvailable`` of /proc/meminfo;
+    None where neither says."""
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except ImportError:
+        pass
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 #: One loader per weights kind.
