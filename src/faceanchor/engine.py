@@ -133,8 +133,6 @@ class Engine:
 
     def identity(self, request: GenerationRequest) -> Identity:
         """The reference identity (photos or precomputed), normalised by the method's rule."""
-        from faceanchor.face.combine import combine_embeddings
-
         method = self.method(request.method)
         required = self.loader.required_space(method)
         refs = request.references

@@ -23,6 +23,7 @@ edits and the face-detail pass).
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar
@@ -93,7 +94,7 @@ class RunContext:
     tools: Tools
 
 
-class Method:
+class Method(ABC):
     """Base of every method; subclasses set the class attributes and implement ``load``/``run``."""
 
     name: ClassVar[str]
@@ -174,8 +175,9 @@ class Method:
 
     # ------------------------------------------------------------------ work
 
+    @abstractmethod
     def load(self, loader: Any, family: str, request: GenerationRequest, id_dim: int) -> Loaded:
-        raise NotImplementedError
+        """Build this method's pipeline on ``family`` from the weights loader's parts."""
 
     def cache_key(self, family: str, request: GenerationRequest, id_dim: int, loader: Any) -> tuple[Any, ...]:
         """Loads with equal keys share one loaded pipeline."""
@@ -183,8 +185,9 @@ class Method:
         return (self.pipeline_key or self.name, family, request.model_name if named else None,
                 id_dim if loader.adapts_to_encoder else None)
 
+    @abstractmethod
     def run(self, loaded: Loaded, ctx: RunContext) -> list[Any]:
-        raise NotImplementedError
+        """Images (PIL) for ``ctx.seeds``, through the stages and step callback ``ctx`` provides."""
 
     @property
     def renders(self) -> bool:

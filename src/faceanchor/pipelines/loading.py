@@ -16,6 +16,7 @@ which method asks.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +56,7 @@ def move_adapter(adapter: Any, device: str, dtype: torch.dtype) -> None:
             p.to(device=device, dtype=dtype)
 
 
-class WeightsLoader:
+class WeightsLoader(ABC):
     """The parts methods build pipelines from. Subclasses: one per weights kind."""
 
     kind: str = ""
@@ -81,25 +82,29 @@ class WeightsLoader:
         """The embedding space the weights of ``method`` need (None: any encoder's)."""
         return None
 
+    @abstractmethod
     def base_components(self, family: str, model_name: str | None) -> tuple[dict[str, Any], dict[str, str]]:
-        raise NotImplementedError
+        """The base pipeline's components (UNet, VAE, text encoders, tokenizers, scheduler) and model names."""
 
+    @abstractmethod
     def identitynet(self, model: str | None = None) -> tuple[Any, str]:
-        raise NotImplementedError
+        """InstantID's IdentityNet (``model``: a local folder or hub id) and its name."""
 
+    @abstractmethod
     def extra_controlnet(self, name: str) -> tuple[Any, str]:
-        raise NotImplementedError
+        """The SDXL ControlNet for ``pose`` / ``canny`` / ``depth`` and its name."""
 
+    @abstractmethod
     def instantid_adapter(self, unet: Any, embedding_dim: int, model: str | None = None) -> tuple[Any, str]:
         """A checkpoint path (real) or an adapter object (random), and its model name."""
-        raise NotImplementedError
 
+    @abstractmethod
     def faceid_checkpoint(self, method: str, registry_name: str, model: str | None = None) -> tuple[str | None, str]:
         """The FaceID checkpoint path (None: random weights) and its model name."""
-        raise NotImplementedError
 
+    @abstractmethod
     def clip_image_encoder(self) -> tuple[Any, Any, str]:
-        raise NotImplementedError
+        """The CLIP ViT-H image encoder of FaceID-Plus, its processor and its name."""
 
     def lcm_lora(self, pipe: Any, family: str) -> str | None:
         """Load the family's LCM-LoRA into ``pipe`` as adapter ``lcm``; None where there is none."""
