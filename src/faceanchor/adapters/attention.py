@@ -105,7 +105,10 @@ class DecoupledAttnProcessor(nn.Module):
         self.num_tokens = int(num_tokens)
         self.scale = float(scale)
         self.region_mask: torch.Tensor | None = None
-
+        # Set by faceanchor.adapters.kv_cache.cross_attention_cache for one generation: the
+        # cross-attention keys/values of each encoder-states tensor, computed once, reused by
+        # every denoising step (they depend on the prompt and identity tokens only).
+        self.kv_cache: dict[int, tuple] | None = None
 
     # Hooks for flavours that modify the base projections (e.g. LoRA). Default: the layer's own.
     def project_query(self, attn: Any, hidden_states: torch.Tensor) -> torch.Tensor:
@@ -147,6 +150,14 @@ class DecoupledAttnProcessor(nn.Module):
 
         query = self.project_query(attn, hidden_states)
 
+        cached = None
+        if encoder_hidden_states is not None and self.kv_cache is not None:
+            cached = self._cached(encoder_hidden_states)
+        if cached is not None:
+            key, value, ip_kv = cached
+            return self._attend(attn, query, key, value, ip_kv, attention_mask, batch_size, residual, input_ndim)
+
+        source = encoder_hidden_states
         ip_tokens: torch.Tensor | None = None
         if encoder_hidden_states is None:
             encoder_hidden_states = hidden_states
@@ -164,18 +175,45 @@ class DecoupledAttnProcessor(nn.Module):
 
         key, value = self.project_key_value(attn, encoder_hidden_states)
         head_dim = key.shape[-1] // attn.heads
-
-        query = query.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
         key = key.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
         value = value.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
+        ip_kv = self.identity_key_value(attn, ip_tokens, batch_size, head_dim) if ip_tokens is not None else None
+        if self.kv_cache is not None and source is not None:
+            self.kv_cache[id(source)] = (source, source._version, self._cache_tag(), key, value, ip_kv)
+        return self._attend(attn, query, key, value, ip_kv, attention_mask, batch_size, residual, input_ndim)
+
+    def _cache_tag(self) -> Any:
+        """What besides the encoder states the keys/values depend on (LoRA flavours: their scale)."""
+        return getattr(self, "lora_scale", None)
+
+    def _cached(self, states: torch.Tensor) -> tuple | None:
+        """This tensor's keys/values from an earlier step, if it is the same, unmodified tensor.
+
+        The entry holds the tensor itself, so its ``id`` cannot be reused by another tensor while
+        the entry lives; an in-place change bumps ``_version`` and misses.
+        """
+        entry = self.kv_cache.get(id(states)) if self.kv_cache is not None else None
+        if entry is None or entry[0] is not states or entry[1] != states._version or entry[2] != self._cache_tag():
+            return None
+        return entry[3], entry[4], entry[5]
+
+    def _attend(
+        self, attn: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, ip_kv: tuple | None,
+        attention_mask: torch.Tensor | None, batch_size: int, residual: torch.Tensor, input_ndim: int,
+    ) -> torch.Tensor:
+        """Attention over head-split keys/values (and the identity ones), output projection, residual."""
+        if input_ndim == 4:
+            channel, height, width = residual.shape[1], residual.shape[2], residual.shape[3]
+        head_dim = key.shape[-1]
+        query = query.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
 
         hidden_states = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, dropout_p=0.0, is_causal=False)
         hidden_states = hidden_states.transpose(1, 2).reshape(batch_size, -1, attn.heads * head_dim)
         hidden_states = hidden_states.to(query.dtype)
 
         # A zero scale adds exactly nothing (0 * finite == 0): skip the identity branch.
-        if ip_tokens is not None and self.scale != 0.0:
-            ip_hidden = self.identity_attention(attn, query, ip_tokens, batch_size, head_dim)
+        if ip_kv is not None and self.scale != 0.0:
+            ip_hidden = self.identity_attention_kv(attn, query, ip_kv, batch_size, head_dim)
             if self.region_mask is not None:
                 mask = region_mask_for_sequence(self.region_mask, query.shape[-2])
                 ip_hidden = ip_hidden * mask.to(device=ip_hidden.device, dtype=ip_hidden.dtype)
@@ -190,12 +228,25 @@ class DecoupledAttnProcessor(nn.Module):
         hidden_states = hidden_states / attn.rescale_output_factor
         return hidden_states
 
+    def identity_key_value(
+        self, attn: Any, ip_tokens: torch.Tensor, batch_size: int, head_dim: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The identity tokens' head-split keys and values (``to_k_ip`` / ``to_v_ip``)."""
+        ip_key = self.to_k_ip(ip_tokens).view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
+        ip_value = self.to_v_ip(ip_tokens).view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
+        return ip_key, ip_value
+
     def identity_attention(
         self, attn: Any, query: torch.Tensor, ip_tokens: torch.Tensor, batch_size: int, head_dim: int
     ) -> torch.Tensor:
         """Attention of the (already head-split) query over the identity tokens, ``(B, L, C)``."""
-        ip_key = self.to_k_ip(ip_tokens).view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
-        ip_value = self.to_v_ip(ip_tokens).view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
+        return self.identity_attention_kv(attn, query, self.identity_key_value(attn, ip_tokens, batch_size, head_dim), batch_size, head_dim)
+
+    def identity_attention_kv(
+        self, attn: Any, query: torch.Tensor, ip_kv: tuple[torch.Tensor, torch.Tensor], batch_size: int, head_dim: int
+    ) -> torch.Tensor:
+        """Attention of the head-split query over the identity keys/values, ``(B, L, C)``."""
+        ip_key, ip_value = ip_kv
         ip_hidden = F.scaled_dot_product_attention(query, ip_key, ip_value, attn_mask=None, dropout_p=0.0, is_causal=False)
         ip_hidden = ip_hidden.transpose(1, 2).reshape(batch_size, -1, attn.heads * head_dim)
         return ip_hidden.to(query.dtype)

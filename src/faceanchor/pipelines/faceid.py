@@ -33,6 +33,7 @@ import torch
 from faceanchor.adapters.faceid import FACEID_EMBEDDING_SPACE, VARIANTS, FaceIDAdapter, get_variant
 from faceanchor.errors import InvalidInputError
 from faceanchor.pipelines.callbacks import StepEndCallback
+from faceanchor.adapters.kv_cache import cross_attention_cache
 from faceanchor.pipelines.processors import refuse_processor_switch, require_processors
 
 
@@ -78,6 +79,9 @@ class FaceIDPipeline:
             self.image_processor = clip_image_processor_for(image_encoder)
         self.adapter: FaceIDAdapter | None = None
         self._cache: dict[tuple, FaceIDAdapter] = {}
+        # Cross-attention keys/values once per generation (faceanchor.adapters.kv_cache); False
+        # recomputes them at every step as the reference does. Outputs are identical.
+        self.cache_cross_attention = True
 
     # ------------------------------------------------------------------ adapters
 
@@ -298,17 +302,18 @@ class FaceIDPipeline:
         if callback_on_step_end is not None:
             extra["callback_on_step_end"] = callback_on_step_end
             extra["callback_on_step_end_tensor_inputs"] = list(callback_on_step_end_tensor_inputs)
-        out = pipe(
-            prompt_embeds=prompt_embeds,
-            negative_prompt_embeds=negative_embeds,
-            guidance_scale=guidance_scale,
-            num_inference_steps=num_inference_steps,
-            generator=list(generator) if isinstance(generator, (list, tuple)) else generator,
-            width=width,
-            height=height,
-            output_type=output_type,
-            **extra,
-        )
+        with cross_attention_cache(pipe.unet, enabled=self.cache_cross_attention):
+            out = pipe(
+                prompt_embeds=prompt_embeds,
+                negative_prompt_embeds=negative_embeds,
+                guidance_scale=guidance_scale,
+                num_inference_steps=num_inference_steps,
+                generator=list(generator) if isinstance(generator, (list, tuple)) else generator,
+                width=width,
+                height=height,
+                output_type=output_type,
+                **extra,
+            )
         return list(out.images)
 
     def _check_prompt_embeds(

@@ -53,6 +53,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from faceanchor.adapters.instantid import InstantIDAdapter
 from faceanchor.errors import InvalidInputError
 from faceanchor.pipelines.callbacks import StepEndCallback
+from faceanchor.adapters.kv_cache import cross_attention_cache
 from faceanchor.pipelines.processors import refuse_processor_switch, require_processors
 
 AfterStep = Callable[[int, torch.Tensor], torch.Tensor]  # (step index, latents) -> latents
@@ -178,6 +179,9 @@ class InstantIDSDXLPipeline(StableDiffusionXLControlNetPipeline):
     #: ``latents``; ``prompt_embeds``, ``add_text_embeds``, ``add_time_ids`` (CFG-batched, as the
     #: UNet sees them); ``image`` (IdentityNet's condition image); ``id_tokens`` (identity tokens).
     _callback_tensor_inputs = ["latents", "prompt_embeds", "add_text_embeds", "add_time_ids", "image", "id_tokens"]
+    # Cross-attention keys/values once per generation (faceanchor.adapters.kv_cache); False runs
+    # the official per-step recomputation (the benchmarks' baseline). Outputs are identical.
+    cache_cross_attention: bool = True
 
     def __init__(
         self,
@@ -423,6 +427,13 @@ class InstantIDSDXLPipeline(StableDiffusionXLControlNetPipeline):
         returns replace those tensors. An exception raised by the callback ends the loop before
         the next UNet call. ``self._interrupt = True`` skips the remaining steps (diffusers).
         """
+        with cross_attention_cache(self.unet, *inputs.nets, enabled=self.cache_cross_attention):
+            return self._denoise_loop(latents, timesteps, inputs, after_step, callback_on_step_end, callback_on_step_end_tensor_inputs)
+
+    def _denoise_loop(
+        self, latents: torch.Tensor, timesteps: torch.Tensor, inputs: DenoiseInputs, after_step: AfterStep | None,
+        callback_on_step_end: StepEndCallback | None, callback_on_step_end_tensor_inputs: Sequence[str],
+    ) -> torch.Tensor:
         total = len(timesteps)
         for i, t in enumerate(timesteps):
             if getattr(self, "_interrupt", False):
