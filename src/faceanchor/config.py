@@ -66,6 +66,17 @@ class Settings(BaseSettings):
     api_model_names: list[str] = Field(default_factory=list, description="model_name values HTTP clients may ask for; empty: none.")
     engine_factory: str | None = Field(default=None, description="'module:function' building the engine for `faceanchor serve`.")
 
+    # Speed and memory (pipelines.acceleration; issue 14). Defaults: measured safe everywhere.
+    speed_tf32: bool = Field(default=True, description="TF32 matmuls/convolutions on CUDA.")
+    speed_channels_last: bool = Field(default=False, description="UNet/ControlNets in channels-last memory format.")
+    speed_fuse_qkv: bool = Field(default=False, description="Fused q/k/v projections in plain self-attention layers.")
+    speed_compile: Literal["off", "unet", "all"] = Field(default="off", description="torch.compile the UNet, or UNet + ControlNets + VAE decoder.")
+    speed_compile_backend: str = Field(default="inductor", description="torch.compile backend.")
+    speed_vae_slicing: bool = Field(default=False, description="Decode a batch one image at a time (memory).")
+    speed_vae_tiling: bool = Field(default=False, description="Decode large images in tiles (memory).")
+    speed_cpu_offload: bool = Field(default=False, description="diffusers model CPU offload (CUDA only).")
+    speed_cross_attention_cache: bool = Field(default=True, description="Cross-attention keys/values once per generation.")
+
     @field_validator("home", "insightface_root", mode="after")
     @classmethod
     def _expand(cls, v: Path) -> Path:

@@ -232,7 +232,11 @@ class Engine:
             for k in [k for k in self._loaded if k[1] == family]:
                 del self._loaded[k]
             self.loader.check_fits(method, family)  # e.g. full-size random weights on a CPU: refuse early
-            self._loaded[key] = method.load(self.loader, family, request, id_dim)
+            loaded = method.load(self.loader, family, request, id_dim)
+            from faceanchor.pipelines.acceleration import SpeedOptions, accelerate
+
+            accelerate(loaded.pipe, SpeedOptions.from_settings(self.settings), self.device)
+            self._loaded[key] = loaded
         return self._loaded[key]
 
     def _controlnet(self, name: str) -> tuple[Any, str]:
