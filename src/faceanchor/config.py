@@ -41,6 +41,7 @@ class Settings(BaseSettings):
     face_pack: str = "dlib"
     insightface_root: Path = Field(default_factory=lambda: Path.home() / ".insightface")
     det_size: int = Field(default=640, ge=64)
+    face_device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="onnxruntime providers of the face models: GPU first when onnxruntime-gpu is installed.")
 
     # Generation.
     weights: Literal["real", "dummy", "tiny"] = "real"  # dummy: full-size random; tiny: tiny random

@@ -105,7 +105,11 @@ class FaceAnalyzer:
         self.detector_kind = ("hog" if self.pack == "dlib" else "scrfd") if detector == "auto" else detector
         self.det_size = int(det_size or getattr(settings, "det_size", 640))
         self.det_thresh = det_thresh
-        self.providers = providers or ["CPUExecutionProvider"]
+        if providers is None:
+            from faceanchor.face.providers import onnx_providers
+
+            providers = onnx_providers(getattr(settings, "face_device", "auto"))
+        self.providers = providers
         self.retry_scales = retry_scales
         self.limits = ImageLimits.from_settings(settings) if hasattr(settings, "max_image_bytes") else ImageLimits()
         self.detector: Any = None
