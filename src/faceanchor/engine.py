@@ -68,6 +68,10 @@ def progress_callback(notify: ProgressCallback, cancel: CancelCheck, chunk: int 
     return step_callback(on_step=on_step, cancel=cancel)
 
 
+# Scoring an output tries the detector's first scales only: an output without a face (a
+# landscape, a failed sample) must not cost the whole retry ladder on the worker's critical path.
+SCORE_DETECT_ATTEMPTS = 2
+
 class Engine:
     """Loads models once and serves :meth:`generate` calls (thread-safe: one at a time).
 
@@ -209,7 +213,7 @@ class Engine:
             return [(None, f"no face encoder for space {identity.space}: {e}")] * len(images)
         out: list[tuple[float | None, str | None]] = []
         for img in images:
-            faces = an.detect(img)
+            faces = an.detect(img, max_attempts=SCORE_DETECT_ATTEMPTS)
             if not faces:
                 out.append((None, "no face found in the output"))
                 continue

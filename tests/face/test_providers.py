@@ -32,3 +32,24 @@ def test_the_analyzer_takes_the_setting(tmp_path, monkeypatch):
     # the real onnxruntime here is the CPU build: auto gives the CPU, and sessions open with it
     monkeypatch.undo()
     assert FaceAnalyzer(Settings(home=tmp_path), "antelopev2").providers == onnx_providers("auto")
+
+
+def test_scoring_bounds_the_retry_ladder(tmp_path, monkeypatch):
+    """An output without a face costs at most SCORE_DETECT_ATTEMPTS detector passes."""
+    import numpy as np
+
+    from faceanchor.engine import SCORE_DETECT_ATTEMPTS
+
+    import faceanchor.face.analyzer as analyzer_module
+
+    an = FaceAnalyzer(Settings(home=tmp_path, face_pack="dlib")).prepare()
+    calls = []  # one entry per rung of the ladder: an upsampled pass or a padded pass
+    real_fast, real_pad = an._detect_dlib_fast, analyzer_module._pad
+    monkeypatch.setattr(an, "_detect_dlib_fast", lambda *a, **k: calls.append("up") or real_fast(*a, **k))
+    monkeypatch.setattr(analyzer_module, "_pad", lambda *a, **k: calls.append("pad") or real_pad(*a, **k))
+    blank = np.full((256, 256, 3), 127, np.uint8)
+    assert an.detect(blank) == []
+    full = len(calls)
+    calls.clear()
+    assert an.detect(blank, max_attempts=SCORE_DETECT_ATTEMPTS) == []
+    assert len(calls) == SCORE_DETECT_ATTEMPTS < full

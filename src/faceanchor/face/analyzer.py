@@ -198,9 +198,12 @@ class FaceAnalyzer:
             tries.append(("up", up + 1))
         return tries
 
-    def detect(self, image: Any, name: str | None = None, order: str = "size") -> list[Face]:
+    def detect(self, image: Any, name: str | None = None, order: str = "size", max_attempts: int | None = None) -> list[Face]:
         """Faces (box, keypoints, score; no embedding), largest first (``order="score"``:
-        highest score first, InsightFace's order); [] if none at any scale."""
+        highest score first, InsightFace's order); [] if none at any scale.
+
+        ``max_attempts`` bounds the retry ladder (scoring outputs uses 2: a generated image
+        without a face should not cost every scale)."""
         if order not in ORDERS:
             raise InvalidInputError(f"face order {order!r} is unknown; use {' or '.join(ORDERS)}")
         self.prepare()
@@ -209,6 +212,8 @@ class FaceAnalyzer:
         attempts = self._attempts(rgb)
         if not self.retry_scales:
             attempts = attempts[:1]
+        if max_attempts is not None:
+            attempts = attempts[: max(1, max_attempts)]
         for kind, arg in attempts:
             if kind == "size":
                 faces = self.detector.detect(rgb, det_size=arg)
