@@ -252,12 +252,17 @@ class Engine:
         from faceanchor.pipelines.loading import make_scheduler
 
         pipe.scheduler = make_scheduler(request.scheduler, loaded.scheduler_config)
-        if request.scheduler == "lcm" and not loaded.lcm_lora:  # real weights: LCM-LoRA; random ones have none
-            name = self.loader.lcm_lora(getattr(loaded.pipe, "pipe", loaded.pipe), loaded.family)
+        from faceanchor.models.few_step import PRESETS
+
+        preset = PRESETS.get(request.scheduler)  # few-step: its LoRA (real weights; random ones have none)
+        if preset is not None and preset.name not in loaded.few_step_loras:
+            name = self.loader.few_step_lora(getattr(loaded.pipe, "pipe", loaded.pipe), loaded.family, preset)
             if name is not None:
-                loaded.models["lcm_lora"], loaded.lcm_lora = name, True
-        if loaded.lcm_lora:
-            pipe.set_adapters(["lcm"], adapter_weights=[1.0 if request.scheduler == "lcm" else 0.0])
+                loaded.models[f"{preset.name}_lora"] = name
+                loaded.few_step_loras.add(preset.name)
+        if loaded.few_step_loras:
+            names = sorted(loaded.few_step_loras)
+            pipe.set_adapters(names, adapter_weights=[1.0 if n == request.scheduler else 0.0 for n in names])
 
     @staticmethod
     def _generators(seeds: list[int]) -> list[Any]:

@@ -120,7 +120,7 @@ Method = str
 METHOD_PATTERN = r"^[a-z][a-z0-9_.-]{0,63}$"
 PromptWeighting = Literal["plain", "compel"]
 ControlName = Literal["pose", "canny", "depth"]
-Scheduler = Literal["euler", "euler_a", "dpmpp_2m", "ddim", "unipc", "lcm"]
+Scheduler = Literal["euler", "euler_a", "dpmpp_2m", "ddim", "unipc", "lcm", "lightning", "hyper", "tcd"]
 OutputFormat = Literal["png", "jpeg", "webp"]
 CombineMode = Literal["average", "norm-average", "concat"]
 BaseFamily = Literal["sd15", "sdxl"]
@@ -178,7 +178,7 @@ class GenerationRequest(BaseModel):
     control_guidance_start: float = Field(0.0, ge=0.0, le=1.0, description="Fraction of steps where identity conditioning starts.")
     control_guidance_end: float = Field(1.0, ge=0.0, le=1.0, description="Fraction of steps where it ends.")
     negative_embedding_noise: float = Field(0.0, ge=0.0, le=10.0, description="Std of noise added to the negative identity embedding.")
-    scheduler: Scheduler = Field("euler", description="euler, euler_a, dpmpp_2m, ddim, unipc or lcm (LCM-LoRA).")
+    scheduler: Scheduler = Field("euler", description="euler, euler_a, dpmpp_2m, ddim, unipc, or a few-step preset with its LoRA: lcm (5 steps, guidance 1.5), lightning (SDXL, 4, 0), hyper (8, 5), tcd (4, 0).")
 
     s_scale: float = Field(1.0, ge=0.0, le=3.0, description="FaceID-PlusV2: weight of the CLIP face structure.")
     lora_scale: float = Field(1.0, ge=0.0, le=2.0, description="FaceID: scale of the LoRA shipped with the adapter.")
@@ -248,13 +248,17 @@ class GenerationRequest(BaseModel):
     def steps(self) -> int:
         if self.num_inference_steps is not None:
             return self.num_inference_steps
-        return LCM_STEPS if self.scheduler == "lcm" else DEFAULT_STEPS
+        from faceanchor.models.few_step import PRESETS
+
+        return PRESETS[self.scheduler].steps if self.scheduler in PRESETS else DEFAULT_STEPS
 
     @property
     def guidance(self) -> float:
         if self.guidance_scale is not None:
             return self.guidance_scale
-        return LCM_GUIDANCE if self.scheduler == "lcm" else DEFAULT_GUIDANCE
+        from faceanchor.models.few_step import PRESETS
+
+        return PRESETS[self.scheduler].guidance if self.scheduler in PRESETS else DEFAULT_GUIDANCE
 
     def public_params(self) -> dict[str, Any]:
         """The parameters worth recording with an output (no image bytes)."""

@@ -25,7 +25,9 @@ def test_one_loader_per_weights_kind(tmp_path):
     assert {k: type(v).__name__ for k, v in kinds.items()} == {"real": "RealLoader", "dummy": "DummyLoader", "tiny": "DummyLoader"}
     assert kinds["real"].honours_model_name and not kinds["real"].adapts_to_encoder
     assert not kinds["tiny"].honours_model_name and kinds["tiny"].adapts_to_encoder and kinds["tiny"].size == "tiny"
-    assert kinds["tiny"].lcm_lora(None, "sdxl") is None  # random weights have no LCM-LoRA
+    from faceanchor.models.few_step import PRESETS
+
+    assert all(kinds["tiny"].few_step_lora(None, "sdxl", p) is None for p in PRESETS.values())  # random weights: no LoRA
     with pytest.raises(InvalidInputError, match="weights 'bogus' is unknown; use real, dummy, tiny"):
         loading.make_loader("bogus", settings, "cpu", torch.float32)
 
@@ -47,15 +49,33 @@ def _run(pipe):
     return out.images[0]
 
 
-def test_lcm_lora_loads_from_the_models_dir_and_toggles(loaded, monkeypatch):
+def _kohya(layers: dict) -> dict:
+    """The kohya/sd-scripts naming (``lora_unet_<path_with_underscores>.lora_down.weight``, ``alpha``)
+    that SDXL-Lightning and Hyper-SD ship their LoRAs in, written from peft's names by hand."""
+    out = {}
+    for key, value in layers.items():
+        path, kind = key.rsplit(".lora_", 1)
+        path = path.removeprefix("base_model.model.")
+        name = "lora_unet_" + path.replace(".", "_")
+        out[f"{name}.lora_{'down' if kind.startswith('A') else 'up'}.weight"] = value
+        if kind.startswith("A"):
+            out[f"{name}.alpha"] = torch.tensor(float(value.shape[0]))
+    return out
+
+
+@pytest.mark.parametrize("preset, layout", [("lcm", "diffusers"), ("lightning", "kohya"), ("tcd", "diffusers"), ("hyper", "kohya")])
+def test_few_step_loras_load_from_the_models_dir_and_toggle(loaded, monkeypatch, preset, layout):
+    from safetensors.torch import save_file
+
+    from faceanchor.models.few_step import PRESETS, lora_for
+
     settings, base = loaded
     pipe = base.pipe
+    p = PRESETS[preset]
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     real = loading.RealLoader(settings, "cpu", torch.float32)
-    with pytest.raises(ModelNotFoundError, match="lcm-lora-sdxl"):
-        real.lcm_lora(pipe, "sdxl")
-    # write an SDXL LoRA in diffusers' format where faceanchor looks first: models_dir/<name>/
-    from diffusers import StableDiffusionXLPipeline
+    with pytest.raises(ModelNotFoundError, match=lora_for(p, "sdxl")):
+        real.few_step_lora(pipe, "sdxl", p)
     from peft import LoraConfig
     from peft.utils import get_peft_model_state_dict
 
@@ -63,20 +83,39 @@ def test_lcm_lora_loads_from_the_models_dir_and_toggles(loaded, monkeypatch):
     plain = _run(pipe)
     torch.manual_seed(1)
     unet.add_adapter(LoraConfig(r=4, lora_alpha=4, init_lora_weights="gaussian", target_modules=["to_q", "to_k", "to_v", "to_out.0"]), adapter_name="tmp")
-    for n, p in unet.named_parameters():
+    for n, prm in unet.named_parameters():
         if "lora_B" in n:
-            torch.nn.init.normal_(p, std=0.5)
-    layers = get_peft_model_state_dict(unet, adapter_name="tmp")
+            torch.nn.init.normal_(prm, std=0.5)
+    layers = {k: v.contiguous() for k, v in get_peft_model_state_dict(unet, adapter_name="tmp").items()}
     unet.delete_adapters("tmp")
     assert np.array_equal(_run(pipe), plain)
-    out_dir = settings.models_dir / "lcm-lora-sdxl"
-    StableDiffusionXLPipeline.save_lora_weights(out_dir, unet_lora_layers=layers, weight_name="pytorch_lora_weights.safetensors")
+    from faceanchor.models.registry import default_registry
 
-    name = real.lcm_lora(pipe, "sdxl")
-    assert "lcm" in pipe.get_list_adapters().get("unet", []) and ("lcm-lora-sdxl" in name or str(out_dir) in name)
-    pipe.set_adapters(["lcm"], adapter_weights=[1.0])
+    spec = default_registry().get(lora_for(p, "sdxl"))
+    out_dir = settings.models_dir / spec.name
+    out_dir.mkdir(parents=True, exist_ok=True)
+    state = {f"unet.{k}": v for k, v in layers.items()} if layout == "diffusers" else _kohya(layers)
+    save_file(state, str(out_dir / spec.files[0].path))
+
+    name = real.few_step_lora(pipe, "sdxl", p)
+    assert preset in pipe.get_list_adapters().get("unet", []) and (name == spec.repo_id or str(out_dir) in name)
+    pipe.set_adapters([preset], adapter_weights=[1.0])
     with_lora = _run(pipe)
-    pipe.set_adapters(["lcm"], adapter_weights=[0.0])
+    pipe.set_adapters([preset], adapter_weights=[0.0])
     without = _run(pipe)
+    pipe.delete_adapters(preset)
     assert not np.array_equal(with_lora, plain)
     assert np.allclose(without, plain, atol=1e-6)
+
+
+def test_few_step_defaults_and_families():
+    from faceanchor.errors import InvalidInputError as Bad
+    from faceanchor.models.few_step import PRESETS, lora_for
+    from faceanchor.types import GenerationRequest
+
+    for name, steps, guidance in (("lcm", 5, 1.5), ("lightning", 4, 0.0), ("hyper", 8, 5.0), ("tcd", 4, 0.0)):
+        r = GenerationRequest(prompt="x", scheduler=name)
+        assert (r.steps, r.guidance) == (steps, guidance)
+    assert GenerationRequest(prompt="x", scheduler="tcd", num_inference_steps=6).steps == 6
+    with pytest.raises(Bad, match="lightning.*sdxl only"):
+        lora_for(PRESETS["lightning"], "sd15")

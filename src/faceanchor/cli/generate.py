@@ -72,7 +72,7 @@ def register(app: typer.Typer) -> None:
         control_start: float = typer.Option(0.0, "--control-start"),
         control_end: float = typer.Option(1.0, "--control-end"),
         negative_noise: float = typer.Option(0.0, "--negative-noise", help="Noise std on the negative identity embedding."),
-        scheduler: str = typer.Option("euler", "--scheduler", help="euler, euler_a, dpmpp_2m, ddim, unipc, lcm."),
+        scheduler: str = typer.Option("euler", "--scheduler", help="euler, euler_a, dpmpp_2m, ddim, unipc; few-step with its LoRA: lcm, lightning (SDXL), hyper, tcd."),
         s_scale: float = typer.Option(1.0, "--s-scale", help="FaceID-PlusV2 face structure weight."),
         lora_scale: float = typer.Option(1.0, "--lora-scale", help="FaceID LoRA scale."),
         combine: str = typer.Option("average", "--combine", help="average, norm-average or concat for several faces."),

@@ -51,6 +51,12 @@ FAMILY_LABELS = {"sdxl": "SDXL", "sd15": "SD1.5", "flux": "FLUX"}
 _FIELD_WORDS = {"identity_strength": "identity_strength (IdentityNet)", "pose_image": "pose_image"}
 
 
+
+def _few_step_names() -> set[str]:
+    from faceanchor.models.few_step import PRESETS
+
+    return set(PRESETS)
+
 @dataclass
 class Loaded:
     """A method's loaded pipeline and the names of the models in it (for ``result.models``)."""
@@ -59,7 +65,7 @@ class Loaded:
     pipe: Any
     models: dict[str, str] = field(default_factory=dict)
     scheduler_config: Any = None
-    lcm_lora: bool = False
+    few_step_loras: set[str] = field(default_factory=set)  # few-step presets whose LoRA is loaded (lcm, lightning...)
     state: dict[str, Any] = field(default_factory=dict)  # the method's own (adapter caches ...)
 
 
@@ -152,7 +158,7 @@ class Method(ABC):
         for k, v in models.items():
             if k.startswith("controlnet_") and k[len("controlnet_"):] not in request.controlnet_selection:
                 continue
-            if k == "lcm_lora" and request.scheduler != "lcm":
+            if k.endswith("_lora") and k[: -len("_lora")] in _few_step_names() and k != f"{request.scheduler}_lora":
                 continue
             if k.startswith("adapter_") and k != f"adapter_{request.method}":
                 continue

@@ -46,7 +46,9 @@ class FaceIDFamily(Method):
             out += [f"{f}-base", self.checkpoints[f]]
         if self.clip:
             out.append("clip-vit-h")
-        out += [f"lcm-lora-{fams[0]}"]
+        from faceanchor.models.few_step import PRESETS
+
+        out += [p.loras[fams[0]] for p in PRESETS.values() if fams[0] in p.loras]
         return tuple(out)
 
     def models_used(self, models: dict[str, str], request: GenerationRequest) -> dict[str, str]:

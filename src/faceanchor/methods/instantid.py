@@ -75,7 +75,7 @@ class InstantID(Method):
     order = 0
 
     def model_names(self, family: str | None = None) -> tuple[str, ...]:
-        return ("antelopev2", "instantid-identitynet", "instantid-adapter", "sdxl-base", "lcm-lora-sdxl",
+        return ("antelopev2", "instantid-identitynet", "instantid-adapter", "sdxl-base", "lcm-lora-sdxl", "sdxl-lightning-4step-lora", "hyper-sdxl-8step-cfg-lora", "tcd-sdxl-lora",
                 "controlnet-pose-sdxl", "controlnet-canny-sdxl", "controlnet-depth-sdxl", "depth-estimator")
 
     def cache_key(self, family: str, request: GenerationRequest, id_dim: int, loader: Any) -> tuple[Any, ...]:

@@ -30,8 +30,16 @@ SCHEDULERS = {
     "dpmpp_2m": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "use_karras_sigmas": True}),
     "ddim": ("DDIMScheduler", {}),
     "unipc": ("UniPCMultistepScheduler", {}),
-    "lcm": ("LCMScheduler", {}),
 }
+
+
+def _few_step_schedulers() -> dict[str, tuple[str, dict]]:
+    from faceanchor.models.few_step import PRESETS
+
+    return {p.name: (p.scheduler, dict(p.scheduler_extra)) for p in PRESETS.values()}
+
+
+SCHEDULERS.update(_few_step_schedulers())
 
 #: Seed offsets of the random parts (so asking for one part never changes another).
 _OFFSET = {"identitynet": 1, "instantid_adapter": 2, "clip": 3, "faceid_adapter": 5, "pose": 11, "canny": 12, "depth": 13}
@@ -106,8 +114,9 @@ class WeightsLoader(ABC):
     def clip_image_encoder(self) -> tuple[Any, Any, str]:
         """The CLIP ViT-H image encoder of FaceID-Plus, its processor and its name."""
 
-    def lcm_lora(self, pipe: Any, family: str) -> str | None:
-        """Load the family's LCM-LoRA into ``pipe`` as adapter ``lcm``; None where there is none."""
+    def few_step_lora(self, pipe: Any, family: str, preset: Any) -> str | None:
+        """Load ``preset``'s LoRA for ``family`` into ``pipe`` as adapter ``preset.name``; None where
+        there is none (random weights)."""
         return None
 
 
@@ -192,12 +201,12 @@ class RealLoader(WeightsLoader):
         enc = load_clip_image_encoder(r.load_dir, device=self.device, dtype=self.dtype, local_files_only=True)
         return enc, clip_image_processor_for(enc), r.spec.repo_id or str(r.root)
 
-    def lcm_lora(self, pipe: Any, family: str) -> str | None:
-        from faceanchor.models.registry import LCM_LORA_FOR
+    def few_step_lora(self, pipe: Any, family: str, preset: Any) -> str | None:
+        from faceanchor.models.few_step import lora_for
         from faceanchor.models.resolve import resolve_model
 
-        r = resolve_model(LCM_LORA_FOR[family], self.settings)
-        pipe.load_lora_weights(str(r.path().parent), weight_name=r.path().name, adapter_name="lcm")
+        r = resolve_model(lora_for(preset, family), self.settings)
+        pipe.load_lora_weights(str(r.path().parent), weight_name=r.path().name, adapter_name=preset.name)
         return r.spec.repo_id or str(r.root)
 
 
