@@ -109,6 +109,13 @@ class DecoupledAttnProcessor(nn.Module):
         # cross-attention keys/values of each encoder-states tensor, computed once, reused by
         # every denoising step (they depend on the prompt and identity tokens only).
         self.kv_cache: dict[int, tuple] | None = None
+        # Several identities in one picture (InstantID region control): None is one identity
+        # (``scale``, ``region_mask``); else one ``(scale, mask)`` per identity, whose
+        # ``num_tokens`` tokens follow the text in that order, each confined to its mask.
+        self.identity_groups: list[tuple[float, torch.Tensor | None]] | None = None
+
+    def _groups(self) -> list[tuple[float, torch.Tensor | None]]:
+        return self.identity_groups if self.identity_groups is not None else [(self.scale, self.region_mask)]
 
     # Hooks for flavours that modify the base projections (e.g. LoRA). Default: the layer's own.
     def project_query(self, attn: Any, hidden_states: torch.Tensor) -> torch.Tensor:
@@ -163,12 +170,13 @@ class DecoupledAttnProcessor(nn.Module):
             encoder_hidden_states = hidden_states
         else:
             if self.has_ip:
-                if encoder_hidden_states.shape[1] <= self.num_tokens:
+                n_id = self.num_tokens * len(self._groups())
+                if encoder_hidden_states.shape[1] <= n_id:
                     raise ValueError(
                         f"cross-attention got {encoder_hidden_states.shape[1]} encoder tokens but expects text tokens "
-                        f"followed by {self.num_tokens} identity tokens"
+                        f"followed by {n_id} identity tokens"
                     )
-                end = encoder_hidden_states.shape[1] - self.num_tokens
+                end = encoder_hidden_states.shape[1] - n_id
                 encoder_hidden_states, ip_tokens = encoder_hidden_states[:, :end, :], encoder_hidden_states[:, end:, :]
             if attn.norm_cross:
                 encoder_hidden_states = attn.norm_encoder_hidden_states(encoder_hidden_states)
@@ -177,14 +185,18 @@ class DecoupledAttnProcessor(nn.Module):
         head_dim = key.shape[-1] // attn.heads
         key = key.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
         value = value.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
-        ip_kv = self.identity_key_value(attn, ip_tokens, batch_size, head_dim) if ip_tokens is not None else None
+        ip_kv = None
+        if ip_tokens is not None:
+            n = self.num_tokens
+            ip_kv = [self.identity_key_value(attn, ip_tokens[:, j * n : (j + 1) * n], batch_size, head_dim)
+                     for j in range(ip_tokens.shape[1] // n)]
         if self.kv_cache is not None and source is not None:
             self.kv_cache[id(source)] = (source, source._version, self._cache_tag(), key, value, ip_kv)
         return self._attend(attn, query, key, value, ip_kv, attention_mask, batch_size, residual, input_ndim)
 
     def _cache_tag(self) -> Any:
         """What besides the encoder states the keys/values depend on (LoRA flavours: their scale)."""
-        return getattr(self, "lora_scale", None)
+        return getattr(self, "lora_scale", None), len(self._groups())
 
     def _cached(self, states: torch.Tensor) -> tuple | None:
         """This tensor's keys/values from an earlier step, if it is the same, unmodified tensor.
@@ -198,7 +210,7 @@ class DecoupledAttnProcessor(nn.Module):
         return entry[3], entry[4], entry[5]
 
     def _attend(
-        self, attn: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, ip_kv: tuple | None,
+        self, attn: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, ip_kv: list | None,
         attention_mask: torch.Tensor | None, batch_size: int, residual: torch.Tensor, input_ndim: int,
     ) -> torch.Tensor:
         """Attention over head-split keys/values (and the identity ones), output projection, residual."""
@@ -211,13 +223,16 @@ class DecoupledAttnProcessor(nn.Module):
         hidden_states = hidden_states.transpose(1, 2).reshape(batch_size, -1, attn.heads * head_dim)
         hidden_states = hidden_states.to(query.dtype)
 
-        # A zero scale adds exactly nothing (0 * finite == 0): skip the identity branch.
-        if ip_kv is not None and self.scale != 0.0:
-            ip_hidden = self.identity_attention_kv(attn, query, ip_kv, batch_size, head_dim)
-            if self.region_mask is not None:
-                mask = region_mask_for_sequence(self.region_mask, query.shape[-2])
+        # Each identity: its attention, times its region mask, times its scale. A zero scale adds
+        # exactly nothing (0 * finite == 0): skip that identity's branch.
+        for (scale, region), kv in zip(self._groups(), ip_kv or ()):
+            if scale == 0.0:
+                continue
+            ip_hidden = self.identity_attention_kv(attn, query, kv, batch_size, head_dim)
+            if region is not None:
+                mask = region_mask_for_sequence(region, query.shape[-2])
                 ip_hidden = ip_hidden * mask.to(device=ip_hidden.device, dtype=ip_hidden.dtype)
-            hidden_states = hidden_states + self.scale * ip_hidden
+            hidden_states = hidden_states + scale * ip_hidden
 
         hidden_states = self.project_out(attn, hidden_states)
 

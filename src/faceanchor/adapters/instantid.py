@@ -217,6 +217,21 @@ class InstantIDAdapter:
         finally:
             self.set_region_mask(None)
 
+    @contextmanager
+    def identities(self, groups: list[tuple[float, torch.Tensor | None]] | None) -> Iterator[None]:
+        """Several identities for a ``with`` block: one ``(adapter scale, (H, W) mask)`` per
+        identity, in the order their tokens follow the text (None: the single-identity state)."""
+        if groups is not None:
+            dev, dt = self.image_proj.latents.device, self.image_proj.latents.dtype
+            groups = [(float(sc), m.to(device=dev, dtype=dt) if m is not None else None) for sc, m in groups]
+        for proc in self.processors.values():
+            proc.identity_groups = groups
+        try:
+            yield
+        finally:
+            for proc in self.processors.values():
+                proc.identity_groups = None
+
     # ------------------------------------------------------------------ projection
     def check_embedding(self, embeds: torch.Tensor) -> torch.Tensor:
         """Accept ``(D,)``, ``(B, D)`` or ``(B, T, D)``; return ``(B, T, D)`` or raise EmbeddingMismatchError."""

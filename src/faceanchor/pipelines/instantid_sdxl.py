@@ -38,7 +38,7 @@ image-to-image / inpainting (``instantid_img2img.ImageStart``) replaces.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -75,6 +75,31 @@ class ExtraControl:
 
 
 @dataclass
+class RegionIdentity:
+    """One more person in the picture, held to its own region (InstantID's region control).
+
+    The call's own ``face_embedding``/``kps_image``/``face_mask`` are the first identity; each
+    of these adds one IdentityNet pass (its tokens and keypoint image, residuals times its mask,
+    summed) and one group of identity tokens in the UNet's cross-attention (attended with its
+    mask and ``adapter_scale``). Outside every region no identity acts.
+    """
+
+    embedding: Any  # (D,) or (T, D), like face_embedding
+    kps_image: Any  # its IdentityNet keypoint image (output size)
+    mask: Any  # its region: (H, W[, C]) at output size, > 0 inside
+    identity_scale: float = 0.8
+    adapter_scale: float = 0.8
+
+
+@dataclass
+class _IdentityPass:
+    tokens: torch.Tensor  # its identity tokens (CFG-batched)
+    image: torch.Tensor  # its prepared keypoint image
+    scale: float  # IdentityNet conditioning scale
+    region: torch.Tensor  # (H, W) mask for its residuals
+
+
+@dataclass
 class DenoiseInputs:
     """What every denoising step needs besides the latents (built once per call)."""
 
@@ -89,6 +114,7 @@ class DenoiseInputs:
     added_cond_kwargs: dict[str, torch.Tensor]  # pooled text embeds and time ids
     timestep_cond: torch.Tensor | None  # guidance embedding (LCM-distilled UNets)
     extra_step_kwargs: dict[str, Any]  # for scheduler.step
+    more: list[_IdentityPass] = field(default_factory=list)  # identities after the first (region control)
 
 
 class NoiseStart:
@@ -372,6 +398,43 @@ class InstantIDSDXLPipeline(StableDiffusionXLControlNetPipeline):
             tokens = cond_tokens
         return tokens.to(device=device, dtype=dtype)
 
+    def _more_identities(
+        self, more: list[RegionIdentity], face_mask: Any, num_images: int, do_cfg: bool, negative_noise: float,
+        generator: Any, device: Any, height: int, width: int, dtype: torch.dtype,
+    ) -> list[_IdentityPass]:
+        """Tokens, keypoint images and regions of the identities after the first (checked)."""
+        if not more:
+            return []
+        adapter = self._require_adapter()
+        if face_mask is None:
+            raise InvalidInputError("with several identities each needs its region: give face_mask for the first one too")
+        regions = [mask_to_tensor(face_mask, height, width, device, dtype)]
+        passes = []
+        for j, x in enumerate(more, start=2):
+            if x.mask is None or x.kps_image is None:
+                raise InvalidInputError(f"identity {j} needs a region mask and a keypoint image")
+            for name, value in (("identity_scale", x.identity_scale), ("adapter_scale", x.adapter_scale)):
+                if not value >= 0:
+                    raise InvalidInputError(f"identity {j} {name} must be >= 0, got {value}")
+            region = mask_to_tensor(x.mask, height, width, device, dtype)
+            for i, earlier in enumerate(regions, start=1):
+                if bool(((earlier > 0.5) & (region > 0.5)).any()):
+                    raise InvalidInputError(f"the regions of identities {i} and {j} overlap; give each person its own area")
+            regions.append(region)
+            emb = x.embedding if isinstance(x.embedding, torch.Tensor) else torch.as_tensor(np.asarray(x.embedding, dtype=np.float32))
+            emb = adapter.check_embedding(emb)
+            if emb.shape[0] not in (1, num_images):
+                raise InvalidInputError(f"identity {j} embedding has {emb.shape[0]} rows; give 1 (shared) or one per image")
+            tokens = self.encode_identity(emb, num_images, do_cfg, negative_noise, generator, device, self.unet.dtype)
+            if tokens.shape[1] != adapter.num_tokens:
+                raise InvalidInputError(f"identity {j} gives {tokens.shape[1]} tokens; several identities take one embedding each")
+            image = self.prepare_image(
+                image=x.kps_image, width=width, height=height, batch_size=num_images, num_images_per_prompt=num_images,
+                device=device, dtype=self.controlnet.dtype, do_classifier_free_guidance=do_cfg, guess_mode=False,
+            )
+            passes.append(_IdentityPass(tokens, image, float(x.identity_scale), region))
+        return passes
+
     # ------------------------------------------------------------------ call steps
     def prepare_control_images(
         self, nets: list[Any], conditions: list[Any], height: int | None, width: int | None, num_images: int, device: Any, do_cfg: bool
@@ -403,6 +466,17 @@ class InstantIDSDXLPipeline(StableDiffusionXLControlNetPipeline):
             if k == 0 and inputs.region is not None:
                 down = [d * _resize_mask(inputs.region, d) for d in down]
                 mid = mid * _resize_mask(inputs.region, mid)
+            if k == 0:
+                for other in inputs.more:  # one more IdentityNet pass per identity, in its region
+                    if other.scale * keep[0] == 0.0:
+                        continue
+                    d2, m2 = net(
+                        latent_model_input, t, encoder_hidden_states=other.tokens, controlnet_cond=other.image,
+                        conditioning_scale=other.scale * keep[0], guess_mode=False,
+                        added_cond_kwargs=inputs.added_cond_kwargs, return_dict=False,
+                    )
+                    down = [d + x * _resize_mask(other.region, x) for d, x in zip(down, d2)]
+                    mid = mid + m2 * _resize_mask(other.region, m2)
             downs_list.append(down)
             mids.append(mid)
         if len(inputs.nets) == 1:
@@ -491,6 +565,7 @@ class InstantIDSDXLPipeline(StableDiffusionXLControlNetPipeline):
         control_guidance_end: float = 1.0,
         negative_embedding_noise: float = 0.0,
         extra_controls: Sequence[ExtraControl] = (),
+        more_identities: Sequence[RegionIdentity] = (),
         latents: torch.Tensor | None = None,
         start: NoiseStart | None = None,
         prompt_embeds: torch.Tensor | None = None,
@@ -519,6 +594,8 @@ class InstantIDSDXLPipeline(StableDiffusionXLControlNetPipeline):
             control_guidance_start / end: fraction of steps where IdentityNet is applied.
             negative_embedding_noise: std of Gaussian noise on the zero uncond embedding.
             extra_controls: more ControlNets (text-conditioned), see :class:`ExtraControl`.
+            more_identities: more people, each in its own region (:class:`RegionIdentity`); then
+                ``face_mask`` is required (the first identity's region) and regions must not overlap.
             latents: initial noise latents (text-to-image).
             start: where denoising starts, see :class:`NoiseStart` (default: pure noise over the
                 full schedule); image-to-image passes its own. Exclusive with ``latents``.
@@ -581,6 +658,9 @@ class InstantIDSDXLPipeline(StableDiffusionXLControlNetPipeline):
 
         # 6. Identity tokens (after the latents: optional uncond noise must not shift them)
         id_tokens = self.encode_identity(embeds, num_images, do_cfg, negative_embedding_noise, generator, device, self.unet.dtype)
+        more_identities = list(more_identities)
+        more = self._more_identities(more_identities, face_mask, num_images, do_cfg, negative_embedding_noise,
+                                     generator, device, height, width, prompt_embeds.dtype)
 
         # 7. Per-step conditioning: CFG batch, time ids, guidance embedding, face region
         timestep_cond = None
@@ -616,14 +696,21 @@ class InstantIDSDXLPipeline(StableDiffusionXLControlNetPipeline):
             region=region,
             id_tokens=id_tokens,
             prompt_embeds=prompt_embeds,
-            encoder_hidden_states=torch.cat([prompt_embeds, id_tokens], dim=1),
+            encoder_hidden_states=torch.cat([prompt_embeds, id_tokens, *[m.tokens for m in more]], dim=1),
             added_cond_kwargs={"text_embeds": add_text_embeds.to(device), "time_ids": add_time_ids.to(device).repeat(num_images, 1)},
             timestep_cond=timestep_cond,
             extra_step_kwargs=self.prepare_extra_step_kwargs(generator, 0.0),
+            more=more,
         )
+        groups = None
+        if more:
+            groups = [(adapter.scale, ip_region)] + [
+                (float(x.adapter_scale), m.region.to(device=self.unet.device, dtype=self.unet.dtype))
+                for x, m in zip(more_identities, more)
+            ]
 
         # 8. Denoising loop
-        with adapter.region(ip_region):
+        with adapter.region(ip_region), adapter.identities(groups):
             latents = self.denoise(
                 latents, timesteps, inputs, after_step=after_step, callback_on_step_end=callback_on_step_end,
                 callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
@@ -680,6 +767,6 @@ def _apply_step_outputs(outputs: Any, latents: torch.Tensor, inputs: DenoiseInpu
     images = [outputs.pop("image", inputs.images[0])] + inputs.images[1:]
     inputs = replace(
         inputs, prompt_embeds=prompt_embeds, id_tokens=id_tokens, added_cond_kwargs=added, images=images,
-        encoder_hidden_states=torch.cat([prompt_embeds, id_tokens], dim=1),
+        encoder_hidden_states=torch.cat([prompt_embeds, id_tokens, *[m.tokens for m in inputs.more]], dim=1),
     )
     return latents, inputs
