@@ -224,6 +224,55 @@ class Engine:
             out.append((round(float(identity_score(f.embedding, identity.reference)), 4), None))
         return out
 
+    def _more_identities(self, method: Method, request: GenerationRequest, first: Identity) -> list[tuple[Identity, Any]]:
+        """The identities of ``request.more_identities``, each built like the request's own."""
+        if not request.more_identities:
+            return []
+        if 1 + len(request.more_identities) > method.max_identities:
+            able = [m.name for m in _registry_methods() if m.max_identities > 1]
+            raise InvalidInputError(
+                f"{method.name} puts one person in a picture; several people need {' or '.join(able) or 'another method'}"
+            )
+        out = []
+        for j, placed in enumerate(request.more_identities, start=2):
+            sub = request.model_copy(update=dict(
+                face_image=placed.face_image, face_images=[], face_embedding=placed.face_embedding, face_embeddings=None,
+                face_embedding_space=placed.face_embedding_space or request.face_embedding_space, face_kps=placed.face_kps,
+                face_bbox=placed.face_bbox, face_image_size=placed.face_image_size, face_index=placed.face_index,
+                face_crop=None, more_identities=[], face_box=None,
+            ))
+            ident = self.identity(sub)
+            if ident.space != first.space or ident.embedding.shape[-1] != first.embedding.shape[-1]:
+                raise EmbeddingMismatchError(
+                    f"person {j} has a {ident.space} embedding ({ident.embedding.shape[-1]}-D), person 1 {first.space} "
+                    f"({first.embedding.shape[-1]}-D); give every person in one embedding space"
+                )
+            out.append((ident, placed))
+        return out
+
+    def _score_people(self, images: list[Any], seeds: list[int], people: list[Identity], regions: list[Any] | None) -> list[GeneratedImage]:
+        """One score per person: the largest face whose centre lies in that person's region,
+        cosine to that person's reference; an image's identity_score is the lowest of them."""
+        from faceanchor.face.similarity import identity_score
+
+        an = self.analyzer(people[0].space)
+        outs = []
+        for img, seed in zip(images, seeds):
+            faces = an.detect(img, max_attempts=SCORE_DETECT_ATTEMPTS)
+            scores: list[float | None] = []
+            why = None
+            for j, (person, box) in enumerate(zip(people, regions or [None] * len(people)), start=1):
+                inside = [f for f in faces if box is None or _centre_in(f.bbox, box)]
+                if not inside:
+                    scores.append(None)
+                    why = why or f"no face found in person {j}'s region"
+                    continue
+                f = an.embed(img, inside[0], with_quality=False)
+                scores.append(round(float(identity_score(f.embedding, person.reference)), 4))
+            low = min(scores) if all(s is not None for s in scores) else None
+            outs.append(GeneratedImage(img, seed, low, why, identity_scores=scores))
+        return outs
+
     # ------------------------------------------------------------------ models
 
     def family_for(self, request: GenerationRequest) -> str:
@@ -323,6 +372,7 @@ class Engine:
             warnings.append(f"model_name {request.model_name!r} is not used with {self.weights} weights (seeded random models)")
         with stage("face"):
             ident = self.identity(request)
+            more = self._more_identities(method, request, ident)
         with stage("load"):
             loaded = self._load(method, family, request, int(ident.embedding.shape[-1]))
         seed = request.seed if request.seed >= 0 else secrets.randbelow(2**32)
@@ -332,13 +382,16 @@ class Engine:
         ctx = RunContext(
             request=request, identity=ident, family=family, prompt=prompt, negative=negative, seeds=seeds, stage=stage,
             step_callback=lambda chunk: progress_callback(notify, check, chunk, request.steps), cancel=check, notify=notify,
-            timings=timings, tools=self._tools(method),
+            timings=timings, tools=self._tools(method), more=more,
         )
         images = method.run(loaded, ctx)
 
         with stage("score"):
-            scores = self.score(images, ident)
-        outs = [GeneratedImage(im, s, sc, why) for im, s, (sc, why) in zip(images, seeds, scores)]
+            if more:
+                outs = self._score_people(images, seeds, [ident] + [m[0] for m in more], ctx.regions)
+            else:
+                scores = self.score(images, ident)
+                outs = [GeneratedImage(im, s, sc, why) for im, s, (sc, why) in zip(images, seeds, scores)]
         if request.best_of > 1:
             outs = sorted(outs, key=lambda o: -1e9 if o.identity_score is None else o.identity_score, reverse=True)[: request.samples]
         face_detail = None
@@ -407,6 +460,11 @@ class Engine:
                              timings={}, tools=self._tools(method))
             return method.render(loaded, ctx, image, kps, strength=strength, seed=seed, mask=mask, face_box=face_box,
                                  callback=callback)
+
+
+def _centre_in(bbox: Any, box: Any) -> bool:
+    cx, cy = (bbox[0] + bbox[2]) / 2, (bbox[1] + bbox[3]) / 2
+    return box[0] <= cx <= box[2] and box[1] <= cy <= box[3]
 
 
 def _registry_methods() -> list[Method]:

@@ -135,6 +135,40 @@ LCM_STEPS = 5
 LCM_GUIDANCE = 1.5
 
 
+def _valid_box(box: list[float]) -> bool:
+    return len(box) == 4 and -MAX_COORD <= box[0] < box[2] <= MAX_COORD and -MAX_COORD <= box[1] < box[3] <= MAX_COORD
+
+
+class PlacedIdentity(BaseModel):
+    """One more person in the picture (up to 3 besides the request's own face): a face, where it
+    goes, and its own strengths. Placement: ``box`` (output pixels) or, with the request's
+    ``pose_image``, the pose photo's faces left to right (``pose_index`` picks another)."""
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    face_image: str | bytes | None = Field(None, description="This person's reference photo.")
+    face_embedding: list[float] | None = Field(None, description="Or a precomputed embedding (with face_kps).")
+    face_embedding_space: str | None = None
+    face_kps: list[list[float]] | None = None
+    face_bbox: list[float] | None = None
+    face_image_size: tuple[int, int] | None = None
+    face_index: int | None = Field(None, ge=0, description="Which face of the photo (largest first).")
+    box: list[float] | None = Field(None, description="Where this person's face goes: (x1, y1, x2, y2) in output pixels.")
+    pose_index: int | None = Field(None, ge=0, description="Which face of pose_image (left to right) this person takes.")
+    identity_strength: float | None = Field(None, ge=0.0, le=2.0, description="Default: the request's.")
+    adapter_strength: float | None = Field(None, ge=0.0, le=2.0, description="Default: the request's.")
+
+    @model_validator(mode="after")
+    def _check(self) -> "PlacedIdentity":
+        if self.face_image is None and self.face_embedding is None:
+            raise ValueError("each identity needs a face_image or a face_embedding")
+        if self.box is not None and not _valid_box(self.box):
+            raise ValueError("box must be (x1, y1, x2, y2) with x1 < x2 and y1 < y2, in output pixels")
+        if self.face_kps is not None and np.asarray(self.face_kps, dtype=np.float32).shape != (5, 2):
+            raise ValueError("face_kps must be 5 points of (x, y)")
+        return self
+
+
 class GenerationRequest(BaseModel):
     """Everything one generation needs. Names follow the hosted InstantID APIs.
 
@@ -190,6 +224,8 @@ class GenerationRequest(BaseModel):
     prompt_weighting: PromptWeighting = Field("plain", description="plain (diffusers' encoding) or compel: (word:1.3) weights and prompts past 77 tokens.")
     output_format: OutputFormat = "png"
     face_detail: bool = Field(False, description="Re-render small faces at higher resolution.")
+    face_box: list[float] | None = Field(None, description="Several people: where this request's face goes, (x1, y1, x2, y2) in output pixels.")
+    more_identities: list[PlacedIdentity] = Field(default_factory=list, max_length=3, description="More people in the picture, each in its own region (InstantID).")
 
     @model_validator(mode="after")
     def _check(self) -> "GenerationRequest":
@@ -203,6 +239,8 @@ class GenerationRequest(BaseModel):
                 raise ValueError("face_kps must be 5 points of (x, y)")
         if self.face_bbox is not None and len(self.face_bbox) != 4:
             raise ValueError("face_bbox must be (x1, y1, x2, y2)")
+        if self.face_box is not None and not _valid_box(self.face_box):
+            raise ValueError("face_box must be (x1, y1, x2, y2) with x1 < x2 and y1 < y2, in output pixels")
         if self.face_image_size is not None and not all(0 < v <= MAX_COORD for v in self.face_image_size):
             raise ValueError(f"face_image_size must be a (width, height) between 1 and {MAX_COORD}")
         if self.face_embedding is not None and len(self.face_embedding) == 0:
@@ -262,8 +300,11 @@ class GenerationRequest(BaseModel):
 
     def public_params(self) -> dict[str, Any]:
         """The parameters worth recording with an output (no image bytes)."""
-        skip = {"face_image", "face_images", "pose_image", "face_embedding", "face_embeddings", "face_crop", "face_kps", "face_bbox"}
+        skip = {"face_image", "face_images", "pose_image", "face_embedding", "face_embeddings", "face_crop", "face_kps", "face_bbox", "more_identities"}
         out = self.model_dump(exclude=skip)
+        if self.more_identities:
+            out["more_identities"] = [i.model_dump(include={"box", "pose_index", "identity_strength", "adapter_strength", "face_index"})
+                                      for i in self.more_identities]
         out["num_inference_steps"] = self.steps
         out["guidance_scale"] = self.guidance
         out["references"] = len(self.references)
@@ -276,8 +317,9 @@ class GeneratedImage:
 
     image: Any  # PIL.Image.Image
     seed: int
-    identity_score: float | None = None
+    identity_score: float | None = None  # several people: the lowest of identity_scores
     identity_reason: str | None = None  # why the score is null
+    identity_scores: list[float | None] | None = None  # several people: one per identity, in request order
 
 
 @dataclass
@@ -296,6 +338,8 @@ class GenerationResult:
             "seed": self.seed,
             "seeds": [im.seed for im in self.images],
             "identity_scores": [im.identity_score for im in self.images],
+            **({"identity_scores_per_person": [im.identity_scores for im in self.images]}
+               if any(im.identity_scores is not None for im in self.images) else {}),
             "params": self.params,
             "models": self.models,
             "timings": {k: round(v, 4) for k, v in self.timings.items()},

@@ -61,3 +61,20 @@ def test_generate_bad_inputs_exit_2_with_one_line(tmp_path):
     _one_line(run(tmp_path, "generate", "--weights", "tiny", "--face", str(blank), "--samples", "9"), "samples")
     _one_line(run(tmp_path, "generate", "--weights", "tiny", "--face", str(tmp_path / "nope.jpg"), "--prompt", "x"), "no such file")
     _one_line(run(tmp_path, "generate", "--weights", "real", "--pack", "dlib", "--face", f"{FACES}/obama.jpg", "--prompt", "x"), "antelopev2")
+
+
+def test_generate_two_people_with_face_boxes(tmp_path):
+    out = tmp_path / "out"
+    proc = run(
+        tmp_path, "generate", "--weights", "tiny", "--face", f"{FACES}/obama.jpg", "--face-box", "0,0,64,64",
+        "--face", f"{FACES}/biden.jpg", "--face-box", "64,0,128,64", "--prompt", "two friends", "--width", "128",
+        "--height", "64", "--steps", "1", "--seed", "2", "--out", str(out), "--json",
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    meta = json.loads(proc.stdout.strip().splitlines()[-1])
+    embedded = read_metadata(open(meta["files"][0], "rb").read())
+    assert len(embedded["identity_scores_per_person"][0]) == 2
+    assert embedded["params"]["face_box"] == [0, 0, 64, 64] and embedded["params"]["more_identities"][0]["box"] == [64, 0, 128, 64]
+    bad = run(tmp_path, "generate", "--weights", "tiny", "--face", f"{FACES}/obama.jpg", "--face-box", "0,0,64,64",
+              "--face", f"{FACES}/biden.jpg", "--prompt", "x")
+    assert bad.returncode == 2 and "one --face-box per --face" in bad.stderr and "Traceback" not in bad.stderr

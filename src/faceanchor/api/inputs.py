@@ -61,6 +61,13 @@ def resolve_images(body: dict[str, Any], settings: Settings) -> dict[str, Any]:
             out[field] = [_one(v, f"{field}[{i}]", settings, limits) for i, v in enumerate(value)]
         else:
             out[field] = _one(value, field, settings, limits)
+    people = out.get("more_identities")
+    if people:  # each more person's photo too: never a server path
+        out["more_identities"] = [
+            dict(p, face_image=_one(p["face_image"], f"more_identities[{i}].face_image", settings, limits))
+            if isinstance(p, dict) and p.get("face_image") is not None else p
+            for i, p in enumerate(people)
+        ]
     return out
 
 

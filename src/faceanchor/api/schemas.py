@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from faceanchor.types import METHOD_PATTERN, GenerationRequest, JobStatus, Method
+from faceanchor.types import METHOD_PATTERN, GenerationRequest, JobStatus, Method, PlacedIdentity
 
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 #: Pixel coordinates and sizes of a face photo: bounded so the control image's integer maths cannot overflow.
@@ -14,6 +14,12 @@ MAX_PIXELS_SIDE = 100_000
 Coordinate = Annotated[float, Field(allow_inf_nan=False, ge=-MAX_PIXELS_SIDE, le=MAX_PIXELS_SIDE)]
 Side = Annotated[int, Field(ge=1, le=MAX_PIXELS_SIDE)]
 ImageRef = Annotated[str, Field(min_length=1, description="An http(s) URL, a data: URI or base64 text of a JPEG, PNG or WEBP.")]
+
+
+class PlacedIdentityBody(PlacedIdentity):
+    """One more person; its photo is a URL, ``data:`` URI or base64 like every image field."""
+
+    face_image: ImageRef | None = Field(None, description="This person's reference photo: URL, data: URI or base64.")
 
 
 class GenerateBody(GenerationRequest):
@@ -33,6 +39,7 @@ class GenerateBody(GenerationRequest):
     face_kps: list[Annotated[list[Coordinate], Field(min_length=2, max_length=2)]] | None = Field(None, min_length=5, max_length=5)
     face_bbox: list[Coordinate] | None = Field(None, min_length=4, max_length=4, description="Face box (x1, y1, x2, y2) in the photo face_kps came from.")
     face_image_size: tuple[Side, Side] | None = Field(None, description="(width, height) of the photo face_kps came from.")
+    more_identities: list[PlacedIdentityBody] = Field(default_factory=list, max_length=3, description="More people in the picture, each in its own region (InstantID).")
     base64: bool = Field(False, description="Synchronous calls: true returns JSON with base64 images; false returns the image bytes (several samples: a JSON list of image links).")
 
 

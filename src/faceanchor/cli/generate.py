@@ -86,8 +86,11 @@ def register(app: typer.Typer) -> None:
         weights: Optional[str] = weights_option(),
         face_pack: Optional[str] = typer.Option(None, "--pack", help="Face pack (default: the method's; dlib for dummy/tiny)."),
         as_json: bool = typer.Option(False, "--json", help="Print the result metadata as JSON."),
+        face_box: List[str] = typer.Option([], "--face-box", metavar="X1,Y1,X2,Y2",
+                                           help="Several people: where each --face goes in output pixels (one per --face; InstantID)."),
+        people: bool = typer.Option(False, "--people", help="Each --face is another person, placed on --pose-image's faces left to right."),
     ) -> None:
-        """Generate images of the person in --face."""
+        """Generate images of the person in --face (or of several people: --face-box / --people)."""
         from pydantic import ValidationError
         from tqdm import tqdm
 
@@ -98,9 +101,20 @@ def register(app: typer.Typer) -> None:
         settings = ctx.obj
         if not face:
             raise InvalidInputError("give a reference photo with --face PHOTO")
+        boxes = [_box(b) for b in face_box]
+        persons: list = []
+        if boxes or people:
+            from faceanchor.types import PlacedIdentity
+
+            if boxes and len(boxes) != len(face):
+                raise typer.BadParameter(f"give one --face-box per --face ({len(face)} faces, {len(boxes)} boxes)")
+            if people and pose_image is None and not boxes:
+                raise typer.BadParameter("--people places the faces on --pose-image's faces; give --pose-image (or --face-box)")
+            persons = [PlacedIdentity(face_image=f, box=boxes[i + 1] if boxes else None) for i, f in enumerate(face[1:])]
         try:
             request = GenerationRequest(
-                method=method, face_image=face[0], face_images=face[1:], prompt=prompt, negative_prompt=negative_prompt,
+                method=method, face_image=face[0], face_images=[] if persons or boxes or people else face[1:],
+                face_box=boxes[0] if boxes else None, more_identities=persons, prompt=prompt, negative_prompt=negative_prompt,
                 style=style, num_inference_steps=steps, guidance_scale=guidance, seed=seed, samples=samples, best_of=best_of,
                 width=width, height=height, identity_strength=identity_strength, adapter_strength=adapter_strength,
                 enhance_face_region=enhance_face_region, controlnet_selection=controlnet,
@@ -157,6 +171,16 @@ def write_results(result, out: Path, stem: str, fmt: str, as_json: bool, names: 
         score = f"{im.identity_score:.3f}" if im.identity_score is not None else f"n/a ({im.identity_reason})"
         typer.echo(f"{p}  seed={im.seed}  identity={score}")
     return paths
+
+
+def _box(text: str) -> list[float]:
+    try:
+        box = [float(v) for v in text.split(",")]
+    except ValueError:
+        box = []
+    if len(box) != 4 or not (box[0] < box[2] and box[1] < box[3]):
+        raise typer.BadParameter(f"--face-box {text!r}: give x1,y1,x2,y2 with x1 < x2 and y1 < y2 (output pixels)")
+    return box
 
 
 def validation_message(e) -> str:

@@ -98,6 +98,11 @@ class RunContext:
     notify: ProgressCallback
     timings: dict[str, float]
     tools: Tools
+    # Several people (methods with max_identities > 1): the other identities with their
+    # placements, in request order; the method sets ``regions`` (one output-pixel box per
+    # identity, the first one's first) so each is scored inside its own region.
+    more: list[tuple[Identity, Any]] = field(default_factory=list)
+    regions: list[Any] | None = None
 
 
 class Method(ABC):
@@ -112,6 +117,7 @@ class Method(ABC):
     normalised: ClassVar[bool]
     fields: ClassVar[frozenset[str]] = frozenset()
     max_references: ClassVar[int] = 5
+    max_identities: ClassVar[int] = 1  # people per picture (more_identities + the request's own face)
     separate_references: ClassVar[bool] = False  # several references → separate token groups, always
     concat_references: ClassVar[bool] = True  # combine=concat allowed (separate token groups on request)
     #: Listing order (CLI choices, ``GET /v1/methods``): lower first; the first method is the default.
@@ -175,7 +181,7 @@ class Method(ABC):
             "name": self.name, "app": self.app, "label": self.label or self.name, "description": self.description,
             "families": list(self.families), "default_family": self.families[0], "embedding_space": self.space,
             "normalised_embedding": self.normalised, "fields": sorted(self.honoured()),
-            "method_fields": sorted(self.fields), "max_references": self.max_references,
+            "method_fields": sorted(self.fields), "max_references": self.max_references, "max_identities": self.max_identities,
             "renders": self.renders, "models": list(self.model_names()),
         }
 

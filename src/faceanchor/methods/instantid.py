@@ -36,6 +36,15 @@ def map_points(pts: np.ndarray, src: tuple[int, int], dst: tuple[int, int]) -> n
     return np.asarray(pts, dtype=np.float64).reshape(-1, 2) * s - np.array([dx, dy])
 
 
+def _fit_into_box(kps: np.ndarray, face_bbox: np.ndarray, box: np.ndarray) -> np.ndarray:
+    """Keypoints moved and scaled so that their face box fills ``box`` (aspect kept, centred)."""
+    fw, fh = max(face_bbox[2] - face_bbox[0], 1e-6), max(face_bbox[3] - face_bbox[1], 1e-6)
+    s = min((box[2] - box[0]) / fw, (box[3] - box[1]) / fh)
+    fc = np.array([(face_bbox[0] + face_bbox[2]) / 2, (face_bbox[1] + face_bbox[3]) / 2])
+    bc = np.array([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2])
+    return (kps.reshape(-1, 2) - fc) * s + bc
+
+
 def cover_image(img: Any, dst: tuple[int, int]) -> Any:
     """``img`` resized and centre-cropped to fill ``dst``."""
     from PIL import Image
@@ -68,8 +77,9 @@ class InstantID(Method):
     fields = frozenset({
         "identity_strength", "enhance_face_region", "controlnet_selection", "controlnet_conditioning_scale",
         "pose_image", "control_guidance_start", "control_guidance_end", "negative_embedding_noise",
-        "face_detail", "identitynet_model",
+        "face_detail", "identitynet_model", "face_box", "more_identities",
     })
+    max_identities = 4
     max_references = 5
     pipeline_key = "instantid"
     order = 0
@@ -135,6 +145,65 @@ class InstantID(Method):
             raise InvalidInputError("extra ControlNets need a photo (face_image or pose_image) to make their control images")
         return width, height, kps_image, mask, control_src
 
+    # ------------------------------------------------------------------ several people
+
+    def placements(self, request: GenerationRequest, ident: Identity, more: list, tools: Any, feather: bool) -> tuple[int, int, list, Any]:
+        """Output size, ``(kps image, region mask, box)`` per person (request order), control photo.
+
+        A person goes where its ``box`` says (its reference keypoints scaled into the box) or,
+        with ``pose_image``, onto the pose photo's faces taken left to right (``pose_index``
+        picks another). Regions are the boxes, feathered inwards a few pixels when ``feather``
+        (several people act); they must not overlap.
+        """
+        from PIL import Image, ImageFilter
+
+        from faceanchor.face.kps import draw_kps
+        from faceanchor.methods.sizing import output_size
+        from faceanchor.pipelines.instantid_sdxl import face_box_mask
+
+        people = [(ident, request.face_box, None, request)] + [(i, p.box, p.pose_index, p) for i, p in more]
+        pose_faces, pose_size, control_src = None, None, ident.image
+        if request.pose_image is not None:
+            an = tools.analyzer(tools.pack())
+            pose_img = an.load(request.pose_image, name="pose_image")
+            pose_faces = sorted(an.detect(pose_img), key=lambda f: f.bbox[0] + f.bbox[2])  # left to right
+            pose_size, control_src = pose_img.size, pose_img
+        src_size = pose_size or ident.image_size
+        width, height = output_size(src_size, request.width, request.height, "sdxl", tools.loader.default_size("sdxl"))
+        out = []
+        for j, (person, box, pose_index, _) in enumerate(people, start=1):
+            if box is not None:
+                if person.kps is None:
+                    raise InvalidInputError(f"person {j} needs face keypoints (a photo or face_kps) to be placed in its box")
+                box = np.clip(np.asarray(box, np.float64), 0, [width, height, width, height])
+                if box[2] - box[0] < 8 or box[3] - box[1] < 8:
+                    raise InvalidInputError(f"person {j}'s box lies outside the {width}x{height} output")
+                kps = _fit_into_box(np.asarray(person.kps, np.float64), np.asarray(person.bbox, np.float64), box)
+            elif pose_faces is not None:
+                k = (j - 1) if pose_index is None else pose_index
+                if k >= len(pose_faces):
+                    raise NoFaceError(f"pose_image has {len(pose_faces)} face(s); person {j} needs face {k + 1} (left to right)")
+                f = pose_faces[k]
+                kps = map_points(f.kps, pose_size, (width, height))
+                box = map_points(np.asarray(f.bbox).reshape(2, 2), pose_size, (width, height)).reshape(4)
+            else:
+                raise InvalidInputError(f"with several people each needs a place: give person {j} a box (face_box for the first) or a pose_image")
+            out.append((draw_kps((width, height), kps), box))
+        boxes = [b for _, b in out]
+        for a in range(len(boxes)):
+            for b in range(a + 1, len(boxes)):
+                if min(boxes[a][2], boxes[b][2]) > max(boxes[a][0], boxes[b][0]) and min(boxes[a][3], boxes[b][3]) > max(boxes[a][1], boxes[b][1]):
+                    raise InvalidInputError(f"the boxes of persons {a + 1} and {b + 1} overlap; give each person its own area")
+        placed = []
+        for kps_image, box in out:
+            hard = Image.fromarray(face_box_mask(box, width, height))
+            mask = hard
+            if feather:  # feathered inwards: soft edges, still nothing outside the box
+                soft = np.asarray(hard.filter(ImageFilter.GaussianBlur(3)), dtype=np.float32) * (np.asarray(hard) > 0)
+                mask = Image.fromarray(soft.astype(np.uint8))
+            placed.append((kps_image, mask, [float(v) for v in box]))
+        return width, height, placed, control_src
+
     # ------------------------------------------------------------------ run
 
     @staticmethod
@@ -153,8 +222,24 @@ class InstantID(Method):
 
         request, ident, tools = ctx.request, ctx.identity, ctx.tools
         pipe = loaded.pipe
+        more_people: list[Any] = []
         with ctx.stage("controls"):
-            width, height, kps_image, mask, control_src = self.controls(request, ident, tools)
+            if ctx.more or request.face_box is not None:
+                from faceanchor.pipelines.instantid_sdxl import RegionIdentity
+
+                strengths = [(request.identity_strength if p.identity_strength is None else p.identity_strength,
+                              request.adapter_strength if p.adapter_strength is None else p.adapter_strength) for _, p in ctx.more]
+                active = [s != (0.0, 0.0) for s in strengths]  # a person at strengths 0 adds nothing: left out
+                width, height, placed, control_src = self.placements(request, ident, ctx.more, tools, feather=sum(active) >= 1)
+                (kps_image, mask, _), others = placed[0], placed[1:]
+                ctx.regions = [box for _, _, box in placed]
+                if not ctx.more and not request.enhance_face_region:
+                    mask = None  # one person placed by face_box: its region mask only if asked for
+                for (person, _), (kimg, m, _), (ids, ads), on in zip(ctx.more, others, strengths, active):
+                    if on:
+                        more_people.append(RegionIdentity(self._embedding(person), kimg, m, identity_scale=ids, adapter_scale=ads))
+            else:
+                width, height, kps_image, mask, control_src = self.controls(request, ident, tools)
             extras = []
             for name in request.controlnet_selection:
                 cn, model_id = tools.controlnet(name)
@@ -180,7 +265,7 @@ class InstantID(Method):
                     num_images=len(part), generator=tools.generators(part),
                     identity_scale=request.identity_strength, adapter_scale=request.adapter_strength,
                     control_guidance_start=request.control_guidance_start, control_guidance_end=request.control_guidance_end,
-                    negative_embedding_noise=request.negative_embedding_noise, extra_controls=extras,
+                    negative_embedding_noise=request.negative_embedding_noise, extra_controls=extras, more_identities=more_people,
                     prompt_embeds=pe, negative_prompt_embeds=npe if do_cfg else None,
                     pooled_prompt_embeds=ppe, negative_pooled_prompt_embeds=nppe if do_cfg else None,
                     callback_on_step_end=ctx.step_callback(chunk), output_type="latent",

@@ -1,0 +1,141 @@
+"""Several people in one picture through the engine (tiny weights, dlib faces): placement,
+per-person scores, exactness against the single-person path, clear refusals."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from photos import small_copy  # noqa: E402
+
+from faceanchor.config import Settings  # noqa: E402
+from faceanchor.errors import InvalidInputError  # noqa: E402
+from faceanchor.types import GenerationRequest, PlacedIdentity  # noqa: E402
+
+W, H = 128, 64
+LEFT, RIGHT = [0, 0, 64, 64], [64, 0, 128, 64]
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory):
+    from faceanchor.engine import Engine
+
+    return Engine(Settings(home=tmp_path_factory.mktemp("home"), device="cpu"), weights="tiny", face_pack="dlib")
+
+
+@pytest.fixture(scope="module")
+def photos():
+    return small_copy("obama.jpg"), small_copy("biden.jpg")
+
+
+def _req(face, **kw):
+    kw.setdefault("width", W)
+    kw.setdefault("height", H)
+    return GenerationRequest(face_image=face, prompt="two friends at a cafe", num_inference_steps=2, seed=3, **kw)
+
+
+def _pixels(result):
+    return np.stack([np.asarray(im.image) for im in result.images])
+
+
+def test_face_box_on_the_mapped_face_equals_the_single_person_path(engine, photos):
+    """One person whose box is exactly where today's path puts its face: bit-identical."""
+    from faceanchor.methods.instantid import map_points
+
+    obama, _ = photos
+    ident = engine.identity(_req(obama))
+    box = map_points(np.asarray(ident.bbox).reshape(2, 2), ident.image_size, (64, 64)).reshape(4)
+    plain = engine.generate(_req(obama, width=64, height=64))
+    boxed = engine.generate(_req(obama, width=64, height=64, face_box=[float(v) for v in box]))
+    assert np.array_equal(_pixels(plain), _pixels(boxed))
+
+
+def test_a_second_person_at_zero_strength_changes_nothing(engine, photos):
+    obama, biden = photos
+    alone = engine.generate(_req(obama, face_box=LEFT))
+    silent = engine.generate(_req(obama, face_box=LEFT, more_identities=[
+        PlacedIdentity(face_image=biden, box=RIGHT, identity_strength=0.0, adapter_strength=0.0)]))
+    assert np.array_equal(_pixels(alone), _pixels(silent))
+
+
+def test_two_people_get_a_score_each(engine, photos):
+    obama, biden = photos
+    two = engine.generate(_req(obama, face_box=LEFT, samples=2, more_identities=[PlacedIdentity(face_image=biden, box=RIGHT)]))
+    alone = engine.generate(_req(obama, face_box=LEFT, samples=2))
+    assert np.abs(_pixels(two).astype(int) - _pixels(alone).astype(int)).max() > 0
+    meta = two.metadata()
+    assert len(meta["identity_scores_per_person"]) == 2 and all(len(s) == 2 for s in meta["identity_scores_per_person"])
+    for im in two.images:  # tiny weights draw no faces: each person's score is null, with the reason
+        assert im.identity_score is None or im.identity_score == min(im.identity_scores)
+        if im.identity_score is None:
+            assert "region" in im.identity_reason
+    assert meta["params"]["more_identities"][0]["box"] == RIGHT
+
+
+def test_people_from_a_pose_photo_left_to_right(engine, photos, tmp_path):
+    """A pose photo with two faces: person 1 takes the left face, person 2 the right one."""
+    from PIL import Image
+
+    obama, biden = photos
+    a, b = Image.open(obama).convert("RGB"), Image.open(biden).convert("RGB")
+    h = min(a.height, b.height)
+    a, b = a.resize((a.width * h // a.height, h)), b.resize((b.width * h // b.height, h))
+    group = Image.new("RGB", (a.width + b.width, h))
+    group.paste(a, (0, 0))
+    group.paste(b, (a.width, 0))
+    path = tmp_path / "group.jpg"
+    group.save(path)
+    res = engine.generate(_req(obama, pose_image=str(path), more_identities=[PlacedIdentity(face_image=biden)]))
+    assert len(res.images) == 1 and len(res.images[0].identity_scores) == 2
+    # person 2 on the left face too collides with person 1; a third face does not exist
+    with pytest.raises(InvalidInputError, match="overlap"):
+        engine.generate(_req(obama, pose_image=str(path), more_identities=[PlacedIdentity(face_image=biden, pose_index=0)]))
+    from faceanchor.errors import NoFaceError
+
+    with pytest.raises(NoFaceError, match="2 face"):
+        engine.generate(_req(obama, pose_image=str(path), more_identities=[PlacedIdentity(face_image=biden, pose_index=2)]))
+
+
+def test_refusals(engine, photos):
+    obama, biden = photos
+    with pytest.raises(InvalidInputError, match="needs a place"):
+        engine.generate(_req(obama, more_identities=[PlacedIdentity(face_image=biden)]))
+    with pytest.raises(InvalidInputError, match="overlap"):
+        engine.generate(_req(obama, face_box=LEFT, more_identities=[PlacedIdentity(face_image=biden, box=[32, 0, 128, 64])]))
+    with pytest.raises(InvalidInputError, match="faceid does not use"):
+        engine.generate(GenerationRequest(method="faceid", face_image=obama, prompt="x", width=64, height=64,
+                                          more_identities=[PlacedIdentity(face_image=biden, box=RIGHT)]))
+
+
+def test_two_people_over_the_http_api_and_no_server_paths(tmp_path, photos):
+    """POST /v1/instantid with a second person (base64) gives a PNG with both scores; a server
+    path as that person's photo is refused at submit, never opened."""
+    import base64
+    import json
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "api"))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "service"))
+    from api_helpers import Harness
+
+    from faceanchor.engine import Engine
+    from faceanchor.imageio import read_metadata
+
+    obama, biden = photos
+    settings = Settings(home=tmp_path / "home", rate_limit_per_minute=0, device="cpu")
+    enc = lambda p: base64.b64encode(Path(p).read_bytes()).decode()  # noqa: E731
+    body = {"face_image": enc(obama), "prompt": "two friends", "width": W, "height": H, "num_inference_steps": 1, "seed": 1,
+            "face_box": LEFT, "more_identities": [{"face_image": enc(biden), "box": RIGHT, "adapter_strength": 0.5}]}
+    with Harness(settings, Engine(settings, weights="tiny", face_pack="dlib")) as h:
+        r = h.client.post("/v1/instantid", json=body, headers=h.headers)
+        assert r.status_code == 200, r.text
+        meta = read_metadata(r.content)
+        assert len(meta["identity_scores_per_person"][0]) == 2
+        secret = tmp_path / "secret.png"
+        secret.write_bytes(Path(obama).read_bytes())
+        bad = dict(body, more_identities=[{"face_image": str(secret), "box": RIGHT}])
+        r = h.client.post("/v1/instantid", json=bad, headers=h.headers)
+        assert 400 <= r.status_code < 500 and "more_identities[0].face_image" in json.dumps(r.json())
