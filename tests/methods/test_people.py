@@ -106,9 +106,22 @@ def test_refusals(engine, photos):
         engine.generate(_req(obama, more_identities=[PlacedIdentity(face_image=biden)]))
     with pytest.raises(InvalidInputError, match="overlap"):
         engine.generate(_req(obama, face_box=LEFT, more_identities=[PlacedIdentity(face_image=biden, box=[32, 0, 128, 64])]))
-    with pytest.raises(InvalidInputError, match="faceid does not use"):
-        engine.generate(GenerationRequest(method="faceid", face_image=obama, prompt="x", width=64, height=64,
+    with pytest.raises(InvalidInputError, match="faceid places each person by a box"):
+        engine.generate(GenerationRequest(method="faceid", face_image=obama, prompt="x", width=W, height=H,
                                           more_identities=[PlacedIdentity(face_image=biden, box=RIGHT)]))
+
+
+@pytest.mark.parametrize("method", ["faceid", "faceid-plusv2", "faceid-portrait"])
+def test_faceid_family_two_people(engine, photos, method):
+    """FaceID: a silent second person changes nothing; an active one changes the picture; a score each."""
+    obama, biden = photos
+    base = dict(method=method, face_image=obama, prompt="two friends", width=W, height=H, num_inference_steps=2, seed=4, face_box=LEFT)
+    alone = engine.generate(GenerationRequest(**base))
+    silent = engine.generate(GenerationRequest(**base, more_identities=[PlacedIdentity(face_image=biden, box=RIGHT, adapter_strength=0.0)]))
+    assert np.array_equal(_pixels(alone), _pixels(silent))
+    two = engine.generate(GenerationRequest(**base, more_identities=[PlacedIdentity(face_image=biden, box=RIGHT)]))
+    assert np.abs(_pixels(two).astype(int) - _pixels(alone).astype(int)).max() > 0
+    assert len(two.images[0].identity_scores) == 2
 
 
 def test_two_people_over_the_http_api_and_no_server_paths(tmp_path, photos):

@@ -26,7 +26,8 @@ in ``attn_processors`` order, self-attention ones included (SDXL: 1, 3, 5, ...).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterator
+from contextlib import contextmanager
+from typing import Any, Iterable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -293,6 +294,20 @@ class IPAttnProcessor(DecoupledAttnProcessor):
 
     def extra_repr(self) -> str:
         return f"hidden_size={self.hidden_size}, cross_attention_dim={self.cross_attention_dim}, num_tokens={self.num_tokens}, scale={self.scale}"
+
+
+@contextmanager
+def identity_groups(processors: Iterable[Any], groups: list[tuple[float, torch.Tensor | None]] | None) -> Iterator[None]:
+    """Several identities on ``processors`` for a ``with`` block: one ``(scale, (H, W) mask)``
+    per identity, in the order their token groups follow the text; None changes nothing."""
+    procs = [p for p in processors if isinstance(p, DecoupledAttnProcessor) and p.has_ip]
+    for p in procs:
+        p.identity_groups = groups
+    try:
+        yield
+    finally:
+        for p in procs:
+            p.identity_groups = None
 
 
 def install_processors(unet: Any, new: dict[str, Any]) -> dict[str, Any]:

@@ -16,7 +16,7 @@ import numpy as np
 
 from faceanchor.errors import InvalidInputError
 from faceanchor.methods.contract import Loaded, Method, RunContext
-from faceanchor.types import GenerationRequest
+from faceanchor.types import GenerationRequest, Identity
 
 MAX_BATCH = 4
 FACEID_REPO = "h94/IP-Adapter-FaceID"
@@ -24,6 +24,8 @@ FACEID_REPO = "h94/IP-Adapter-FaceID"
 
 class FaceIDFamily(Method):
     """One method of the family; subclasses set the variant facts."""
+
+    max_identities = 4  # several people, each held to its box
 
     app = "faceid"
     space = "buffalo_l"
@@ -101,10 +103,10 @@ class FaceIDFamily(Method):
         loaded.models[f"adapter_{self.name}"] = name
         return adapter
 
-    def face_crop(self, ctx: RunContext) -> Any:
+    def face_crop(self, ctx: RunContext, ident: Identity | None = None) -> Any:
         if not self.clip:
             return None
-        ident = ctx.identity
+        ident = ident or ctx.identity
         if ident.face_crop is not None:
             return ident.face_crop
         if ident.image is None or ident.kps is None:
@@ -112,6 +114,33 @@ class FaceIDFamily(Method):
         from faceanchor.face.align import clip_face_crop
 
         return clip_face_crop(ident.image, ident.kps)
+
+    def _people(self, ctx: RunContext, width: int, height: int) -> tuple[Any, list]:
+        """Several people: the first one's region and ``(embedding, crop, mask, scale)`` per
+        further person, each placed by its box (FaceID has no keypoints to follow)."""
+        import torch
+
+        from faceanchor.methods.regions import box_mask, check_no_overlap, clip_box, strengths
+
+        request = ctx.request
+        if not ctx.more and request.face_box is None:
+            return None, []
+        boxes = [request.face_box] + [p.box for _, p in ctx.more]
+        missing = [j for j, b in enumerate(boxes, start=1) if b is None]
+        if missing:
+            raise InvalidInputError(f"{self.name} places each person by a box: give person {missing[0]} one (face_box for the first)")
+        boxes = [clip_box(b, width, height, j) for j, b in enumerate(boxes, start=1)]
+        check_no_overlap(boxes)
+        ctx.regions = [[float(v) for v in b] for b in boxes]
+        active = [strengths(request, p)[1] != 0.0 for _, p in ctx.more]
+
+        def mask(box: Any) -> Any:
+            arr = np.asarray(box_mask(box, width, height, feather=any(active)), dtype=np.float32)
+            return torch.from_numpy(np.ascontiguousarray(arr[..., 0] if arr.ndim == 3 else arr) / 255.0)
+
+        more = [(torch.as_tensor(person.embedding, dtype=torch.float32), self.face_crop(ctx, person), mask(box), strengths(request, p)[1])
+                for (person, p), box, on in zip(ctx.more, boxes[1:], active) if on]
+        return mask(boxes[0]), more
 
     def run(self, loaded: Loaded, ctx: RunContext) -> list[Any]:
         import torch
@@ -132,6 +161,7 @@ class FaceIDFamily(Method):
                                         tools.loader.default_size(loaded.family))
             self.adapter(loaded, tools.loader, request, int(ident.embedding.shape[-1]))
             crop = self.face_crop(ctx)
+            region, more = self._people(ctx, width, height)
         tools.set_scheduler(loaded, request, fp.pipe)
         emb = torch.as_tensor(ident.embedding, dtype=torch.float32)
         with ctx.stage("prompt"):
@@ -149,6 +179,7 @@ class FaceIDFamily(Method):
                     generator=tools.generators(part), scale=request.adapter_strength, s_scale=request.s_scale,
                     lora_scale=request.lora_scale, embedding_space=ident.space if required else None,
                     callback_on_step_end=ctx.step_callback(chunk), output_type="latent",
+                    region=region, more_identities=more,
                 )
             with ctx.stage("decode"):
                 images.extend(decode_latents(fp.pipe, latents))
@@ -159,7 +190,7 @@ class FaceID(FaceIDFamily):
     name = variant = "faceid"
     label = "IP-Adapter FaceID"
     description = "Face ID embedding through an MLP to 4 tokens, with the LoRA shipped in the checkpoint."
-    fields = frozenset({"lora_scale"})
+    fields = frozenset({"lora_scale", "face_box", "more_identities"})
     checkpoints = {"sd15": "faceid-sd15", "sdxl": "faceid-sdxl"}
 
 
@@ -168,7 +199,7 @@ class FaceIDPlus(FaceIDFamily):
     label = "IP-Adapter FaceID Plus"
     description = "Face ID embedding plus CLIP ViT-H features of the aligned face for its structure (SD1.5)."
     families = ("sd15",)
-    fields = frozenset({"lora_scale", "face_crop"})
+    fields = frozenset({"lora_scale", "face_crop", "face_box", "more_identities"})
     checkpoints = {"sd15": "faceid-plus-sd15"}
     clip = True
 
@@ -182,7 +213,7 @@ class FaceIDPlusV2(FaceIDFamily):
     name = variant = "faceid-plusv2"
     label = "IP-Adapter FaceID PlusV2"
     description = "FaceID-Plus with a controllable shortcut: s_scale weighs the CLIP face structure."
-    fields = frozenset({"lora_scale", "face_crop", "s_scale"})
+    fields = frozenset({"lora_scale", "face_crop", "s_scale", "face_box", "more_identities"})
     checkpoints = {"sd15": "faceid-plusv2-sd15", "sdxl": "faceid-plusv2-sdxl"}
     clip = True
 
@@ -192,6 +223,7 @@ class FaceIDPortrait(FaceIDFamily):
     label = "IP-Adapter FaceID Portrait"
     description = "Up to 5 references, 16 tokens each, no LoRA: portraits that hold several photos of one face."
     separate_references = True
+    fields = frozenset({"face_box", "more_identities"})
     checkpoints = {"sd15": "faceid-portrait-sd15", "sdxl": "faceid-portrait-sdxl"}
 
 

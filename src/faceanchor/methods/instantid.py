@@ -36,15 +36,6 @@ def map_points(pts: np.ndarray, src: tuple[int, int], dst: tuple[int, int]) -> n
     return np.asarray(pts, dtype=np.float64).reshape(-1, 2) * s - np.array([dx, dy])
 
 
-def _fit_into_box(kps: np.ndarray, face_bbox: np.ndarray, box: np.ndarray) -> np.ndarray:
-    """Keypoints moved and scaled so that their face box fills ``box`` (aspect kept, centred)."""
-    fw, fh = max(face_bbox[2] - face_bbox[0], 1e-6), max(face_bbox[3] - face_bbox[1], 1e-6)
-    s = min((box[2] - box[0]) / fw, (box[3] - box[1]) / fh)
-    fc = np.array([(face_bbox[0] + face_bbox[2]) / 2, (face_bbox[1] + face_bbox[3]) / 2])
-    bc = np.array([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2])
-    return (kps.reshape(-1, 2) - fc) * s + bc
-
-
 def cover_image(img: Any, dst: tuple[int, int]) -> Any:
     """``img`` resized and centre-cropped to fill ``dst``."""
     from PIL import Image
@@ -155,11 +146,9 @@ class InstantID(Method):
         picks another). Regions are the boxes, feathered inwards a few pixels when ``feather``
         (several people act); they must not overlap.
         """
-        from PIL import Image, ImageFilter
-
         from faceanchor.face.kps import draw_kps
+        from faceanchor.methods.regions import box_mask, check_no_overlap, clip_box, fit_into_box
         from faceanchor.methods.sizing import output_size
-        from faceanchor.pipelines.instantid_sdxl import face_box_mask
 
         people = [(ident, request.face_box, None, request)] + [(i, p.box, p.pose_index, p) for i, p in more]
         pose_faces, pose_size, control_src = None, None, ident.image
@@ -175,10 +164,8 @@ class InstantID(Method):
             if box is not None:
                 if person.kps is None:
                     raise InvalidInputError(f"person {j} needs face keypoints (a photo or face_kps) to be placed in its box")
-                box = np.clip(np.asarray(box, np.float64), 0, [width, height, width, height])
-                if box[2] - box[0] < 8 or box[3] - box[1] < 8:
-                    raise InvalidInputError(f"person {j}'s box lies outside the {width}x{height} output")
-                kps = _fit_into_box(np.asarray(person.kps, np.float64), np.asarray(person.bbox, np.float64), box)
+                box = clip_box(box, width, height, j)
+                kps = fit_into_box(np.asarray(person.kps, np.float64), np.asarray(person.bbox, np.float64), box)
             elif pose_faces is not None:
                 k = (j - 1) if pose_index is None else pose_index
                 if k >= len(pose_faces):
@@ -189,19 +176,8 @@ class InstantID(Method):
             else:
                 raise InvalidInputError(f"with several people each needs a place: give person {j} a box (face_box for the first) or a pose_image")
             out.append((draw_kps((width, height), kps), box))
-        boxes = [b for _, b in out]
-        for a in range(len(boxes)):
-            for b in range(a + 1, len(boxes)):
-                if min(boxes[a][2], boxes[b][2]) > max(boxes[a][0], boxes[b][0]) and min(boxes[a][3], boxes[b][3]) > max(boxes[a][1], boxes[b][1]):
-                    raise InvalidInputError(f"the boxes of persons {a + 1} and {b + 1} overlap; give each person its own area")
-        placed = []
-        for kps_image, box in out:
-            hard = Image.fromarray(face_box_mask(box, width, height))
-            mask = hard
-            if feather:  # feathered inwards: soft edges, still nothing outside the box
-                soft = np.asarray(hard.filter(ImageFilter.GaussianBlur(3)), dtype=np.float32) * (np.asarray(hard) > 0)
-                mask = Image.fromarray(soft.astype(np.uint8))
-            placed.append((kps_image, mask, [float(v) for v in box]))
+        check_no_overlap([b for _, b in out])
+        placed = [(kps_image, box_mask(box, width, height, feather), [float(v) for v in box]) for kps_image, box in out]
         return width, height, placed, control_src
 
     # ------------------------------------------------------------------ run
@@ -227,8 +203,9 @@ class InstantID(Method):
             if ctx.more or request.face_box is not None:
                 from faceanchor.pipelines.instantid_sdxl import RegionIdentity
 
-                strengths = [(request.identity_strength if p.identity_strength is None else p.identity_strength,
-                              request.adapter_strength if p.adapter_strength is None else p.adapter_strength) for _, p in ctx.more]
+                from faceanchor.methods.regions import strengths as person_strengths
+
+                strengths = [person_strengths(request, p) for _, p in ctx.more]
                 active = [s != (0.0, 0.0) for s in strengths]  # a person at strengths 0 adds nothing: left out
                 width, height, placed, control_src = self.placements(request, ident, ctx.more, tools, feather=sum(active) >= 1)
                 (kps_image, mask, _), others = placed[0], placed[1:]

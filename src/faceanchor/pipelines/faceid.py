@@ -33,6 +33,7 @@ import torch
 from faceanchor.adapters.faceid import FACEID_EMBEDDING_SPACE, VARIANTS, FaceIDAdapter, get_variant
 from faceanchor.errors import InvalidInputError
 from faceanchor.pipelines.callbacks import StepEndCallback
+from faceanchor.adapters.attention import identity_groups
 from faceanchor.adapters.kv_cache import cross_attention_cache
 from faceanchor.pipelines.processors import refuse_processor_switch, require_processors
 
@@ -240,8 +241,14 @@ class FaceIDPipeline:
         callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
         output_type: str = "pil",
         timings: dict[str, float] | None = None,
+        region: torch.Tensor | None = None,
+        more_identities: Sequence[tuple[torch.Tensor, Any, torch.Tensor, float]] = (),
     ) -> list[Any]:
         """Generate ``num_images`` images (PIL by default) conditioned on the face.
+
+        Several people: ``region`` is the first face's ``(H, W)`` mask and ``more_identities``
+        holds ``(face_embeds, face_image, mask, scale)`` per further person; each person's
+        tokens follow the text in that order and act only inside its mask.
 
         ``face_embeds``: ``(D,)``/``(1, D)`` for FaceID/Plus/PlusV2, ``(K, D)`` with K ≤ 5 for
         Portrait. ``generator``: one per image (a list) or a single one. ``scale`` weighs the
@@ -272,13 +279,28 @@ class FaceIDPipeline:
         adapter.set_scale(scale)
         adapter.set_lora_scale(lora_scale)
         adapter.set_num_tokens(cond.shape[1])
+        groups = None
+        extra_c, extra_u = [], []
+        if more_identities:
+            if region is None:
+                raise InvalidInputError("with several people each needs its region: give region for the first one too")
+            groups = [(float(scale), region)]
+            for j, (emb_j, crop_j, mask_j, scale_j) in enumerate(more_identities, start=2):
+                c, u = self.identity_tokens(emb_j, crop_j, s_scale=s_scale, embedding_space=embedding_space)
+                if c.shape[1] != cond.shape[1]:
+                    raise InvalidInputError(f"person {j} gives {c.shape[1]} identity tokens, person 1 {cond.shape[1]}; give each person as many references")
+                extra_c.append(c)
+                extra_u.append(u)
+                groups.append((float(scale_j), mask_j))
+        elif region is not None:
+            groups = [(float(scale), region)]
 
         # 3. text (encoded here or given), then cat(text, identity)
         t_text = time.perf_counter()
         pipe = self.pipe
         device = pipe._execution_device
-        cond = cond.to(device).repeat(num_images, 1, 1)
-        uncond = uncond.to(device).repeat(num_images, 1, 1)
+        cond = torch.cat([cond, *extra_c], dim=1).to(device).repeat(num_images, 1, 1)
+        uncond = torch.cat([uncond, *extra_u], dim=1).to(device).repeat(num_images, 1, 1)
         text_kwargs: dict[str, Any] = {"prompt_embeds": prompt_embeds, "negative_prompt_embeds": negative_prompt_embeds}
         if sdxl:
             text_kwargs.update(pooled_prompt_embeds=pooled_prompt_embeds, negative_pooled_prompt_embeds=negative_pooled_prompt_embeds)
@@ -302,7 +324,9 @@ class FaceIDPipeline:
         if callback_on_step_end is not None:
             extra["callback_on_step_end"] = callback_on_step_end
             extra["callback_on_step_end_tensor_inputs"] = list(callback_on_step_end_tensor_inputs)
-        with cross_attention_cache(pipe.unet, enabled=self.cache_cross_attention):
+        if groups is not None:
+            groups = [(sc, m.to(device=device, dtype=pipe.unet.dtype)) for sc, m in groups]
+        with cross_attention_cache(pipe.unet, enabled=self.cache_cross_attention), identity_groups(adapter.processors.values(), groups):
             out = pipe(
                 prompt_embeds=prompt_embeds,
                 negative_prompt_embeds=negative_embeds,
