@@ -116,6 +116,12 @@ class ModelSpec:
 _TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json")
 
 
+def _lora(name: str, description: str, repo_id: str, file: str, family: str) -> "ModelSpec":
+    """A LoRA needed only for some requests (few-step schedulers)."""
+    return ModelSpec(name=name, kind="lora", description=description, repo_id=repo_id, files=(ModelFile(file),),
+                     family=family, optional=True)
+
+
 def _diffusers_weights(folder: str) -> ModelFile:
     return ModelFile(f"{folder}/diffusion_pytorch_model.safetensors", alternatives=(f"{folder}/diffusion_pytorch_model.bin",))
 
@@ -196,69 +202,13 @@ def _entries() -> list[ModelSpec]:
             files=_base_files("sd15"),
             family="sd15",
         ),
-        ModelSpec(
-            name="lcm-lora-sdxl",
-            kind="lora",
-            description="LCM-LoRA for SDXL (scheduler=lcm)",
-            repo_id="latent-consistency/lcm-lora-sdxl",
-            files=(ModelFile("pytorch_lora_weights.safetensors"),),
-            family="sdxl",
-            optional=True,
-        ),
-        ModelSpec(
-            name="lcm-lora-sd15",
-            kind="lora",
-            description="LCM-LoRA for SD1.5 (scheduler=lcm)",
-            repo_id="latent-consistency/lcm-lora-sdv1-5",
-            files=(ModelFile("pytorch_lora_weights.safetensors"),),
-            family="sd15",
-            optional=True,
-        ),
-        ModelSpec(
-            name="sdxl-lightning-4step-lora",
-            kind="lora",
-            description="SDXL-Lightning 4-step LoRA (scheduler=lightning)",
-            repo_id="ByteDance/SDXL-Lightning",
-            files=(ModelFile("sdxl_lightning_4step_lora.safetensors"),),
-            family="sdxl",
-            optional=True,
-        ),
-        ModelSpec(
-            name="hyper-sdxl-8step-cfg-lora",
-            kind="lora",
-            description="Hyper-SD 8-step CFG LoRA for SDXL (scheduler=hyper)",
-            repo_id="ByteDance/Hyper-SD",
-            files=(ModelFile("Hyper-SDXL-8steps-CFG-lora.safetensors"),),
-            family="sdxl",
-            optional=True,
-        ),
-        ModelSpec(
-            name="hyper-sd15-8step-cfg-lora",
-            kind="lora",
-            description="Hyper-SD 8-step CFG LoRA for SD1.5 (scheduler=hyper)",
-            repo_id="ByteDance/Hyper-SD",
-            files=(ModelFile("Hyper-SD15-8steps-CFG-lora.safetensors"),),
-            family="sd15",
-            optional=True,
-        ),
-        ModelSpec(
-            name="tcd-sdxl-lora",
-            kind="lora",
-            description="TCD LoRA for SDXL (scheduler=tcd)",
-            repo_id="h1t/TCD-SDXL-LoRA",
-            files=(ModelFile("pytorch_lora_weights.safetensors"),),
-            family="sdxl",
-            optional=True,
-        ),
-        ModelSpec(
-            name="tcd-sd15-lora",
-            kind="lora",
-            description="TCD LoRA for SD1.5 (scheduler=tcd)",
-            repo_id="h1t/TCD-SD15-LoRA",
-            files=(ModelFile("pytorch_lora_weights.safetensors"),),
-            family="sd15",
-            optional=True,
-        ),
+        _lora("lcm-lora-sdxl", "LCM-LoRA for SDXL (scheduler=lcm)", "latent-consistency/lcm-lora-sdxl", "pytorch_lora_weights.safetensors", "sdxl"),
+        _lora("lcm-lora-sd15", "LCM-LoRA for SD1.5 (scheduler=lcm)", "latent-consistency/lcm-lora-sdv1-5", "pytorch_lora_weights.safetensors", "sd15"),
+        _lora("sdxl-lightning-4step-lora", "SDXL-Lightning 4-step LoRA (scheduler=lightning)", "ByteDance/SDXL-Lightning", "sdxl_lightning_4step_lora.safetensors", "sdxl"),
+        _lora("hyper-sdxl-8step-cfg-lora", "Hyper-SD 8-step CFG LoRA for SDXL (scheduler=hyper)", "ByteDance/Hyper-SD", "Hyper-SDXL-8steps-CFG-lora.safetensors", "sdxl"),
+        _lora("hyper-sd15-8step-cfg-lora", "Hyper-SD 8-step CFG LoRA for SD1.5 (scheduler=hyper)", "ByteDance/Hyper-SD", "Hyper-SD15-8steps-CFG-lora.safetensors", "sd15"),
+        _lora("tcd-sdxl-lora", "TCD LoRA for SDXL (scheduler=tcd)", "h1t/TCD-SDXL-LoRA", "pytorch_lora_weights.safetensors", "sdxl"),
+        _lora("tcd-sd15-lora", "TCD LoRA for SD1.5 (scheduler=tcd)", "h1t/TCD-SD15-LoRA", "pytorch_lora_weights.safetensors", "sd15"),
         # ---------------------------------------------------------------- FaceID family
         _faceid("faceid-sd15", "ip-adapter-faceid_sd15.bin", "sd15", "ip-adapter-faceid_sd15_lora.safetensors",
                 "IP-Adapter-FaceID for SD1.5 (MLP projection + LoRA)"),
