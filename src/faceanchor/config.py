@@ -62,7 +62,7 @@ class Settings(BaseSettings):
     webhook_max_attempts: int = Field(default=5, ge=1)
     webhook_backoff_seconds: float = Field(default=1.0, ge=0, description="First retry delay of a webhook; doubles each retry.")
     url_fetch_timeout: float = Field(default=10.0, gt=0, description="Seconds for each URL input (connect, read and whole transfer).")
-    allow_private_urls: bool = Field(default=False, description="Let URL inputs and webhooks reach loopback/private addresses (tests only).")
+    allow_private_urls: bool = Field(default=False, description="Test mode: URL inputs and webhooks may reach loopback (127.0.0.0/8, ::1) only; every other private or link-local address stays refused.")
     api_model_names: list[str] = Field(default_factory=list, description="model_name values HTTP clients may ask for; empty: none.")
     engine_factory: str | None = Field(default=None, description="'module:function' building the engine for `faceanchor serve`.")
 
