@@ -27,7 +27,7 @@ from starlette.concurrency import run_in_threadpool
 from faceanchor.api.deps import CurrentKey, ServiceDep, SettingsDep, SubmittingKey
 from faceanchor.api.errors import ApiError, error_responses
 from faceanchor.api.inputs import decode_image_ref, resolve_images
-from faceanchor.api.jobs import base_url, cancel_job, job_urls, raise_job_error, result_body, result_response, status_body
+from faceanchor.api.jobs import base_url, cancel_job, check_spaces, check_style, job_urls, raise_job_error, result_body, result_response, status_body
 from faceanchor.api.schemas import CancelOut, GenerateBody, ImageRef, JobStatusBody, QueueSubmitted
 from faceanchor.errors import InvalidInputError
 from faceanchor.imageio import ImageLimits, load_image
@@ -136,6 +136,7 @@ def create_character(body: CreateBody, request: Request, service: ServiceDep, se
     refs = ([body.images.face] if body.images.face else []) + list(body.images.faces)
     if not refs:
         raise ApiError(422, "images.face: a face photo is required", "validation_error")
+    check_spaces(body.spaces)
     photos = [_image_bytes(r, f"images.face[{i}]", settings) for i, r in enumerate(refs)]
     ch = _chars(request).create(body.name, photos, spaces=body.spaces, engine=service.engine, face_index=body.face_index)
     return _out(ch, base_url(request))
@@ -208,6 +209,7 @@ def _prepare(op: str, body: CharacterBody, request: Request, settings) -> dict[s
         raise ApiError(422, f"num_inference_steps: at most {settings.max_steps} on this server", "validation_error")
     if body.model_name is not None and body.model_name not in settings.api_model_names:
         raise InvalidInputError(f"model_name {body.model_name!r} is not offered by this server")
+    check_style(body.style)
     images = body.images or CharacterImages()
     job: dict[str, Any] = {}
     if body.character_id is not None:

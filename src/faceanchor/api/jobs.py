@@ -27,6 +27,27 @@ def validation_error(message: str) -> ApiError:
     return ApiError(422, message, "validation_error")
 
 
+def check_style(style: str | None) -> None:
+    """An unknown style preset is a 422 at submit (naming the close ones), not a failed job later."""
+    from faceanchor.styles.presets import get_style, style_names
+
+    if style is None:
+        return
+    try:
+        get_style(style)
+    except InvalidInputError as e:
+        raise validation_error(f"style: {e}; styles: {', '.join(style_names())}") from None
+
+
+def check_spaces(spaces: list[str] | None) -> None:
+    """Embedding spaces must be face packs this project knows (422 naming them, never a server path)."""
+    from faceanchor.face.packs import PACK_NAMES
+
+    unknown = [s for s in spaces or [] if s not in PACK_NAMES]
+    if unknown:
+        raise validation_error(f"spaces: unknown embedding space {unknown[0]!r}; valid spaces: {', '.join(PACK_NAMES)}")
+
+
 def prepare_request(app: str, body: GenerateBody, settings: Settings) -> dict[str, Any]:
     """Check the request against this server's limits and resolve its images to bytes."""
     from faceanchor.methods.registry import get
@@ -45,6 +66,7 @@ def prepare_request(app: str, body: GenerateBody, settings: Settings) -> dict[st
         raise validation_error(f"prompt: at most {settings.max_prompt_chars} characters")
     if body.num_inference_steps is not None and body.num_inference_steps > settings.max_steps:
         raise validation_error(f"num_inference_steps: at most {settings.max_steps} on this server")
+    check_style(body.style)
     if body.model_name is not None and body.model_name not in settings.api_model_names:
         raise InvalidInputError(f"model_name {body.model_name!r} is not offered by this server")
     if body.face_image is None and not body.face_images and body.face_embedding is None:
