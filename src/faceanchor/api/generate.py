@@ -59,13 +59,13 @@ async def _run_sync(app: str, body: GenerateBody, request: Request, service: Ser
     prepared = await run_in_threadpool(prepare_request, app, body, settings)
     base = base_url(request)
     job, _created = await run_in_threadpool(
-        lambda: service.submit(app, prepared, key_id=key.id, idempotency_key=idem,
+        lambda: service.submit(app, prepared, key=key, idempotency_key=idem,
                                start_timeout=settings.sync_timeout_seconds, base_url=base)
     )
     job = await wait_finished(service, job.id)
     if job.status != JobStatus.COMPLETED:
         raise_job_error(job)
-    result = result_body(job, base)
+    result = result_body(job, base, service.signer)
     images = result["images"]
     headers = {"X-Request-Id": job.id, "X-Seed": str(result["seed"])}
     if body.base64:

@@ -105,17 +105,24 @@ def raise_job_error(job: JobView) -> None:
     raise ApiError(status, err.get("message", "the job failed"), err.get("type", "error"))
 
 
-def result_body(job: JobView, base: str) -> dict[str, Any]:
-    return dict(public_result(job.result or {}, base), request_id=job.id, status=job.status.value)
+def result_body(job: JobView, base: str, signer: Any = None) -> dict[str, Any]:
+    return dict(public_result(job.result or {}, base, signer), request_id=job.id, status=job.status.value)
 
 
-def result_response(job: JobView, base: str) -> Any:
+def result_response(job: JobView, base: str, signer: Any = None) -> Any:
     """A queued job's result: 202 with its status while it runs, its error once failed."""
     if not job.status.finished:
         return JSONResponse(status_body(job, base).model_dump(mode="json", exclude_none=True), status_code=202)
     if job.status != JobStatus.COMPLETED:
         raise_job_error(job)
-    return result_body(job, base)
+    return result_body(job, base, signer)
+
+
+def visible_job(job: JobView | None, key: Any, app: str | None = None) -> JobView | None:
+    """``job`` if ``key`` may see it (its owner's, or an admin key) and it is of ``app``; else ``None``."""
+    if job is None or (app is not None and job.app != app):
+        return None
+    return job if key.can_see(job.owner, job.key_id) else None
 
 
 def cancel_job(service: Any, request_id: str, where: str) -> CancelOut:
