@@ -158,9 +158,12 @@ def test_characters_list_get_history_files_delete_and_operations_are_404_for_ano
     assert c.get(base, headers=t.a).status_code == 200
     path = t.app.state.characters.store.file_path(ch.photos[0])
     assert path is not None and path.is_file()
-    assert c.delete(base, headers=t.a).json()["files_deleted"] >= 3
+    job_output = _path(out["images"][0]["url"])
+    assert c.get(job_output, headers=t.a).status_code == 200
+    assert c.delete(base, headers=t.a).json()["files_deleted"] >= 5  # photo, 2 history outputs, 2 job outputs
     assert not path.exists()
     _404(c.get(base, headers=t.a))
+    _404(c.get(job_output, headers=t.a))  # the queue's copy of the output went with the character
 
 
 def test_admin_deletes_any_character(t):

@@ -164,9 +164,10 @@ def get_character(character_id: CharacterId, request: Request, key: CurrentKey) 
 
 @router.delete("/v1/characters/{character_id}", response_model=DeletedOut, responses=error_responses(401, 403, 404, 422),
                summary="Delete a character and its files")
-def delete_character(character_id: CharacterId, request: Request, key: CurrentKey) -> DeletedOut:
+def delete_character(character_id: CharacterId, request: Request, service: ServiceDep, key: CurrentKey) -> DeletedOut:
     _owned(request, key, character_id)
     gone = _chars(request).delete(character_id)
+    gone += service.delete_character_job_files(character_id)  # the queue's copies of its outputs and uploads
     return DeletedOut(id=character_id, deleted=True, files_deleted=len(gone))
 
 

@@ -256,6 +256,23 @@ class Service:
             return True
         return self.file_owners.owns(namespace, file_id, key.owner)
 
+    def delete_character_job_files(self, character_id: str) -> list[str]:
+        """With a character: the inputs and outputs of the character jobs that named it (the
+        copies the queue keeps), where no other owner still uses the same bytes."""
+        import json as _json
+
+        gone: list[str] = []
+        fragment = _json.dumps({"character_id": character_id})[1:-1]  # '"character_id": "<id>"' as stored
+        for job in self.jobs.with_request_text("character/", fragment):
+            owner = job.owner or f"key:{job.key_id}"
+            found: list[tuple[str, str]] = [("outputs", img["file_id"]) for img in (job.result or {}).get("images", [])]
+            found += [("inputs", fid) for fid in _file_refs(job.request)]
+            for namespace, fid in found:
+                self.file_owners.forget_owner(namespace, fid, owner)
+                if not self.file_owners.owners(namespace, fid) and self.files.delete(fid, namespace):
+                    gone.append(fid)
+        return gone
+
     def cleanup_expired(self, now: float | None = None) -> list[str]:
         """Delete job inputs and outputs not used within ``retention_days``; return their ids.
 
@@ -295,3 +312,14 @@ class Service:
             for w in self.workers:
                 w.request_cancel(job_id)
         return outcome
+
+
+def _file_refs(value: Any) -> list[str]:
+    """Every ``{"$file": id}`` of a stored request."""
+    if isinstance(value, dict):
+        if set(value) == {"$file"}:
+            return [value["$file"]]
+        return [f for v in value.values() for f in _file_refs(v)]
+    if isinstance(value, list):
+        return [f for v in value for f in _file_refs(v)]
+    return []

@@ -67,6 +67,11 @@ class FileOwnerStore:
                              .group_by(FileOwnerRow.file_id).having(func.max(FileOwnerRow.created_at) < before)).all()
         return [r[0] for r in rows]
 
+    def forget_owner(self, namespace: str, file_id: str, owner: str) -> None:
+        with self.db.write() as s:
+            s.execute(delete(FileOwnerRow).where(FileOwnerRow.namespace == namespace, FileOwnerRow.file_id == file_id,
+                                                 FileOwnerRow.owner == owner))
+
     def forget(self, namespace: str, file_id: str) -> None:
         with self.db.write() as s:
             s.execute(delete(FileOwnerRow).where(FileOwnerRow.namespace == namespace, FileOwnerRow.file_id == file_id))

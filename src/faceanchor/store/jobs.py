@@ -229,6 +229,14 @@ class JobStore:
                 Job.key_id == key_id, Job.created_at >= since, Job.status.not_in([F, X])))
         return int(n or 0)
 
+    def with_request_text(self, app_prefix: str, fragment: str) -> list[JobView]:
+        """Jobs of apps starting with ``app_prefix`` whose stored request contains ``fragment``
+        (e.g. the character jobs naming one character, to delete their files with it)."""
+        with self.db.read() as s:
+            rows = s.scalars(select(Job).where(Job.app.startswith(app_prefix, autoescape=True),
+                                               Job.request_json.contains(fragment, autoescape=True)))
+            return [_view(r) for r in rows]
+
     def queue_depth(self) -> int:
         with self.db.read() as s:
             return int(s.scalar(select(func.count()).select_from(Job).where(Job.status == Q)) or 0)
