@@ -60,7 +60,7 @@ __all__ = [
 
 T = TypeVar("T")
 FINISHED = ("COMPLETED", "FAILED", "CANCELLED")
-RETRY_STATUSES = frozenset({429, 503, 504})
+RETRY_STATUSES = frozenset({429, 502, 503, 504})  # 502: the Segmind-shaped /v1/instantid while loading or full
 DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
 #: Synchronous generations and character operations wait for the job (the server's own start
 #: deadline is 300 s by default), and status streams stay open while a job runs.
@@ -142,7 +142,7 @@ def _error_class(status: int) -> type[FaceAnchorClientError]:
         return ConflictError
     if status == 429:
         return RateLimitedError
-    if status in (503, 504):
+    if status in (502, 503, 504):
         return UnavailableError
     if status >= 500:
         return ServerError

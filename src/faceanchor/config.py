@@ -63,9 +63,16 @@ class Settings(BaseSettings):
     webhook_max_attempts: int = Field(default=5, ge=1)
     webhook_backoff_seconds: float = Field(default=1.0, ge=0, description="First retry delay of a webhook; doubles each retry.")
     url_fetch_timeout: float = Field(default=10.0, gt=0, description="Seconds for each URL input (connect, read and whole transfer).")
-    allow_private_urls: bool = Field(default=False, description="Let URL inputs and webhooks reach loopback/private addresses (tests only).")
+    allow_private_urls: bool = Field(default=False, description="Test mode: URL inputs and webhooks may reach loopback (127.0.0.0/8, ::1) only; every other private or link-local address stays refused.")
     api_model_names: list[str] = Field(default_factory=list, description="model_name values HTTP clients may ask for; empty: none.")
     engine_factory: str | None = Field(default=None, description="'module:function' building the engine for `faceanchor serve`.")
+    # Service (issue 11): tenancy, signed URLs, retention, quotas.
+    url_signing_secret: str | None = Field(default=None, description="HMAC secret of signed download URLs; default a random one in <data_dir>/url_signing_secret.")
+    signed_url_seconds: int = Field(default=3600, ge=0, description="Lifetime of the signed download URLs in results and webhooks; 0: no signed URLs.")
+    retention_days: float | None = Field(default=None, gt=0, description="Job inputs and outputs are deleted this many days after their last use; None: kept.")
+    retention_check_seconds: float = Field(default=3600.0, gt=0, description="How often the retention cleanup runs.")
+    images_per_day: int | None = Field(default=None, ge=0, description="Images each key may generate per UTC day (a key's own limit wins); None or 0: unlimited.")
+    images_per_month: int | None = Field(default=None, ge=0, description="Images each key may generate per UTC calendar month; None or 0: unlimited.")
 
     # Speed and memory (pipelines.acceleration; issue 14). Defaults: measured safe everywhere.
     speed_tf32: bool = Field(default=True, description="TF32 matmuls/convolutions on CUDA.")

@@ -64,6 +64,8 @@ def test_health_loading_then_ready_and_sync_503_while_loading(settings, face_b64
         r = c.get("/health")
         assert r.status_code == 503 and r.json()["status"] == "loading" and r.headers["Retry-After"]
         r = c.post("/v1/instantid", json={"face_image": face_b64}, headers={"x-api-key": key})
+        assert r.status_code == 502 and err(r)["type"] == "unavailable" and "Retry-After" in r.headers  # Segmind's 502
+        r = c.post("/v1/faceid", json={"face_image": face_b64}, headers={"x-api-key": key})
         assert r.status_code == 503 and err(r)["type"] == "unavailable" and "Retry-After" in r.headers
         # queued work is accepted while loading and runs once the model is there
         q = c.post("/queue/instantid", json={"face_image": face_b64, "num_inference_steps": 1}, headers={"x-api-key": key})
@@ -162,15 +164,17 @@ def test_sync_bytes_json_list_and_base64(harness, face_b64):
 def test_sync_method_per_route(harness, face_b64):
     c, h = harness.client, harness.headers
     r = c.post("/v1/instantid", json={"face_image": face_b64, "method": "faceid"}, headers=h)
-    assert r.status_code == 422 and "method" in err(r)["message"]
+    assert r.status_code == 400 and "method" in err(r)["message"]  # Segmind-shaped route: 400 for invalid parameters
     r = c.post("/v1/faceid", json={"face_image": face_b64, "method": "faceid-plusv2", "num_inference_steps": 1, "base64": True}, headers=h)
     assert r.status_code == 200
 
 
 def test_no_face_is_422(harness):
     flat = b64(png_bytes(noise=False))
-    r = harness.client.post("/v1/instantid", json={"face_image": flat, "num_inference_steps": 1}, headers=harness.headers)
+    r = harness.client.post("/v1/faceid", json={"face_image": flat, "num_inference_steps": 1}, headers=harness.headers)
     assert r.status_code == 422 and err(r)["type"] == "no_face"
+    r = harness.client.post("/v1/instantid", json={"face_image": flat, "num_inference_steps": 1}, headers=harness.headers)
+    assert r.status_code == 400 and err(r)["type"] == "no_face"  # Segmind's code, the same type
 
 
 def test_400_errors(harness):
@@ -198,19 +202,22 @@ def test_422_validation(harness, face_b64, settings):
         {"prompt": "no face"},
         {"face_image": 5},
     ]
-    for body in cases:
-        r = c.post("/v1/instantid", json=body, headers=h)
-        assert r.status_code == 422, (body, r.text)
-        assert err(r)["type"] == "validation_error"
-    r = c.post("/v1/instantid", content=b"{not json", headers={**h, "content-type": "application/json"})
-    assert r.status_code == 422 and err(r)["type"] == "validation_error"
-    r = c.post("/v1/instantid", content=b"[1,2]", headers={**h, "content-type": "application/json"})
-    assert r.status_code == 422
+    for path, status in (("/v1/faceid", 422), ("/v1/instantid", 400)):  # /v1/instantid: Segmind's 400
+        for body in cases:
+            r = c.post(path, json=body, headers=h)
+            assert r.status_code == status, (path, body, r.text)
+            assert err(r)["type"] == "validation_error"
+        r = c.post(path, content=b"{not json", headers={**h, "content-type": "application/json"})
+        assert r.status_code == status and err(r)["type"] == "validation_error"
+        r = c.post(path, content=b"[1,2]", headers={**h, "content-type": "application/json"})
+        assert r.status_code == status
 
 
 def test_max_steps_setting(settings, face_b64):
     with Harness(settings.model_copy(update={"max_steps": 10}), tiny.TinyEngine()) as hz:
         r = hz.client.post("/v1/instantid", json={"face_image": face_b64, "num_inference_steps": 11}, headers=hz.headers)
+        assert r.status_code == 400 and "at most 10" in err(r)["message"]
+        r = hz.client.post("/queue/instantid", json={"face_image": face_b64, "num_inference_steps": 11}, headers=hz.headers)
         assert r.status_code == 422 and "at most 10" in err(r)["message"]
 
 
@@ -447,7 +454,8 @@ def test_out_of_range_identity_fields_offsets_and_hosts_are_4xx(harness, face_b6
     for body in bodies:
         for path in ("/v1/instantid", "/queue/instantid", "/queue/character/generate"):
             r = c.post(path, json=body, headers=h)
-            assert r.status_code == 422 and err(r)["type"] == "validation_error", (path, body, r.text)
+            status = 400 if path == "/v1/instantid" else 422  # /v1/instantid: Segmind's 400
+            assert r.status_code == status and err(r)["type"] == "validation_error", (path, body, r.text)
     r = c.post("/queue/instantid", json={"face_image": "http://xn--/x.png"}, headers=h)  # malformed IDNA label
     assert r.status_code == 400 and err(r)["type"] == "url_refused"
     r = c.post("/v1/characters", json={"name": "a", "images": {"face": face_b64}, "spaces": [".."]}, headers=h)

@@ -181,7 +181,7 @@ def test_typed_errors_carry_the_servers_json(c, live):
     assert e.value.status_code == 401 and e.value.type == "unauthorized" and "not valid" in e.value.message
     with pytest.raises(fc.ValidationError) as e:
         c.generate(prompt="p", face_image=noise_png(), num_inference_steps=0)
-    assert e.value.status_code == 422 and e.value.type == "validation_error"
+    assert e.value.status_code == 400 and e.value.type == "validation_error"  # /v1/instantid answers Segmind's 400
     assert e.value.message.startswith("num_inference_steps:") and e.value.body["error"]["message"] == e.value.message
     with pytest.raises(fc.ValidationError) as e:
         c.generate(prompt="p", face_image=noise_png(), bogus_field=1)
@@ -195,7 +195,7 @@ def test_typed_errors_carry_the_servers_json(c, live):
     Image.new("RGB", (64, 64), (120, 120, 120)).save(grey, "PNG")
     with pytest.raises(fc.ValidationError) as e:  # the job fails in the engine: the result call raises its typed error
         c.generate(prompt="p", face_image=grey.getvalue(), num_inference_steps=1)
-    assert e.value.type == "no_face" and e.value.status_code == 422
+    assert e.value.type == "no_face" and e.value.status_code == 400  # Segmind-shaped /v1/instantid
     assert isinstance(e.value, fc.FaceAnchorClientError)
 
 

@@ -63,6 +63,12 @@ def create_app(
     app.include_router(generate.sync_router())
     app.include_router(queue.router)
     app.include_router(files.router)
+    from faceanchor.api import keys as keys_api  # issue 11: /v1/usage, /v1/keys (admin)
+
+    app.include_router(keys_api.router)
+    from faceanchor.api import fal  # issue 11: fal-ai/instantid[/lcm] with fal's body and output
+
+    app.include_router(fal.router)
     characters.install(app, service)  # /v1/characters, /v1/character/*, /queue/character/* and their runners
     if serve_web:
         web_dir = resources.files("faceanchor") / "web"

@@ -24,10 +24,10 @@ from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from faceanchor.api.deps import CurrentKey, ServiceDep, SettingsDep, SubmittingKey
+from faceanchor.api.deps import CurrentKey, OptionalKey, ServiceDep, SettingsDep, SubmittingKey
 from faceanchor.api.errors import ApiError, error_responses
 from faceanchor.api.inputs import decode_image_ref, resolve_images
-from faceanchor.api.jobs import base_url, cancel_job, job_urls, raise_job_error, result_body, result_response, status_body
+from faceanchor.api.jobs import base_url, cancel_job, check_spaces, check_style, job_urls, raise_job_error, result_body, result_response, status_body
 from faceanchor.api.schemas import CancelOut, GenerateBody, ImageRef, JobStatusBody, QueueSubmitted
 from faceanchor.errors import InvalidInputError
 from faceanchor.imageio import ImageLimits, load_image
@@ -54,6 +54,11 @@ def install(app: FastAPI, service: Service) -> CharacterService:
 
 def _chars(request: Request) -> CharacterService:
     return request.app.state.characters
+
+
+def _owned(request: Request, key, character_id: str):  # noqa: ANN001, ANN202
+    """The character if ``key`` may see it (its owner's, or an admin key); 404 otherwise, as for an unknown id."""
+    return _chars(request).store.get_owned(character_id, lambda owner: key.can_see(owner))
 
 
 # --------------------------------------------------------------------------- bodies
@@ -132,38 +137,45 @@ def _out(ch, base: str) -> CharacterOut:  # noqa: ANN001
 
 @router.post("/v1/characters", status_code=201, response_model=CharacterOut,
              responses=error_responses(400, 401, 403, 413, 415, 422, 429), summary="Create a character from face photos")
-def create_character(body: CreateBody, request: Request, service: ServiceDep, settings: SettingsDep, _key: SubmittingKey) -> CharacterOut:
+def create_character(body: CreateBody, request: Request, service: ServiceDep, settings: SettingsDep, key: SubmittingKey) -> CharacterOut:
     refs = ([body.images.face] if body.images.face else []) + list(body.images.faces)
     if not refs:
         raise ApiError(422, "images.face: a face photo is required", "validation_error")
+    check_spaces(body.spaces)
     photos = [_image_bytes(r, f"images.face[{i}]", settings) for i, r in enumerate(refs)]
-    ch = _chars(request).create(body.name, photos, spaces=body.spaces, engine=service.engine, face_index=body.face_index)
+    ch = _chars(request).create(body.name, photos, spaces=body.spaces, engine=service.engine, face_index=body.face_index,
+                                owner=key.owner)
     return _out(ch, base_url(request))
 
 
 @router.get("/v1/characters", response_model=CharacterList, responses=error_responses(401, 403, 422), summary="List characters")
-def list_characters(request: Request, _key: CurrentKey, limit: Annotated[int, Query(ge=1, le=500)] = 100,
+def list_characters(request: Request, key: CurrentKey, limit: Annotated[int, Query(ge=1, le=500)] = 100,
                     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0) -> CharacterList:
+    """The key's (or its tenant's) characters; an admin key lists every character."""
     base = base_url(request)
-    return CharacterList(characters=[_out(c, base) for c in _chars(request).list(limit, offset)])
+    owner = None if key.admin else key.owner
+    return CharacterList(characters=[_out(c, base) for c in _chars(request).store.list(limit, offset, owner=owner)])
 
 
 @router.get("/v1/characters/{character_id}", response_model=CharacterOut, responses=error_responses(401, 403, 404, 422), summary="One character")
-def get_character(character_id: CharacterId, request: Request, _key: CurrentKey) -> CharacterOut:
-    return _out(_chars(request).get(character_id), base_url(request))
+def get_character(character_id: CharacterId, request: Request, key: CurrentKey) -> CharacterOut:
+    return _out(_owned(request, key, character_id), base_url(request))
 
 
 @router.delete("/v1/characters/{character_id}", response_model=DeletedOut, responses=error_responses(401, 403, 404, 422),
                summary="Delete a character and its files")
-def delete_character(character_id: CharacterId, request: Request, _key: CurrentKey) -> DeletedOut:
+def delete_character(character_id: CharacterId, request: Request, service: ServiceDep, key: CurrentKey) -> DeletedOut:
+    _owned(request, key, character_id)
     gone = _chars(request).delete(character_id)
+    gone += service.delete_character_job_files(character_id)  # the queue's copies of its outputs and uploads
     return DeletedOut(id=character_id, deleted=True, files_deleted=len(gone))
 
 
 @router.get("/v1/characters/{character_id}/history", response_model=HistoryOut, responses=error_responses(401, 403, 404, 422),
             summary="The character's generations")
-def character_history(character_id: CharacterId, request: Request, _key: CurrentKey,
+def character_history(character_id: CharacterId, request: Request, key: CurrentKey,
                       limit: Annotated[int, Query(ge=1, le=500)] = 100, offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0) -> HistoryOut:
+    _owned(request, key, character_id)
     files = f"{base_url(request)}/v1/characters/{character_id}/files"
     entries = []
     for h in _chars(request).history(character_id, limit, offset):
@@ -179,8 +191,14 @@ _BINARY = {"schema": {"type": "string", "format": "binary"}}
 @router.get("/v1/characters/{character_id}/files/{file_id}", response_class=FileResponse,
             responses={200: {"description": "The image.", "content": {"image/png": _BINARY}}, **error_responses(401, 403, 404, 422)},
             summary="A photo, sheet, view or output of the character")
-def character_file(character_id: CharacterId, file_id: Annotated[str, Path(max_length=128)], request: Request, _key: CurrentKey) -> FileResponse:
+def character_file(character_id: CharacterId, file_id: Annotated[str, Path(max_length=128)], request: Request, service: ServiceDep,
+                   key: OptionalKey, expires: Annotated[str | None, Query(max_length=20)] = None,
+                   sig: Annotated[str | None, Query(max_length=128)] = None) -> FileResponse:
+    from faceanchor.api.files import check_access
+
     chars = _chars(request)
+    check_access(service, key, request.url.path, expires, sig,
+                 lambda k: chars.store.get_owned(character_id, lambda owner: k.can_see(owner)) is not None)
     ch = chars.get(character_id)
     owned = set(ch.photos) | ({ch.sheet_file} if ch.sheet_file else set()) | {v.get("file_id") for v in ch.views}
     owned |= {o.get("file_id") for h in chars.history(character_id, 10_000) for o in h.outputs}
@@ -200,7 +218,7 @@ def _image_bytes(ref: str, field: str, settings) -> bytes:  # noqa: ANN001
     return data
 
 
-def _prepare(op: str, body: CharacterBody, request: Request, settings) -> dict[str, Any]:  # noqa: ANN001
+def _prepare(op: str, body: CharacterBody, request: Request, settings, key=None) -> dict[str, Any]:  # noqa: ANN001
     """The queued job of one character call; checks the character exists and decodes images now."""
     if len(body.prompt) > settings.max_prompt_chars or len(body.negative_prompt) > settings.max_prompt_chars:
         raise ApiError(422, f"prompt: at most {settings.max_prompt_chars} characters", "validation_error")
@@ -208,12 +226,16 @@ def _prepare(op: str, body: CharacterBody, request: Request, settings) -> dict[s
         raise ApiError(422, f"num_inference_steps: at most {settings.max_steps} on this server", "validation_error")
     if body.model_name is not None and body.model_name not in settings.api_model_names:
         raise InvalidInputError(f"model_name {body.model_name!r} is not offered by this server")
+    check_style(body.style)
     images = body.images or CharacterImages()
     job: dict[str, Any] = {}
     if body.character_id is not None:
         if images.face or body.face_image or body.face_images or body.face_embedding is not None:
             raise ApiError(422, "give either character_id or a face image, not both", "validation_error")
-        _chars(request).get(body.character_id)  # 404 now, not in the job
+        if key is not None:  # 404 now, not in the job; another owner's character is unknown too
+            _owned(request, key, body.character_id)
+        else:
+            _chars(request).get(body.character_id)
         job["character_id"] = body.character_id
     elif images.face:
         job["face"] = _image_bytes(images.face, "images.face", settings)
@@ -231,6 +253,9 @@ def _prepare(op: str, body: CharacterBody, request: Request, settings) -> dict[s
     job["fields"] = resolve_images(fields, settings)
     job["references"] = body.reference_set
     job["output_format"] = body.output_format
+    if key is not None:
+        job["owner"] = key.owner  # checked again by the runner
+        job["admin"] = bool(key.admin)
     return job
 
 
@@ -238,14 +263,14 @@ async def _sync(op: str, body: CharacterBody, request: Request, service: Service
     from faceanchor.api.generate import wait_finished
 
     service.check_available(need_ready=True)
-    job_req = await run_in_threadpool(_prepare, op, body, request, settings)
+    job_req = await run_in_threadpool(_prepare, op, body, request, settings, key)
     base = base_url(request)
-    job, _ = await run_in_threadpool(lambda: service.submit(f"character/{op}", job_req, key_id=key.id, idempotency_key=idem,
+    job, _ = await run_in_threadpool(lambda: service.submit(f"character/{op}", job_req, key=key, idempotency_key=idem,
                                                             start_timeout=settings.sync_timeout_seconds, base_url=base))
     job = await wait_finished(service, job.id)
     if job.status != JobStatus.COMPLETED:
         raise_job_error(job)
-    return JSONResponse(result_body(job, base), headers={"X-Request-Id": job.id})
+    return JSONResponse(result_body(job, base, service.signer), headers={"X-Request-Id": job.id})
 
 
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)]
@@ -274,9 +299,9 @@ async def character_edit(body: EditBody, request: Request, service: ServiceDep, 
 
 
 def _submit(op: str, body: CharacterBody, request: Request, service: Service, settings, key, idem: str | None) -> QueueSubmitted:  # noqa: ANN001
-    job_req = _prepare(op, body, request, settings)
+    job_req = _prepare(op, body, request, settings, key)
     base = base_url(request)
-    job, _ = service.submit(f"character/{op}", job_req, key_id=key.id, idempotency_key=idem, base_url=base)
+    job, _ = service.submit(f"character/{op}", job_req, key=key, idempotency_key=idem, base_url=base)
     now = service.get(job.id)
     return QueueSubmitted(request_id=job.id, status=now.status if now else job.status,
                           queue_position=now.queue_position if now else None, **job_urls(base, f"character/{op}", job.id))
@@ -303,9 +328,11 @@ def queue_edit(body: EditBody, request: Request, service: ServiceDep, settings: 
     return _submit("edit", body, request, service, settings, key, idempotency_key)
 
 
-def _own(service: Service, op: str, request_id: str, key_id: str) -> JobView:
-    job = service.get(request_id)
-    if job is None or job.app != f"character/{op}" or job.key_id != key_id:
+def _own(service: Service, op: str, request_id: str, key) -> JobView:  # noqa: ANN001
+    from faceanchor.api.jobs import visible_job
+
+    job = visible_job(service.get(request_id), key, f"character/{op}")
+    if job is None:
         raise ApiError(404, f"no request {request_id} in character/{op}")
     return job
 
@@ -313,17 +340,17 @@ def _own(service: Service, op: str, request_id: str, key_id: str) -> JobView:
 @router.get("/queue/character/{op}/requests/{request_id}/status", response_model=JobStatusBody, response_model_exclude_none=True,
             responses=error_responses(401, 403, 404, 422), summary="Status of a queued character request")
 def character_status(op: Op, request_id: Annotated[str, Path(max_length=64)], request: Request, service: ServiceDep, key: CurrentKey) -> JobStatusBody:
-    return status_body(_own(service, op, request_id, key.id), base_url(request))
+    return status_body(_own(service, op, request_id, key), base_url(request))
 
 
 @router.get("/queue/character/{op}/requests/{request_id}", responses={202: {"model": JobStatusBody}, **_SYNC_ERRORS},
             summary="Result of a queued character request")
 def character_result(op: Op, request_id: Annotated[str, Path(max_length=64)], request: Request, service: ServiceDep, key: CurrentKey):  # noqa: ANN201
-    return result_response(_own(service, op, request_id, key.id), base_url(request))
+    return result_response(_own(service, op, request_id, key), base_url(request), service.signer)
 
 
 @router.put("/queue/character/{op}/requests/{request_id}/cancel", status_code=202, response_model=CancelOut,
             responses=error_responses(401, 403, 404, 422), summary="Cancel a queued character request")
 def character_cancel(op: Op, request_id: Annotated[str, Path(max_length=64)], service: ServiceDep, key: CurrentKey) -> CancelOut:
-    _own(service, op, request_id, key.id)
+    _own(service, op, request_id, key)
     return cancel_job(service, request_id, f"character/{op}")

@@ -78,6 +78,30 @@ def current_key(
 CurrentKey = Annotated[KeyInfo, Depends(current_key)]
 
 
+def optional_key(
+    service: ServiceDep,
+    x_api_key: Annotated[str | None, Security(_x_api_key)] = None,
+    authorization: Annotated[str | None, Security(_authorization)] = None,
+) -> KeyInfo | None:
+    """The key when one is presented (checked like :func:`current_key`), else ``None`` (routes
+    that also take a signed URL)."""
+    if not x_api_key and not authorization:
+        return None
+    return current_key(service, x_api_key, authorization)
+
+
+OptionalKey = Annotated[KeyInfo | None, Depends(optional_key)]
+
+
+def admin_key(key: CurrentKey) -> KeyInfo:
+    if not key.admin:
+        raise ApiError(403, "this needs an admin key (faceanchor keys create --admin)", "forbidden")
+    return key
+
+
+AdminKey = Annotated[KeyInfo, Depends(admin_key)]
+
+
 def rate_limited_key(key: CurrentKey, settings: SettingsDep, limiter: Annotated[TokenBucket, Depends(get_rate_limiter)]) -> KeyInfo:
     per_minute = key.rate_limit_per_minute if key.rate_limit_per_minute is not None else settings.rate_limit_per_minute
     wait = limiter.take(key.id, per_minute)

@@ -87,6 +87,9 @@ def install_error_handlers(app: FastAPI) -> None:
         retry = getattr(exc, "retry_after", None)
         if retry is not None:
             headers = {"Retry-After": str(int(retry))}
+        extra = getattr(exc, "headers", None)  # e.g. the X-Quota-* numbers of an exhausted quota
+        if isinstance(extra, dict):
+            headers = dict(headers or {}, **extra)
         return error_response(exc.http_status, exc.type, str(exc), headers)
 
     @app.exception_handler(RequestValidationError)

@@ -59,13 +59,13 @@ async def _run_sync(app: str, body: GenerateBody, request: Request, service: Ser
     prepared = await run_in_threadpool(prepare_request, app, body, settings)
     base = base_url(request)
     job, _created = await run_in_threadpool(
-        lambda: service.submit(app, prepared, key_id=key.id, idempotency_key=idem,
+        lambda: service.submit(app, prepared, key=key, idempotency_key=idem,
                                start_timeout=settings.sync_timeout_seconds, base_url=base)
     )
     job = await wait_finished(service, job.id)
     if job.status != JobStatus.COMPLETED:
         raise_job_error(job)
-    result = result_body(job, base)
+    result = result_body(job, base, service.signer)
     images = result["images"]
     headers = {"X-Request-Id": job.id, "X-Seed": str(result["seed"])}
     if body.base64:
@@ -95,18 +95,30 @@ def sync_router() -> APIRouter:
     """One ``POST /v1/{app}`` route per app of the method registry (built with the app, not at import)."""
     from faceanchor.methods.registry import apps, get
 
+    from faceanchor.api.segmind import SEGMIND_CODES, SegmindBody, SegmindRoute
+
     router = APIRouter(tags=["synchronous"])
     for app, names in apps().items():
         labels = ", ".join(get(n).label or n for n in names)
+        segmind = app == "instantid"  # /v1/instantid is Segmind-shaped: its defaults, ranges and codes
 
-        def route(app: str = app):  # noqa: ANN202 - binds app per route
+        def route(app: str = app, body_type: type = SegmindBody if segmind else GenerateBody):  # noqa: ANN202 - binds app per route
             async def generate_sync(body: GenerateBody, request: Request, service: ServiceDep, settings: SettingsDep,
                                     key: SubmittingKey, idempotency_key: IdempotencyKey = None) -> Response:
                 return await _run_sync(app, body, request, service, settings, key, idempotency_key)
 
+            generate_sync.__annotations__["body"] = body_type  # the Segmind shape on /v1/instantid
             generate_sync.__name__ = f"generate_{app.replace('-', '_')}"
             return generate_sync
 
-        router.add_api_route(f"/v1/{app}", route(), methods=["POST"], responses=SYNC_RESPONSES, response_class=Response,
-                             summary=f"Generate with {labels} and wait", description=f"Methods: {', '.join(names)} (default {names[0]}).")
+        responses = SYNC_RESPONSES
+        description = f"Methods: {', '.join(names)} (default {names[0]})."
+        if segmind:
+            responses = {200: SYNC_RESPONSES[200], **error_responses(*SEGMIND_CODES, 413),
+                         500: {"model": ErrorBody, "description": "the engine failed (never for bad input)"},
+                         406: {"model": ErrorBody, "description": "the key's image quota is exhausted (Segmind: insufficient credits)"}}
+            description += " Segmind's request shape, defaults (10 steps, CFG 5, 0.8/0.8, seed -1) and error codes."
+        router.add_api_route(f"/v1/{app}", route(), methods=["POST"], responses=responses, response_class=Response,
+                             summary=f"Generate with {labels} and wait", description=description,
+                             route_class_override=SegmindRoute if segmind else None)
     return router

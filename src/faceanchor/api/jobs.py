@@ -27,6 +27,27 @@ def validation_error(message: str) -> ApiError:
     return ApiError(422, message, "validation_error")
 
 
+def check_style(style: str | None) -> None:
+    """An unknown style preset is a 422 at submit (naming the close ones), not a failed job later."""
+    from faceanchor.styles.presets import get_style, style_names
+
+    if style is None:
+        return
+    try:
+        get_style(style)
+    except InvalidInputError as e:
+        raise validation_error(f"style: {e}; styles: {', '.join(style_names())}") from None
+
+
+def check_spaces(spaces: list[str] | None) -> None:
+    """Embedding spaces must be face packs this project knows (422 naming them, never a server path)."""
+    from faceanchor.face.packs import PACK_NAMES
+
+    unknown = [s for s in spaces or [] if s not in PACK_NAMES]
+    if unknown:
+        raise validation_error(f"spaces: unknown embedding space {unknown[0]!r}; valid spaces: {', '.join(PACK_NAMES)}")
+
+
 def prepare_request(app: str, body: GenerateBody, settings: Settings) -> dict[str, Any]:
     """Check the request against this server's limits and resolve its images to bytes."""
     from faceanchor.methods.registry import get
@@ -45,6 +66,7 @@ def prepare_request(app: str, body: GenerateBody, settings: Settings) -> dict[st
         raise validation_error(f"prompt: at most {settings.max_prompt_chars} characters")
     if body.num_inference_steps is not None and body.num_inference_steps > settings.max_steps:
         raise validation_error(f"num_inference_steps: at most {settings.max_steps} on this server")
+    check_style(body.style)
     if body.model_name is not None and body.model_name not in settings.api_model_names:
         raise InvalidInputError(f"model_name {body.model_name!r} is not offered by this server")
     if body.face_image is None and not body.face_images and body.face_embedding is None:
@@ -83,17 +105,24 @@ def raise_job_error(job: JobView) -> None:
     raise ApiError(status, err.get("message", "the job failed"), err.get("type", "error"))
 
 
-def result_body(job: JobView, base: str) -> dict[str, Any]:
-    return dict(public_result(job.result or {}, base), request_id=job.id, status=job.status.value)
+def result_body(job: JobView, base: str, signer: Any = None) -> dict[str, Any]:
+    return dict(public_result(job.result or {}, base, signer), request_id=job.id, status=job.status.value)
 
 
-def result_response(job: JobView, base: str) -> Any:
+def result_response(job: JobView, base: str, signer: Any = None) -> Any:
     """A queued job's result: 202 with its status while it runs, its error once failed."""
     if not job.status.finished:
         return JSONResponse(status_body(job, base).model_dump(mode="json", exclude_none=True), status_code=202)
     if job.status != JobStatus.COMPLETED:
         raise_job_error(job)
-    return result_body(job, base)
+    return result_body(job, base, signer)
+
+
+def visible_job(job: JobView | None, key: Any, app: str | None = None) -> JobView | None:
+    """``job`` if ``key`` may see it (its owner's, or an admin key) and it is of ``app``; else ``None``."""
+    if job is None or (app is not None and job.app != app):
+        return None
+    return job if key.can_see(job.owner, job.key_id) else None
 
 
 def cancel_job(service: Any, request_id: str, where: str) -> CancelOut:

@@ -42,10 +42,12 @@ def _check_app(service: Service, app: str) -> None:
         raise ApiError(404, f"no app named {app!r}; apps: {', '.join(sorted(served))}")
 
 
-def _own_job(service: Service, app: str, request_id: str, key_id: str, with_logs: bool = False) -> JobView:
+def _own_job(service: Service, app: str, request_id: str, key, with_logs: bool = False) -> JobView:  # noqa: ANN001
+    from faceanchor.api.jobs import visible_job
+
     _check_app(service, app)
-    job = service.get(request_id, with_logs=with_logs)
-    if job is None or job.app != app or job.key_id != key_id:
+    job = visible_job(service.get(request_id, with_logs=with_logs), key, app)
+    if job is None:
         raise ApiError(404, f"no request {request_id} in {app}")
     return job
 
@@ -69,7 +71,7 @@ def submit(
         validate_url(webhook, allow_private=settings.allow_private_urls)
     prepared = prepare_request(app, body, settings)
     base = base_url(request)
-    job, created = service.submit(app, prepared, key_id=key.id, idempotency_key=idempotency_key,
+    job, created = service.submit(app, prepared, key=key, idempotency_key=idempotency_key,
                                   webhook_url=webhook, start_timeout=start_timeout, base_url=base)
     if created:
         metrics.submitted.labels(app).inc()
@@ -82,7 +84,7 @@ def submit(
             responses=error_responses(401, 403, 404, 422), summary="Status of a queued request")
 def status(app: AppName, request_id: RequestId, request: Request, service: ServiceDep, key: CurrentKey,
            logs: Annotated[bool, Query(description="Include log lines.")] = False) -> JobStatusBody:
-    job = _own_job(service, app, request_id, key.id, with_logs=logs)
+    job = _own_job(service, app, request_id, key, with_logs=logs)
     return status_body(job, base_url(request), with_logs=logs)
 
 
@@ -97,7 +99,7 @@ def _event(job: JobView, base: str, logs: bool) -> str:
     **error_responses(401, 403, 404, 422)}, response_class=StreamingResponse, summary="Status as server-sent events")
 async def status_stream(app: AppName, request_id: RequestId, request: Request, service: ServiceDep, settings: SettingsDep,
                         key: CurrentKey, logs: Annotated[bool, Query()] = False) -> StreamingResponse:
-    first = await run_in_threadpool(_own_job, service, app, request_id, key.id, logs)
+    first = await run_in_threadpool(_own_job, service, app, request_id, key, logs)
     base = base_url(request)
     keepalive = settings.sse_keepalive_seconds
 
@@ -131,11 +133,11 @@ async def status_stream(app: AppName, request_id: RequestId, request: Request, s
                        500: {"model": ErrorBody, "description": "the engine failed (never for bad input)"}},
             summary="Result of a queued request")
 def result(app: AppName, request_id: RequestId, request: Request, service: ServiceDep, key: CurrentKey):  # noqa: ANN201
-    return result_response(_own_job(service, app, request_id, key.id), base_url(request))
+    return result_response(_own_job(service, app, request_id, key), base_url(request), service.signer)
 
 
 @router.put("/{app}/requests/{request_id}/cancel", status_code=202, response_model=CancelOut,
             responses=error_responses(401, 403, 404, 422), summary="Cancel a queued or running request")
 def cancel(app: AppName, request_id: RequestId, service: ServiceDep, key: CurrentKey) -> CancelOut:
-    _own_job(service, app, request_id, key.id)
+    _own_job(service, app, request_id, key)
     return cancel_job(service, request_id, app)

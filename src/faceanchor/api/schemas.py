@@ -94,6 +94,7 @@ class ImageOut(BaseModel):
     seed: int
     identity_score: float | None = None
     identity_reason: str | None = None
+    signed_url: str | None = Field(None, description="The image without the API key, until it expires (?expires=&sig=).")
 
 
 class GenerationOut(BaseModel):

@@ -73,7 +73,8 @@ class CharacterService:
             return engine.pack_for(method)
         return getattr(self.settings, "face_pack", "dlib") or "dlib"
 
-    def create(self, name: str, photos: list[Any], *, spaces: list[str] | None = None, engine: Any = None, face_index: int | None = None) -> CharacterView:
+    def create(self, name: str, photos: list[Any], *, spaces: list[str] | None = None, engine: Any = None, face_index: int | None = None,
+               owner: str | None = None) -> CharacterView:
         """Analyse and store a new character. Raises NoFaceError (422) when a photo has no face."""
         name = (name or "").strip()
         if not name or len(name) > 200:
@@ -94,7 +95,7 @@ class CharacterService:
         files = [self.store.put_file(encode_image(img, "png")) for img in images]  # re-encoded: no EXIF
         for ident in identities:
             ident["photo_file"] = files[int(ident["source"].split(":")[1])]
-        return self.store.create(name, files, identities)
+        return self.store.create(name, files, identities, owner=owner)
 
     @staticmethod
     def _identity_dict(face: Any, space: str, source: str, size: tuple[int, int]) -> dict[str, Any]:
@@ -273,15 +274,26 @@ class CharacterService:
         """Job runners for the service queue (apps ``character/generate|id-photo|edit``)."""
         return {"character/generate": self._run_generate, "character/id-photo": self._run_id_photo, "character/edit": self._run_edit}
 
+    def _check_owner(self, job: dict[str, Any]) -> None:
+        """A queued job names a character of its submitter (checked at submit; again here, as the
+        character may have changed hands or the job been written by something else)."""
+        cid, owner = job.get("character_id"), job.get("owner")
+        if cid is None or "owner" not in job or job.get("admin"):
+            return
+        self.store.get_owned(cid, lambda o: o == owner)
+
     def _run_generate(self, engine: Any, job: dict[str, Any], on_progress: Any, cancel: Any) -> GenerationResult:
+        self._check_owner(job)
         return self.generate(engine, job.get("fields", {}), character_id=job.get("character_id"), face=job.get("face"),
                              references=job.get("references", "photos"), on_progress=on_progress, cancel=cancel)
 
     def _run_id_photo(self, engine: Any, job: dict[str, Any], on_progress: Any, cancel: Any) -> GenerationResult:
+        self._check_owner(job)
         return self.id_photo(engine, job.get("fields", {}), character_id=job.get("character_id"), face=job.get("face"),
                              on_progress=on_progress, cancel=cancel)
 
     def _run_edit(self, engine: Any, job: dict[str, Any], on_progress: Any, cancel: Any) -> GenerationResult:
+        self._check_owner(job)
         return self.edit(engine, job.get("fields", {}), job.get("target"), mode=job.get("mode", "background"),
                          character_id=job.get("character_id"), face=job.get("face"), strength=job.get("strength"),
                          mask_source=job.get("mask_source", "auto"), on_progress=on_progress, cancel=cancel)

@@ -13,7 +13,9 @@ Used for URL image inputs and for webhooks. Rules:
 * The body streams with a byte cap (``Content-Length`` is checked first) and a wall-clock
   deadline on top of httpx's connect/read timeouts.
 
-``allow_private=True`` lifts the address rule (for tests against local servers only).
+``allow_private=True`` (the test-mode flag, ``FACEANCHOR_ALLOW_PRIVATE_URLS``) lets loopback
+through and nothing else: every other private, shared, link-local (metadata), ULA, multicast or
+reserved address stays refused, on the first URL and on every redirect hop, in every mode.
 """
 
 from __future__ import annotations
@@ -53,8 +55,22 @@ def system_resolver(host: str, port: int) -> list[str]:
     return list(dict.fromkeys(info[4][0] for info in infos))
 
 
-def address_problem(address: str) -> str | None:
-    """Why ``address`` may not be contacted, or ``None`` if it is a public unicast address."""
+def is_loopback(address: str) -> bool:
+    """``address`` is a loopback address (127.0.0.0/8, ::1, or IPv4 loopback inside IPv6)."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback
+
+
+def address_problem(address: str, *, allow_loopback: bool = False) -> str | None:
+    """Why ``address`` may not be contacted, or ``None`` if it is a public unicast address
+    (or a loopback one with ``allow_loopback``, the test-mode flag)."""
+    if allow_loopback and is_loopback(address):
+        return None
     try:
         ip = ipaddress.ip_address(address.split("%", 1)[0])
     except ValueError:
@@ -103,11 +119,11 @@ def validate_url(url: str, *, allow_private: bool = False, resolver: Resolver | 
         addresses = list((resolver or system_resolver)(host, port))
     if not addresses:
         raise UrlRefusedError(f"the host {host!r} of the URL does not resolve")
-    if not allow_private:
-        for address in addresses:
-            problem = address_problem(address)
-            if problem:
-                raise UrlRefusedError(f"the URL's host {host!r} resolves to {address}, which {problem}; only public addresses may be fetched")
+    for address in addresses:
+        problem = address_problem(address, allow_loopback=allow_private)
+        if problem:
+            allowed = "only public addresses (and loopback in test mode)" if allow_private else "only public addresses"
+            raise UrlRefusedError(f"the URL's host {host!r} resolves to {address}, which {problem}; {allowed} may be fetched")
     return parsed, addresses[0]
 
 

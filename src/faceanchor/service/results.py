@@ -46,8 +46,16 @@ def file_url(base_url: str, file_id: str) -> str:
     return f"{base_url.rstrip('/')}/files/{file_id}"
 
 
-def public_result(result: dict[str, Any], base_url: str) -> dict[str, Any]:
-    """The stored result with an absolute ``url`` on every image."""
+def public_result(result: dict[str, Any], base_url: str, signer: Any = None) -> dict[str, Any]:
+    """The stored result with an absolute ``url`` on every image (fetched with the API key) and,
+    with a ``signer`` (:class:`~faceanchor.service.signing.UrlSigner`) that is on, a
+    ``signed_url`` that works without the key until it expires."""
     out = dict(result)
-    out["images"] = [dict(img, url=file_url(base_url, img["file_id"])) for img in result.get("images", [])]
+    images = []
+    for img in result.get("images", []):
+        one = dict(img, url=file_url(base_url, img["file_id"]))
+        if signer is not None and signer.enabled:
+            one["signed_url"] = signer.sign(base_url, f"/files/{img['file_id']}")
+        images.append(one)
+    out["images"] = images
     return out

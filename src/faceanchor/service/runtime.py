@@ -18,9 +18,12 @@ from typing import Any, Callable, Sequence
 
 from faceanchor.config import Settings
 from faceanchor.errors import FaceAnchorError
+from faceanchor.service import quotas
+from faceanchor.service.signing import UrlSigner, load_or_create_url_secret
 from faceanchor.service.webhook import WebhookSender, load_or_create_secret
 from faceanchor.service.worker import JobRunner, Worker, default_runners
 from faceanchor.store.db import Database
+from faceanchor.store.file_owners import FileOwnerStore
 from faceanchor.store.files import FileStore
 from faceanchor.store.jobs import JobStore, JobView
 from faceanchor.store.keys import KeyStore
@@ -65,6 +68,8 @@ class Service:
         self.files = files or FileStore(Path(settings.data_dir) / "files")
         self.jobs = JobStore(self.db)
         self.keys = KeyStore(self.db)
+        self.file_owners = FileOwnerStore(self.db)
+        self.signer = UrlSigner(load_or_create_url_secret(settings), settings.signed_url_seconds)
         self.runners = dict(default_runners() if runners is None else runners)
         self.poll_interval = poll_interval
         self.state = "starting"  # starting → loading → ready | error
@@ -76,11 +81,13 @@ class Service:
         self.webhooks = WebhookSender(
             self.jobs, load_or_create_secret(settings), max_attempts=settings.webhook_max_attempts,
             backoff_seconds=settings.webhook_backoff_seconds, timeout=settings.url_fetch_timeout,
-            allow_private=settings.allow_private_urls,
+            allow_private=settings.allow_private_urls, signer=self.signer,
         )
         self._loader: threading.Thread | None = None
         self._ready = threading.Event()
         self._stopped = False
+        self._retention_stop = threading.Event()
+        self._retention: threading.Thread | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -92,6 +99,9 @@ class Service:
             return
         self.state = "loading"
         self.webhooks.start()
+        if self.settings.retention_days is not None:
+            self._retention = threading.Thread(target=self._retention_loop, name="faceanchor-retention", daemon=True)
+            self._retention.start()
         if background:
             self._loader = threading.Thread(target=self._load_and_start, name="faceanchor-loader", daemon=True)
             self._loader.start()
@@ -118,7 +128,7 @@ class Service:
             worker = Worker(
                 str(i), engine, self.jobs, self.files, lease_seconds=self.settings.job_lease_seconds,
                 max_attempts=self.settings.job_max_attempts, runners=self.runners, wakeup=self.wakeup,
-                on_finished=self._finished, poll_interval=self.poll_interval,
+                on_finished=self._finished, poll_interval=self.poll_interval, owners=self.file_owners,
             )
             self.workers.append(worker)
             worker.start()
@@ -131,6 +141,7 @@ class Service:
     def stop(self, timeout: float = 10.0) -> None:
         """Stop workers (a running job is handed back to the queue) and the webhook sender."""
         self._stopped = True
+        self._retention_stop.set()
         for w in self.workers:
             w.stop()
         for w in self.workers:
@@ -193,37 +204,100 @@ class Service:
         webhook_url: str | None = None,
         start_timeout: float | None = None,
         base_url: str = "",
+        key: Any = None,
     ) -> tuple[JobView, bool]:
         """Queue a job. Image bytes anywhere in ``request`` are stored content-addressed and
-        replaced by ``{"$file": id}``; a repeated idempotency key returns the first job."""
+        replaced by ``{"$file": id}``; a repeated idempotency key returns the first job.
+
+        With ``key`` (a :class:`~faceanchor.store.keys.KeyInfo`) the job, its inputs and its
+        outputs belong to the key's owner, and the key's image quotas are checked."""
         if app not in self.runners:
             raise FaceAnchorError(f"unknown app {app!r}")
         self.check_available()
-        stored = self._store_inputs(request)
+        owner = key.owner if key is not None else None
+        if key is not None:
+            key_id = key.id
+        stored = self._store_inputs(request, owner)
         digest = hashlib.sha256(json.dumps([app, stored, webhook_url], sort_keys=True).encode()).hexdigest()
         if idempotency_key is not None:  # a repeat returns its job; a fresh key is a new job like any other
             existing = self.jobs.by_idempotency(key_id, idempotency_key, digest)
             if existing is not None:
                 return existing, False
+        images = quotas.images_of(app, request)
+        if key is not None:
+            quotas.check(self.jobs, key, self.settings, images)
         if self.jobs.queue_depth() >= self.settings.max_queue_size:
             raise ServiceUnavailableError(f"the queue is full ({self.settings.max_queue_size} jobs); retry later", retry_after=30)
         deadline = time.time() + start_timeout if start_timeout is not None else None
         job, created = self.jobs.submit(
             app, {"request": stored, "base_url": base_url}, key_id=key_id, idempotency_key=idempotency_key,
-            request_sha256=digest, webhook_url=webhook_url, start_deadline=deadline,
+            request_sha256=digest, webhook_url=webhook_url, start_deadline=deadline, owner=owner, images=images,
         )
         if created:
             self.wakeup.set()
         return job, created
 
-    def _store_inputs(self, value: Any) -> Any:
+    def _store_inputs(self, value: Any, owner: str | None = None) -> Any:
         if isinstance(value, (bytes, bytearray)):
-            return {"$file": self.files.put(bytes(value), "inputs")}
+            fid = self.files.put(bytes(value), "inputs")
+            self.file_owners.add("inputs", [fid], owner or "")  # the retention clock of the upload
+            return {"$file": fid}
         if isinstance(value, dict):
-            return {k: self._store_inputs(v) for k, v in value.items()}
+            return {k: self._store_inputs(v, owner) for k, v in value.items()}
         if isinstance(value, (list, tuple)):
-            return [self._store_inputs(v) for v in value]
+            return [self._store_inputs(v, owner) for v in value]
         return value
+
+    # ------------------------------------------------------------------ tenancy, retention
+
+    def can_read_file(self, key: Any, file_id: str, namespace: str = "outputs") -> bool:
+        """A key may read a stored file its owner has a record for (admin keys: any)."""
+        if key.admin:
+            return True
+        return self.file_owners.owns(namespace, file_id, key.owner)
+
+    def delete_character_job_files(self, character_id: str) -> list[str]:
+        """With a character: the inputs and outputs of the character jobs that named it (the
+        copies the queue keeps), where no other owner still uses the same bytes."""
+        import json as _json
+
+        gone: list[str] = []
+        fragment = _json.dumps({"character_id": character_id})[1:-1]  # '"character_id": "<id>"' as stored
+        for job in self.jobs.with_request_text("character/", fragment):
+            owner = job.owner or f"key:{job.key_id}"
+            found: list[tuple[str, str]] = [("outputs", img["file_id"]) for img in (job.result or {}).get("images", [])]
+            found += [("inputs", fid) for fid in _file_refs(job.request)]
+            for namespace, fid in found:
+                self.file_owners.forget_owner(namespace, fid, owner)
+                if not self.file_owners.owners(namespace, fid) and self.files.delete(fid, namespace):
+                    gone.append(fid)
+        return gone
+
+    def cleanup_expired(self, now: float | None = None) -> list[str]:
+        """Delete job inputs and outputs not used within ``retention_days``; return their ids.
+
+        A file's age is that of its newest owner record, so content shared with a newer job
+        stays. Characters' files are not touched here: they go with their character."""
+        if self.settings.retention_days is None:
+            return []
+        cutoff = (time.time() if now is None else now) - self.settings.retention_days * 86400
+        gone: list[str] = []
+        for namespace in ("inputs", "outputs"):
+            for fid in self.file_owners.expired_files(namespace, cutoff):
+                self.files.delete(fid, namespace)
+                self.file_owners.forget(namespace, fid)
+                gone.append(fid)
+        return gone
+
+    def _retention_loop(self) -> None:
+        while not self._retention_stop.is_set():
+            try:
+                removed = self.cleanup_expired()
+                if removed:
+                    log.info("retention: deleted %d expired files", len(removed))
+            except Exception:
+                log.exception("retention cleanup failed")
+            self._retention_stop.wait(self.settings.retention_check_seconds)
 
     def get(self, job_id: str, *, with_logs: bool = False) -> JobView | None:
         job = self.jobs.get(job_id, with_logs=with_logs)
@@ -238,3 +312,14 @@ class Service:
             for w in self.workers:
                 w.request_cancel(job_id)
         return outcome
+
+
+def _file_refs(value: Any) -> list[str]:
+    """Every ``{"$file": id}`` of a stored request."""
+    if isinstance(value, dict):
+        if set(value) == {"$file"}:
+            return [value["$file"]]
+        return [f for v in value.values() for f in _file_refs(v)]
+    if isinstance(value, list):
+        return [f for v in value for f in _file_refs(v)]
+    return []

@@ -53,14 +53,16 @@ def load_or_create_secret(settings) -> str:  # noqa: ANN001
     return secret
 
 
-def webhook_body(job: JobView) -> dict[str, Any]:
+def webhook_body(job: JobView, signer: Any = None) -> dict[str, Any]:
+    """The webhook's JSON; with a ``signer`` each image carries a ``signed_url`` the receiver
+    can fetch without an API key."""
     base_url = job.request.get("base_url", "")
     ok = job.status == JobStatus.COMPLETED
     return {
         "request_id": job.id,
         "status": "OK" if ok else "ERROR",
         "job_status": job.status.value,
-        "payload": public_result(job.result, base_url) if ok and job.result else None,
+        "payload": public_result(job.result, base_url, signer) if ok and job.result else None,
         "error": None if ok else {k: v for k, v in (job.error or {}).items() if k in ("type", "message")},
     }
 
@@ -78,6 +80,7 @@ class WebhookSender(threading.Thread):
         timeout: float = 10.0,
         allow_private: bool = False,
         post: Callable[..., int] = post_pinned,
+        signer: Any = None,
     ):
         super().__init__(name="faceanchor-webhooks", daemon=True)
         self.jobs = jobs
@@ -87,6 +90,7 @@ class WebhookSender(threading.Thread):
         self.timeout = timeout
         self.allow_private = allow_private
         self.post = post
+        self.signer = signer
         self._queue: "queue.Queue[str | None]" = queue.Queue()
         self._stop_event = threading.Event()
 
@@ -117,7 +121,7 @@ class WebhookSender(threading.Thread):
         job = self.jobs.get(job_id)
         if job is None or not job.webhook_url or job.webhook_state != "pending" or not job.status.finished:
             return "skipped"
-        body = json.dumps(webhook_body(job), sort_keys=True).encode()
+        body = json.dumps(webhook_body(job, self.signer), sort_keys=True).encode()
         attempts = job.webhook_attempts
         state = "failed"
         while attempts < self.max_attempts and not self._stop_event.is_set():

@@ -106,6 +106,7 @@ class Worker(threading.Thread):
         wakeup: threading.Event | None = None,
         on_finished: Callable[[JobView], None] | None = None,
         poll_interval: float = 0.25,
+        owners: Any = None,
     ):
         super().__init__(name=f"faceanchor-worker-{name}", daemon=True)
         self.worker_name = name
@@ -118,6 +119,7 @@ class Worker(threading.Thread):
         self.wakeup = wakeup or threading.Event()
         self.on_finished = on_finished
         self.poll_interval = poll_interval
+        self.owners = owners  # a FileOwnerStore: outputs are recorded as the job owner's
         self._stop_event = threading.Event()
         self.current: _Run | None = None
         self.processed = 0
@@ -175,6 +177,8 @@ class Worker(threading.Thread):
             if run.lost:
                 return
             payload = store_result(result, self.files, str(request.get("output_format", "png")))
+            if self.owners is not None:
+                self.owners.add("outputs", [img["file_id"] for img in payload["images"]], job.owner or f"key:{job.key_id}")
             payload["timings"].update({
                 "queue": round((job.started_at or t0) - job.created_at, 4),
                 "inference": round(time.time() - t0, 4),

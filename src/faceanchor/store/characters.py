@@ -50,6 +50,7 @@ class CharacterRow(Base):
     photos_json: Mapped[str] = mapped_column(Text, default="[]")
     sheet_file: Mapped[str | None] = mapped_column(String(64), nullable=True)
     views_json: Mapped[str] = mapped_column(Text, default="[]")
+    owner: Mapped[str | None] = mapped_column(String(80), nullable=True, index=True)  # issue 11: the key/tenant
 
 
 class IdentityRow(Base):
@@ -119,6 +120,7 @@ class CharacterView:
     views: list[dict[str, Any]]
     identities: list[StoredIdentity] = field(default_factory=list)
     generations: int = 0
+    owner: str | None = None
 
     @property
     def spaces(self) -> list[str]:
@@ -175,7 +177,11 @@ class CharacterStore:
         self.db = db
         self.files = files
         self.clock = clock
-        Base.metadata.create_all(db.write_engine, tables=[CharacterRow.__table__, IdentityRow.__table__, GenerationRow.__table__])
+        tables = [CharacterRow.__table__, IdentityRow.__table__, GenerationRow.__table__]
+        Base.metadata.create_all(db.write_engine, tables=tables)
+        from faceanchor.store.db import add_missing_columns
+
+        add_missing_columns(db.write_engine, Base.metadata, tables)
 
     # ------------------------------------------------------------------ files
     def put_file(self, data: bytes) -> str:
@@ -188,12 +194,13 @@ class CharacterStore:
         return self.files.path(file_id, NAMESPACE)
 
     # ------------------------------------------------------------------ characters
-    def create(self, name: str, photos: list[str], identities: list[dict[str, Any]]) -> CharacterView:
+    def create(self, name: str, photos: list[str], identities: list[dict[str, Any]], owner: str | None = None) -> CharacterView:
         """Insert a character with its stored photo ids and identities (dicts of StoredIdentity fields)."""
         now = self.clock()
         cid = uuid.uuid4().hex
         with self.db.write() as s:
-            s.add(CharacterRow(id=cid, name=name, created_at=now, updated_at=now, photos_json=json.dumps(photos), views_json="[]"))
+            s.add(CharacterRow(id=cid, name=name, created_at=now, updated_at=now, photos_json=json.dumps(photos), views_json="[]",
+                               owner=owner))
             s.flush()
             for ident in identities:
                 s.add(self._identity_row(cid, ident))
@@ -222,12 +229,23 @@ class CharacterStore:
             return CharacterView(
                 id=row.id, name=row.name, created_at=row.created_at, updated_at=row.updated_at,
                 photos=json.loads(row.photos_json), sheet_file=row.sheet_file, views=json.loads(row.views_json),
-                identities=[_identity(r) for r in idents], generations=int(n or 0),
+                identities=[_identity(r) for r in idents], generations=int(n or 0), owner=row.owner,
             )
 
-    def list(self, limit: int = 100, offset: int = 0) -> list[CharacterView]:
+    def get_owned(self, character_id: str, can_see) -> CharacterView:  # noqa: ANN001
+        """The character if ``can_see(owner)`` allows it; otherwise the same not-found error as an unknown id."""
+        ch = self.get(character_id)
+        if not can_see(ch.owner):
+            raise CharacterNotFoundError(f"no character with id {character_id!r}")
+        return ch
+
+    def list(self, limit: int = 100, offset: int = 0, owner: str | None = None) -> list[CharacterView]:
+        """Characters, newest first; only ``owner``'s when given (``None``: every character, for admins)."""
         with self.db.read() as s:
-            ids = s.scalars(select(CharacterRow.id).order_by(CharacterRow.created_at.desc(), CharacterRow.id).limit(limit).offset(offset)).all()
+            stmt = select(CharacterRow.id)
+            if owner is not None:
+                stmt = stmt.where(CharacterRow.owner == owner)
+            ids = s.scalars(stmt.order_by(CharacterRow.created_at.desc(), CharacterRow.id).limit(limit).offset(offset)).all()
         return [self.get(i) for i in ids]
 
     def set_id_photo(self, character_id: str, sheet_file: str, views: list[dict[str, Any]], identities: list[dict[str, Any]] = ()) -> CharacterView:  # type: ignore[assignment]

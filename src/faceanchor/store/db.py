@@ -14,7 +14,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, MetaData, create_engine, event, inspect, text
+from sqlalchemy.schema import CreateColumn
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 
@@ -72,9 +73,10 @@ class Database:
 
     def create_all(self) -> None:
         # Import the table modules so they register on Base.metadata.
-        from faceanchor.store import jobs, keys  # noqa: F401
+        from faceanchor.store import file_owners, jobs, keys  # noqa: F401
 
         Base.metadata.create_all(self.write_engine)
+        add_missing_columns(self.write_engine, Base.metadata)
 
     @contextmanager
     def read(self) -> Iterator[Session]:
@@ -101,3 +103,27 @@ class Database:
         self.read_engine.dispose()
         if self.write_engine is not self.read_engine:
             self.write_engine.dispose()
+
+
+def add_missing_columns(engine: Engine, metadata: MetaData, tables=None) -> list[str]:  # noqa: ANN001
+    """The additive migration: ``ALTER TABLE … ADD COLUMN`` for every column a table of
+    ``metadata`` declares that the database's table lacks (a database made by an older
+    version). New columns are nullable or carry a ``server_default``, so old rows stay valid.
+    The column DDL is rendered by SQLAlchemy for the engine's dialect (SQLite, PostgreSQL).
+    Returns the ``table.column`` names added."""
+    added: list[str] = []
+    inspector = inspect(engine)
+    existing_tables = set(inspector.get_table_names())
+    preparer = engine.dialect.identifier_preparer
+    for table in tables if tables is not None else metadata.sorted_tables:
+        if table.name not in existing_tables:
+            continue
+        have = {c["name"] for c in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name in have:
+                continue
+            ddl = CreateColumn(column).compile(dialect=engine.dialect)
+            with engine.begin() as conn:
+                conn.execute(text(f"ALTER TABLE {preparer.format_table(table)} ADD COLUMN {ddl}"))
+            added.append(f"{table.name}.{column.name}")
+    return added

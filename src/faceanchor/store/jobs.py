@@ -64,6 +64,9 @@ class Job(Base):
     created_at: Mapped[float] = mapped_column(Float)
     started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # Tenancy and quotas (issue 11; added to older databases by the additive migration).
+    owner: Mapped[str | None] = mapped_column(String(80), nullable=True)
+    images: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class JobLog(Base):
@@ -101,6 +104,8 @@ class JobView:
     finished_at: float | None
     queue_position: int | None = None
     logs: list[dict[str, Any]] = field(default_factory=list)
+    owner: str | None = None
+    images: int | None = None
 
 
 def _loads(text: str | None) -> Any:
@@ -115,7 +120,7 @@ def _view(row: Job, position: int | None = None) -> JobView:
         webhook_state=row.webhook_state, webhook_attempts=row.webhook_attempts, lease_owner=row.lease_owner,
         lease_expires_at=row.lease_expires_at, attempts=row.attempts, cancel_requested=bool(row.cancel_requested),
         start_deadline=row.start_deadline, created_at=row.created_at, started_at=row.started_at,
-        finished_at=row.finished_at, queue_position=position,
+        finished_at=row.finished_at, queue_position=position, owner=row.owner, images=row.images,
     )
 
 
@@ -150,6 +155,8 @@ class JobStore:
         request_sha256: str = "",
         webhook_url: str | None = None,
         start_deadline: float | None = None,
+        owner: str | None = None,
+        images: int | None = None,
     ) -> tuple[JobView, bool]:
         """Insert a queued job; return ``(job, created)``. A repeated idempotency key returns the
         existing job (``created`` false), or raises :class:`IdempotencyConflict` if the request differs."""
@@ -163,6 +170,7 @@ class JobStore:
             request_sha256=request_sha256, key_id=key_id, idempotency_key=idempotency_key,
             webhook_url=webhook_url, webhook_state="pending" if webhook_url else None, webhook_attempts=0,
             attempts=0, cancel_requested=False, start_deadline=start_deadline, created_at=now,
+            owner=owner, images=images,
         )
         try:
             with self.db.write() as s:
@@ -213,6 +221,21 @@ class JobStore:
         out = {st.value: 0 for st in JobStatus}
         out.update({status: int(n) for status, n in rows})
         return out
+
+    def images_since(self, key_id: str, since: float) -> int:
+        """Images the key's jobs created since ``since`` asked for (failed and cancelled jobs do not count)."""
+        with self.db.read() as s:
+            n = s.scalar(select(func.coalesce(func.sum(func.coalesce(Job.images, 1)), 0)).where(
+                Job.key_id == key_id, Job.created_at >= since, Job.status.not_in([F, X])))
+        return int(n or 0)
+
+    def with_request_text(self, app_prefix: str, fragment: str) -> list[JobView]:
+        """Jobs of apps starting with ``app_prefix`` whose stored request contains ``fragment``
+        (e.g. the character jobs naming one character, to delete their files with it)."""
+        with self.db.read() as s:
+            rows = s.scalars(select(Job).where(Job.app.startswith(app_prefix, autoescape=True),
+                                               Job.request_json.contains(fragment, autoescape=True)))
+            return [_view(r) for r in rows]
 
     def queue_depth(self) -> int:
         with self.db.read() as s:

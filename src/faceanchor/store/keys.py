@@ -13,7 +13,7 @@ import secrets
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import Float, Integer, String, select
+from sqlalchemy import Boolean, Float, Integer, String, false, select
 from sqlalchemy.orm import Mapped, mapped_column
 
 from faceanchor.store.db import Base, Database
@@ -30,6 +30,11 @@ class ApiKey(Base):
     created_at: Mapped[float] = mapped_column(Float)
     revoked_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     rate_limit_per_minute: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # Tenancy and quotas (issue 11; added to older databases by the additive migration).
+    admin: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    tenant: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    images_per_day: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    images_per_month: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 @dataclass(frozen=True)
@@ -39,10 +44,29 @@ class KeyInfo:
     created_at: float
     revoked_at: float | None
     rate_limit_per_minute: int | None
+    admin: bool = False
+    tenant: str | None = None
+    images_per_day: int | None = None
+    images_per_month: int | None = None
 
     @property
     def revoked(self) -> bool:
         return self.revoked_at is not None
+
+    @property
+    def owner(self) -> str:
+        """Who this key's jobs, files and characters belong to: its tenant (shared by every key
+        of the tenant) or the key itself."""
+        return f"tenant:{self.tenant}" if self.tenant else f"key:{self.id}"
+
+    def can_see(self, owner: str | None, key_id: str | None = None) -> bool:
+        """May this key read a resource owned by ``owner`` (older rows without an owner: by
+        ``key_id``)? Admin keys see everything."""
+        if self.admin:
+            return True
+        if owner:
+            return owner == self.owner
+        return bool(key_id) and key_id == self.id
 
     def to_dict(self) -> dict:
         return {
@@ -52,6 +76,10 @@ class KeyInfo:
             "revoked": self.revoked,
             "revoked_at": self.revoked_at,
             "rate_limit_per_minute": self.rate_limit_per_minute,
+            "admin": self.admin,
+            "tenant": self.tenant,
+            "images_per_day": self.images_per_day,
+            "images_per_month": self.images_per_month,
         }
 
 
@@ -68,15 +96,24 @@ def hash_key(key: str) -> str:
 
 
 def _info(row: ApiKey) -> KeyInfo:
-    return KeyInfo(row.id, row.name, row.created_at, row.revoked_at, row.rate_limit_per_minute)
+    return KeyInfo(row.id, row.name, row.created_at, row.revoked_at, row.rate_limit_per_minute, bool(row.admin),
+                   row.tenant, row.images_per_day, row.images_per_month)
 
 
 class KeyStore:
     def __init__(self, db: Database):
         self.db = db
 
-    def create(self, name: str = "", rate_limit_per_minute: int | None = None) -> tuple[str, KeyInfo]:
-        """Make a key; return ``(the key in clear, its info)``. The clear key is not kept."""
+    def create(self, name: str = "", rate_limit_per_minute: int | None = None, *, admin: bool = False,
+               tenant: str | None = None, images_per_day: int | None = None,
+               images_per_month: int | None = None) -> tuple[str, KeyInfo]:
+        """Make a key; return ``(the key in clear, its info)``. The clear key is not kept.
+
+        ``admin`` keys see every tenant's resources and manage keys; keys with the same
+        ``tenant`` share their jobs, files and characters; ``images_per_day`` /
+        ``images_per_month`` override the server's quotas (0: unlimited)."""
+        if tenant is not None and not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", tenant):
+            raise ValueError("a tenant is 1-64 letters, digits, '_', '.' or '-'")
         with self.db.write() as s:
             while True:
                 key_id = secrets.token_hex(6)
@@ -84,7 +121,8 @@ class KeyStore:
                     break
             key = f"fa_{key_id}_{secrets.token_urlsafe(32)}"
             row = ApiKey(id=key_id, name=name, key_hash=hash_key(key), created_at=time.time(),
-                         rate_limit_per_minute=rate_limit_per_minute)
+                         rate_limit_per_minute=rate_limit_per_minute, admin=admin, tenant=tenant,
+                         images_per_day=images_per_day, images_per_month=images_per_month)
             s.add(row)
             s.flush()
             return key, _info(row)
