@@ -164,7 +164,7 @@ def test_segmind_error_codes(tmp_path, server):
     face = f"{server.url}/img"
     body = {"prompt": "p", "face_image": face, "num_inference_steps": 1}
     seen = {}
-    settings = _settings(tmp_path, sync_timeout_seconds=0.3)
+    settings = _settings(tmp_path, sync_timeout_seconds=2.0)
     with Harness(settings, RecordingEngine()) as h:
         c = h.client
         seen[400] = c.post("/v1/instantid", json=dict(body, samples=9), headers=h.headers)
