@@ -408,8 +408,7 @@ async function loadHistory() {
   if (!resp.ok) { const e = await errorOf(resp); $("history-note").textContent = errorLine(e); explain(e); return; }
   const { jobs, total } = await resp.json();
   $("history-note").textContent = `${total} job${total === 1 ? "" : "s"} for this key, newest first.`;
-  const list = $("history");
-  list.replaceChildren();
+  const items = [];
   for (const j of jobs) {
     const li = document.createElement("li");
     li.className = `job-${j.status.toLowerCase()}`;
@@ -422,8 +421,9 @@ async function loadHistory() {
       const fig = await figureFor(j.images[0], p, { label: j.app.startsWith("character/id-photo") ? "4-in-1 sheet" : null });
       li.append(fig);
     }
-    list.append(li);
+    items.push(li);
   }
+  $("history").replaceChildren(...items);  // at once: a test (or a reader) never sees half a list
 }
 $("history-refresh").addEventListener("click", loadHistory);
 
