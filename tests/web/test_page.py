@@ -118,7 +118,7 @@ def test_every_request_of_the_page_goes_through_call():
     # one fetch (inside call), nothing that could reach an endpoint unchecked
     # one fetch inside call(); the other reads a blob: URL of the page itself ("send to edit")
     # (code.js only writes a fetch() snippet as text for the user)
-    live = "\n".join(v for k, v in MODULES.items() if k != "code.js")
+    live = re.sub(r"(^|\s)//.*$", "", "\n".join(v for k, v in MODULES.items() if k != "code.js"), flags=re.M)
     assert len(re.findall(r"\bfetch\(", live)) == 2 and "await fetch(url)).blob()" in live
     assert not re.search(r"\b(EventSource|XMLHttpRequest|WebSocket|sendBeacon)\b", CODE)
     # the paths are relative to the API root (one level above /web/), never absolute URLs from answers
