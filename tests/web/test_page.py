@@ -24,7 +24,8 @@ from faceanchor.api.app import create_app  # noqa: E402
 from faceanchor.config import Settings  # noqa: E402
 
 WEB = resources.files("faceanchor") / "web"
-APP_JS = (WEB / "app.js").read_text(encoding="utf-8")
+MODULES = {p.name: p.read_text(encoding="utf-8") for p in WEB.iterdir() if p.name.endswith(".js")}
+APP_JS = "\n".join(MODULES.values())  # every ES module of the studio
 INDEX = (WEB / "index.html").read_text(encoding="utf-8")
 CODE = re.sub(r"(^|\s)//.*$", "", APP_JS, flags=re.M)  # app.js without its comments
 
@@ -74,10 +75,10 @@ def client(app):
 
 def _concrete_paths(template: str) -> list[str]:
     """The template with each ${…} filled: app names by every app the page offers, ids by a sample id."""
-    apps = sorted({app for _, app in _apps_offered()})
+    apps = sorted({app for _, app in _apps_offered()} | {"character/generate", "character/id-photo", "character/edit"})
     paths = [template]
     for expr in PLACEHOLDER.findall(template):
-        values = apps if expr.split(".")[-1] == "app" else ["0123abcd"]
+        values = apps if expr.split(".")[-1] in ("app", "queue") else ["0123abcd"]
         paths = [p.replace("${" + expr + "}", v, 1) for p in paths for v in values]
     return paths
 
@@ -105,8 +106,8 @@ def test_page_and_its_assets_are_served(client):
     assert page.status_code == 200
     assert page.headers["content-type"].startswith("text/html")
     assert page.headers["x-content-type-options"] == "nosniff"
-    assert '<script src="app.js"></script>' in page.text
-    for name, kind in (("app.js", "javascript"), ("style.css", "text/css")):
+    assert '<script type="module" src="app.js"></script>' in page.text
+    for name, kind in [(m, "javascript") for m in MODULES] + [("style.css", "text/css")]:
         resp = client.get(f"/web/{name}")
         assert resp.status_code == 200 and kind in resp.headers["content-type"], name
     root = client.get("/", follow_redirects=False)
@@ -115,7 +116,10 @@ def test_page_and_its_assets_are_served(client):
 
 def test_every_request_of_the_page_goes_through_call():
     # one fetch (inside call), nothing that could reach an endpoint unchecked
-    assert len(re.findall(r"\bfetch\(", CODE)) == 1
+    # one fetch inside call(); the other reads a blob: URL of the page itself ("send to edit")
+    # (code.js only writes a fetch() snippet as text for the user)
+    live = re.sub(r"(^|\s)//.*$", "", "\n".join(v for k, v in MODULES.items() if k != "code.js"), flags=re.M)
+    assert len(re.findall(r"\bfetch\(", live)) == 2 and "await fetch(url)).blob()" in live
     assert not re.search(r"\b(EventSource|XMLHttpRequest|WebSocket|sendBeacon)\b", CODE)
     # the paths are relative to the API root (one level above /web/), never absolute URLs from answers
     assert 'new URL("../", document.baseURI)' in APP_JS
@@ -130,6 +134,9 @@ def test_every_call_of_the_page_is_a_route_of_the_api(app, client):
     for method, template in _calls():
         assert not template.startswith(("/", "http")), template
         path_part, _, query = template.partition("?")
+        if path_part == "openapi.json":  # the schema itself, not an operation in it
+            assert client.get("/openapi.json").status_code == 200
+            continue
         for path in _concrete_paths(path_part):
             found = _operation(spec, method, "/" + path)
             assert found is not None, f"app.js calls {method} /{path}, which the API does not document"
@@ -169,23 +176,12 @@ def _bounds(prop: dict) -> tuple[float | None, float | None]:
     return None, None
 
 
-def test_the_form_fields_are_fields_of_the_request_body(app):
+def test_the_fields_form_js_places_are_fields_of_the_request_body(app):
+    # form.js builds the controls from this schema; the names it places by hand must exist in it
     body, _ = _schema_of_submit(app)
-    props = body["properties"]
-    fields = [(tag, a) for tag, a in _elements() if "data-field" in a]
-    names = [a["data-field"] for _, a in fields]
-    assert {"face_image", "prompt", "method", "width", "height", "num_inference_steps", "seed"} <= set(names)
-    assert len(names) == len(set(names)), "a field is sent twice"
-    for tag, a in fields:
-        name = a["data-field"]
-        assert name in props, f"index.html sends {name!r}, which the request body does not have"
-        if tag == "input" and a.get("type") == "number":
-            lo, hi = _bounds(props[name])
-            assert lo is not None and float(a["min"]) == lo, f"{name}: min {a.get('min')} but the API says {lo}"
-            if hi is not None and hi < 2**31:
-                assert float(a["max"]) == hi, f"{name}: max {a.get('max')} but the API says {hi}"
-            if "value" in a:
-                assert lo <= float(a["value"]) <= (hi if hi is not None else float("inf")), name
+    layout = MODULES["form.js"][MODULES["form.js"].index("const LAYOUT"):MODULES["form.js"].index("};")]
+    names = re.findall(r'"([a-z_]+)"', layout)
+    assert len(names) > 15 and set(names) <= set(body["properties"]), set(names) - set(body["properties"])
 
 
 def test_every_element_the_script_uses_is_on_the_page():

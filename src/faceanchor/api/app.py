@@ -16,6 +16,7 @@ from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
 from faceanchor.api import characters, files, generate, methods, queue, system
+from faceanchor.api import studio
 from faceanchor.api.errors import install_error_handlers
 from faceanchor.api.limits import BodyLimitMiddleware, TokenBucket
 from faceanchor.api.metrics import Metrics, MetricsMiddleware
@@ -53,6 +54,8 @@ def create_app(
         version="0.1.0",
         description="Identity-preserving image generation: synchronous calls, a durable queue, result files.",
         lifespan=lifespan,
+        docs_url=None,  # studio.install_docs: Swagger UI from package files, not a CDN
+        redoc_url=None,
     )
     app.state.service = service
     app.state.metrics = metrics
@@ -70,6 +73,8 @@ def create_app(
 
     app.include_router(fal.router)
     characters.install(app, service)  # /v1/characters, /v1/character/*, /queue/character/* and their runners
+    app.include_router(studio.router)  # /v1/faces, /v1/jobs, /v1/styles (the web studio's reads)
+    studio.install_docs(app)
     if serve_web:
         web_dir = resources.files("faceanchor") / "web"
         app.mount("/web", StaticFiles(directory=str(web_dir), html=True), name="web")
