@@ -237,3 +237,12 @@ def test_retention_deletes_expired_inputs_and_outputs(tmp_path):
         assert sorted(gone) == sorted(p.name for p in stored)
         assert not any(p.exists() for p in stored)
         assert h.client.get(url, headers=h.headers).status_code == 404
+
+
+def test_the_studio_job_list_is_the_owners(t):
+    """GET /v1/jobs (the web studio's history) lists the key's and its tenant's jobs only."""
+    sub = _job(t, t.a)
+    _wait(t, sub, t.a)
+    ids = lambda headers: [j["request_id"] for j in t.client.get("/v1/jobs", headers=headers).json()["jobs"]]  # noqa: E731
+    assert sub["request_id"] in ids(t.a) and sub["request_id"] in ids(t.a2)
+    assert sub["request_id"] not in ids(t.b)

@@ -169,7 +169,7 @@ def list_jobs(request: Request, service: ServiceDep, key: CurrentKey,
     from faceanchor.api.jobs import job_urls
 
     base = base_url(request)
-    views, total = jobs_of_key(service.db, key.id, limit=limit, offset=offset, app=app)
+    views, total = jobs_of_key(service.db, key.id, owner=key.owner, limit=limit, offset=offset, app=app)
     out = []
     for job in views:
         result = public_result(job.result, base) if job.status == JobStatus.COMPLETED and job.result else {}
@@ -246,8 +246,10 @@ async def character_status_stream(op: Literal["id-photo", "generate", "edit"], r
                                   request: Request, service: ServiceDep, settings: SettingsDep, key: CurrentKey,
                                   logs: Annotated[bool, Query()] = False) -> StreamingResponse:
     def own() -> Any:
-        job = service.get(request_id, with_logs=logs)
-        if job is None or job.app != f"character/{op}" or job.key_id != key.id:
+        from faceanchor.api.jobs import visible_job
+
+        job = visible_job(service.get(request_id, with_logs=logs), key, f"character/{op}")
+        if job is None:
             raise ApiError(404, f"no request {request_id} in character/{op}")
         return job
 
