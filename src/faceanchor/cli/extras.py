@@ -28,6 +28,7 @@ MODULE_EXTRAS: dict[str, str] = {
     "multipart": "serve",
     "python_multipart": "serve",
     "prometheus_client": "serve",
+    "fastapi_offline": "serve",
     "ray": "ray",
 }
 
