@@ -85,6 +85,12 @@ class Settings(BaseSettings):
     speed_cpu_offload: bool = Field(default=False, description="diffusers model CPU offload (CUDA only).")
     speed_cross_attention_cache: bool = Field(default=True, description="Cross-attention keys/values once per generation.")
 
+    # Bounded work per request (README "Bounded work").
+    work_megapixels_sdxl: float | None = Field(default=None, gt=0, description="Working-size cap of SDXL-class methods in megapixels; None: the method's own (1.31).")
+    work_megapixels_sd15: float | None = Field(default=None, gt=0, description="Working-size cap of SD1.5 methods in megapixels; None: the method's own (0.4).")
+    job_timeout_seconds: float = Field(default=1800.0, gt=0, description="A job running longer is stopped and fails with error type timeout; a request's `timeout` may lower it.")
+    job_stuck_grace_seconds: float = Field(default=10.0, gt=0, description="A job still running this long after its cancel or time limit is stuck in native code: its worker process is recycled.")
+
     @field_validator("home", "insightface_root", mode="after")
     @classmethod
     def _expand(cls, v: Path) -> Path:

@@ -26,6 +26,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from faceanchor import cancel as cancellation
 from faceanchor.errors import Cancelled, EmbeddingMismatchError, FaceAnchorError, InvalidInputError
 from faceanchor.methods.contract import Loaded, Method, RunContext, Tools
 from faceanchor.types import (
@@ -176,6 +177,7 @@ class Engine:
         faces: list[Face] = []
         images = []
         for i, src in enumerate(refs):
+            cancellation.checkpoint("face analysis")
             name = _label(src, f"face image {i + 1}")
             img = an.load(src, name=name)
             faces.append(an.get_face(img, index=request.face_index if i == 0 else None, name=name))
@@ -213,10 +215,12 @@ class Engine:
             return [(None, f"no face encoder for space {identity.space}: {e}")] * len(images)
         out: list[tuple[float | None, str | None]] = []
         for img in images:
+            cancellation.checkpoint("scoring")
             faces = an.detect(img, max_attempts=SCORE_DETECT_ATTEMPTS)
             if not faces:
                 out.append((None, "no face found in the output"))
                 continue
+            cancellation.checkpoint("scoring")
             f = an.embed(img, faces[0], with_quality=False)
             if f.embedding.shape != identity.reference.shape:
                 out.append((None, f"output embedding has {f.embedding.shape[0]} dims, reference {identity.reference.shape[0]}"))
@@ -258,6 +262,7 @@ class Engine:
         an = self.analyzer(people[0].space)
         outs = []
         for img, seed in zip(images, seeds):
+            cancellation.checkpoint("scoring")
             faces = an.detect(img, max_attempts=SCORE_DETECT_ATTEMPTS)
             scores: list[float | None] = []
             why = None
@@ -291,6 +296,14 @@ class Engine:
             accelerate(loaded.pipe, SpeedOptions.from_settings(self.settings), self.device)
             self._loaded[key] = loaded
         return self._loaded[key]
+
+    def _cancellable(self, loaded: Loaded) -> Any:
+        """Every model layer of ``loaded`` (and the extra ControlNets) checks the cancel scope first."""
+        from faceanchor.pipelines.callbacks import cancellable, torch_modules
+
+        modules = torch_modules(loaded.pipe)
+        modules.update({f"controlnet_{k}": cn for k, (cn, _) in self._controlnets.items()})
+        return cancellable(modules)
 
     def _controlnet(self, name: str) -> tuple[Any, str]:
         if name not in self._controlnets:
@@ -342,9 +355,12 @@ class Engine:
         on_progress: ProgressCallback | None = None,
         cancel: CancelCheck | None = None,
     ) -> GenerationResult:
-        """Run one request; raises FaceAnchorError subclasses for anything the caller can fix."""
-        with self.lock:
-            return self._generate(request, on_progress, cancel)
+        """Run one request; raises FaceAnchorError subclasses for anything the caller can fix.
+
+        ``cancel`` (and any enclosing :func:`faceanchor.cancel.scope`) is checked at every stage,
+        between the layers of every model call too: :class:`Cancelled` lands within a second."""
+        with self.lock, cancellation.scope(cancel):
+            return self._generate(request, on_progress, cancellation.current())
 
     def _generate(self, request: GenerationRequest, on_progress: ProgressCallback | None, cancel: CancelCheck | None) -> GenerationResult:
         import torch
@@ -370,6 +386,10 @@ class Engine:
         warnings: list[str] = []
         if request.model_name is not None and not self.loader.honours_model_name:
             warnings.append(f"model_name {request.model_name!r} is not used with {self.weights} weights (seeded random models)")
+        cap = method.work_pixels(family, self.settings, self.loader)
+        if request.width and request.height and request.width * request.height > cap:
+            warnings.append(f"{request.width}x{request.height} is over the working-size cap of {cap / 1e6:.2f} MP; "
+                            "generated at a smaller size of the same aspect (settings work_megapixels_*)")
         with stage("face"):
             ident = self.identity(request)
             more = self._more_identities(method, request, ident)
@@ -384,7 +404,8 @@ class Engine:
             step_callback=lambda chunk: progress_callback(notify, check, chunk, request.steps), cancel=check, notify=notify,
             timings=timings, tools=self._tools(method), more=more,
         )
-        images = method.run(loaded, ctx)
+        with self._cancellable(loaded):
+            images = method.run(loaded, ctx)
 
         with stage("score"):
             if more:
@@ -412,6 +433,11 @@ class Engine:
         return GenerationResult(images=outs, seed=seed, params=params, models=method.models_used(loaded.models, request), timings=timings, warnings=warnings)
 
     # ------------------------------------------------------------------ render (characters)
+
+    def work_pixels(self, request: GenerationRequest) -> int:
+        """The working-size cap (pixels) of ``request``'s method and family on these weights."""
+        m = self.method(request.method)
+        return m.work_pixels(m.family_for(request), self.settings, self.loader)
 
     def can_render(self, method: str) -> str | None:
         """None when ``method`` offers image-to-image; else why not."""
@@ -444,8 +470,8 @@ class Engine:
         if why:
             raise InvalidInputError(why)
         method = self.method(request.method)
-        check = cancel or (lambda: False)
-        with self.lock:
+        with self.lock, cancellation.scope(cancel):
+            check = cancellation.current()
             family = method.family_for(request)
             loaded = self._load(method, family, request, int(identity.embedding.shape[-1]))
             prompt, negative = apply_style(request.style, request.prompt, request.negative_prompt)
@@ -458,8 +484,9 @@ class Engine:
             ctx = RunContext(request=request, identity=identity, family=family, prompt=prompt, negative=negative, seeds=[seed],
                              stage=stage, step_callback=lambda chunk: callback, cancel=check, notify=lambda e: None,
                              timings={}, tools=self._tools(method))
-            return method.render(loaded, ctx, image, kps, strength=strength, seed=seed, mask=mask, face_box=face_box,
-                                 callback=callback)
+            with self._cancellable(loaded):
+                return method.render(loaded, ctx, image, kps, strength=strength, seed=seed, mask=mask, face_box=face_box,
+                                     callback=callback)
 
 
 def _centre_in(bbox: Any, box: Any) -> bool:

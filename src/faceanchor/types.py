@@ -404,7 +404,8 @@ class CharacterEngine(Protocol):
     ``lock`` serialises whole character operations (re-entrant: :meth:`generate` takes it too).
     ``render`` is image-to-image / inpainting with the identity, for methods that offer it
     (:meth:`can_render` says why not otherwise); ``render_size`` is the side a face crop is
-    re-rendered at; ``method(name)`` the registry's method object (its declarations).
+    re-rendered at; ``work_pixels`` the working-size cap every render stays within; ``method(name)``
+    the registry's method object (its declarations).
     """
 
     lock: Any
@@ -419,6 +420,8 @@ class CharacterEngine(Protocol):
     def score(self, images: list[Any], identity: Identity) -> list[tuple[float | None, str | None]]: ...
 
     def can_render(self, method: str) -> str | None: ...
+
+    def work_pixels(self, request: GenerationRequest) -> int: ...
 
     def render(
         self,

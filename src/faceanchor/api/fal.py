@@ -122,28 +122,31 @@ def _urls(base: str, request_id: str) -> dict[str, str]:
 
 
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)]
+#: fal's per-request run time limit (seconds); past it the job is stopped and fails with error type timeout.
+RequestTimeout = Annotated[float | None, Header(alias="X-Fal-Request-Timeout", gt=0, le=86400)]
 
 
 def _variant(lcm: bool):  # noqa: ANN202
     async def run(body: FalInstantIdInput, request: Request, service: ServiceDep, settings: SettingsDep, key: SubmittingKey,
-                  idempotency_key: IdempotencyKey = None) -> JSONResponse:
+                  idempotency_key: IdempotencyKey = None, request_timeout: RequestTimeout = None) -> JSONResponse:
         from faceanchor.api.generate import wait_finished
 
         service.check_available(need_ready=True)
         prepared = await run_in_threadpool(prepare_request, APP, to_common(body, lcm), settings)
         base = base_url(request)
         job, _ = await run_in_threadpool(lambda: service.submit(APP, prepared, key=key, idempotency_key=idempotency_key,
-                                                                start_timeout=settings.sync_timeout_seconds, base_url=base))
+                                                                start_timeout=settings.sync_timeout_seconds, base_url=base,
+                                                                timeout=request_timeout))
         job = await wait_finished(service, job.id)
         if job.status != JobStatus.COMPLETED:
             raise_job_error(job)
         return JSONResponse(fal_output(result_body(job, base, service.signer)), headers={"X-Request-Id": job.id})
 
     def submit(body: FalInstantIdInput, request: Request, service: ServiceDep, settings: SettingsDep, key: SubmittingKey,
-               idempotency_key: IdempotencyKey = None) -> FalQueued:
+               idempotency_key: IdempotencyKey = None, request_timeout: RequestTimeout = None) -> FalQueued:
         prepared = prepare_request(APP, to_common(body, lcm), settings)
         base = base_url(request)
-        job, _ = service.submit(APP, prepared, key=key, idempotency_key=idempotency_key, base_url=base)
+        job, _ = service.submit(APP, prepared, key=key, idempotency_key=idempotency_key, base_url=base, timeout=request_timeout)
         now = service.get(job.id) or job
         return FalQueued(request_id=job.id, status=now.status, queue_position=now.queue_position, **_urls(base, job.id))
 

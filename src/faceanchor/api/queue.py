@@ -64,6 +64,7 @@ def submit(
     key: SubmittingKey,
     webhook: Annotated[str | None, Query(max_length=2048, description="URL called (POST, signed) when the job finishes.")] = None,
     start_timeout: Annotated[float | None, Query(gt=0, le=86400, description="Seconds the job may wait to start; past it the job fails with 504.")] = None,
+    timeout: Annotated[float | None, Query(gt=0, le=86400, description="Seconds the job may run (at most the server's job_timeout_seconds); past it the job is stopped and fails with error type timeout.")] = None,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)] = None,
 ) -> QueueSubmitted:
     _check_app(service, app)
@@ -72,7 +73,7 @@ def submit(
     prepared = prepare_request(app, body, settings)
     base = base_url(request)
     job, created = service.submit(app, prepared, key=key, idempotency_key=idempotency_key,
-                                  webhook_url=webhook, start_timeout=start_timeout, base_url=base)
+                                  webhook_url=webhook, start_timeout=start_timeout, base_url=base, timeout=timeout)
     if created:
         metrics.submitted.labels(app).inc()
     position = service.get(job.id)

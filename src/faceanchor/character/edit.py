@@ -14,7 +14,8 @@ face; ``background``: everything but the person), so those pixels keep their exa
   face box), downscaled and pasted back with an alpha feathered to 0 at the crop's border.
 * ``background``: the person (mediapipe selfie segmentation, bundled in the wheel; or a
   dilated face box) is kept; the rest is inpainted (latent blending) with the prompt and the
-  character's identity, at the target's size rounded to the model grid, then composited.
+  character's identity, at the target's size rounded to the model grid and scaled down to the
+  method's working-size cap, then scaled back up and composited onto the full-size target.
 * face-detail pass: when the face of an output is small (its crop would be upscaled at
   least ``DETAIL_MIN_UPSCALE``×), re-render it as in ``face`` and report the identity score
   before and after.
@@ -29,6 +30,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from faceanchor.errors import InvalidInputError, NoFaceError
+from faceanchor.methods.sizing import cap_side, cap_size
 from faceanchor.types import CharacterEngine, GeneratedImage, GenerationRequest, Identity
 
 #: Square side the face crop is re-rendered at (SDXL), and for the tiny test weights.
@@ -68,6 +70,12 @@ def render_size(engine: CharacterEngine) -> int:
 def grid(engine: CharacterEngine) -> int:
     """Edited images are processed at their size rounded down to this (SDXL's 64 px grid)."""
     return 64
+
+
+def work_pixels(engine: CharacterEngine, request: GenerationRequest) -> int | None:
+    """The engine's working-size cap for ``request`` (pixels; None: the engine sets none)."""
+    fn = getattr(engine, "work_pixels", None)
+    return int(fn(request)) if fn is not None else None
 
 
 def map_points(pts: np.ndarray, src: tuple[int, int], dst: tuple[int, int]) -> np.ndarray:
@@ -168,7 +176,7 @@ def rerender_face(
 
     Returns the new image, the crop box and the full-size alpha (0 outside the crop).
     """
-    size = size or render_size(engine)
+    size = cap_side(size or render_size(engine), work_pixels(engine, request), grid(engine))
     box = crop_box(face_bbox, image.size, expand)
     x1, y1, x2, y2 = box
     side = x2 - x1
@@ -262,7 +270,9 @@ def edit_background(
         if not regen.any():
             raise InvalidInputError("the person fills the whole image: there is no background to edit")
         g = grid(engine)
-        W, H = max(g, target.width // g * g), max(g, target.height // g * g)
+        # work at the target's size on the grid, scaled down to the working-size cap; the result is
+        # scaled back up and composited onto the full-resolution target
+        W, H = cap_size(target.width, target.height, work_pixels(engine, request), g)
         work = target.resize((W, H), Image.LANCZOS)
         sx, sy = W / target.width, H / target.height
         if face is not None:
@@ -319,7 +329,7 @@ def face_detail_pass(
     if why:
         why = f"the face-detail pass re-renders the face: {why}"
         return list(outputs), [{"applied": False, "reason": why} for _ in outputs]
-    size = render_size(engine)
+    size = cap_side(render_size(engine), work_pixels(engine, request), grid(engine))
     an = engine.analyzer(ident.space)
     new: list[GeneratedImage] = []
     report: list[dict[str, Any]] = []

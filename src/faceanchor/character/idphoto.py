@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image
 
 from faceanchor.errors import InvalidInputError
+from faceanchor.methods.sizing import cap_size
 from faceanchor.types import CharacterEngine, GenerationRequest, ProgressEvent
 
 #: (name, yaw in degrees, prompt words) in sheet order: row 1 front, left; row 2 right, smiling.
@@ -118,7 +119,8 @@ def id_photo(
     if ident.kps is None:
         raise InvalidInputError("the ID photo needs face keypoints: give a face photo or face_kps")
     size = (request.width or DEFAULT_VIEW_SIZE[0], request.height or DEFAULT_VIEW_SIZE[1])
-    size = (max(64, size[0] // 64 * 64), max(64, size[1] // 64 * 64))
+    cap = getattr(engine, "work_pixels", None)
+    size = cap_size(size[0], size[1], cap(request) if cap is not None else None, 64)  # within the working-size cap
     seed = request.seed if request.seed >= 0 else secrets.randbelow(2**32)
     emb = ident.embedding if ident.embedding.ndim == 1 else ident.reference
     kps_by_view = view_keypoints(ident.kps, size)

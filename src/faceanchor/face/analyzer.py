@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from faceanchor.cancel import checkpoint
 from faceanchor.errors import InvalidInputError, NoFaceError
 from faceanchor.face.choose import choose_face, sort_faces
 from faceanchor.face.quality import assess_quality
@@ -215,6 +216,7 @@ class FaceAnalyzer:
         if max_attempts is not None:
             attempts = attempts[: max(1, max_attempts)]
         for kind, arg in attempts:
+            checkpoint("face detection")  # a cancel lands between two scales
             if kind == "size":
                 faces = self.detector.detect(rgb, det_size=arg)
             elif kind == "up":

@@ -124,6 +124,10 @@ class Method(ABC):
     order: ClassVar[int] = 100
     #: Loads of methods with the same ``pipeline_key`` on one family share one loaded pipeline.
     pipeline_key: ClassVar[str] = ""
+    #: Working-size cap (megapixels of a full-size model) per family: generation sizes, edits,
+    #: ID-photo views, face-detail crops and control images work within it (settings
+    #: ``work_megapixels_<family>`` override it).
+    work_megapixels: ClassVar[dict[str, float]] = {}
 
     # ------------------------------------------------------------------ declarations
 
@@ -143,6 +147,16 @@ class Method(ABC):
             return emb
         norms = np.linalg.norm(emb, axis=-1, keepdims=True)
         return np.where(norms > 0, emb / np.where(norms > 0, norms, 1), emb).astype(np.float32)
+
+    def work_pixels(self, family: str, settings: Any = None, loader: Any = None) -> int:
+        """The most pixels a stage of this method on ``family`` works at: the setting, else the
+        method's declaration, else the family default; times the weights loader's ``work_scale``."""
+        from faceanchor.methods.sizing import WORK_MEGAPIXELS
+
+        mp = getattr(settings, f"work_megapixels_{family}", None)
+        if mp is None:
+            mp = self.work_megapixels.get(family, WORK_MEGAPIXELS.get(family, WORK_MEGAPIXELS["sdxl"]))
+        return max(64 * 64 if family != "sd15" else 8 * 8, int(mp * 1_000_000 * getattr(loader, "work_scale", 1.0)))
 
     def honoured(self) -> frozenset[str]:
         return COMMON_FIELDS | self.fields

@@ -158,7 +158,8 @@ class FaceIDFamily(Method):
             )
         with ctx.stage("controls"):
             width, height = output_size(ident.image_size, request.width, request.height, loaded.family,
-                                        tools.loader.default_size(loaded.family))
+                                        tools.loader.default_size(loaded.family),
+                                        self.work_pixels(loaded.family, tools.settings, tools.loader))
             self.adapter(loaded, tools.loader, request, int(ident.embedding.shape[-1]))
             crop = self.face_crop(ctx)
             region, more = self._people(ctx, width, height)

@@ -125,7 +125,8 @@ class InstantID(Method):
             kps, bbox, src_size, control_src = pose_faces[0].kps, pose_faces[0].bbox, pose_img.size, pose_img
         if kps is None:
             raise InvalidInputError("InstantID needs face keypoints: give a face photo, face_kps or a pose_image")
-        width, height = output_size(src_size, request.width, request.height, "sdxl", tools.loader.default_size("sdxl"))
+        width, height = output_size(src_size, request.width, request.height, "sdxl", tools.loader.default_size("sdxl"),
+                                    self.work_pixels("sdxl", tools.settings, tools.loader))
         src_size = src_size or (width, height)
         kps_image = draw_kps((width, height), map_points(kps, src_size, (width, height)))
         mask = None
@@ -158,7 +159,8 @@ class InstantID(Method):
             pose_faces = sorted(an.detect(pose_img), key=lambda f: f.bbox[0] + f.bbox[2])  # left to right
             pose_size, control_src = pose_img.size, pose_img
         src_size = pose_size or ident.image_size
-        width, height = output_size(src_size, request.width, request.height, "sdxl", tools.loader.default_size("sdxl"))
+        width, height = output_size(src_size, request.width, request.height, "sdxl", tools.loader.default_size("sdxl"),
+                                    self.work_pixels("sdxl", tools.settings, tools.loader))
         out = []
         for j, (person, box, pose_index, _) in enumerate(people, start=1):
             if box is not None:

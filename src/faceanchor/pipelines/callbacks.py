@@ -14,7 +14,8 @@ just finished is the last one with a UNet call.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 from faceanchor.errors import Cancelled
 
@@ -45,3 +46,57 @@ def step_callback(
         return {}
 
     return callback
+
+
+#: Modules checked before every call: the layers that carry the compute (and the blocks around them).
+_CHECKED_LAYERS = ("Conv2d", "Linear", "LoRACompatibleConv", "LoRACompatibleLinear")
+
+
+def torch_modules(obj: Any) -> dict[str, Any]:
+    """The torch modules of a pipeline (diffusers' ``components``, attributes, a wrapped ``.pipe``), by name."""
+    import torch
+
+    found: dict[str, Any] = {}
+    seen: set[int] = set()
+
+    def visit(o: Any, prefix: str, depth: int) -> None:
+        if o is None or id(o) in seen or depth > 2:
+            return
+        seen.add(id(o))
+        if isinstance(o, torch.nn.Module):
+            found[prefix or type(o).__name__] = o
+            return
+        items = dict(getattr(o, "components", None) or {})
+        items.update({k: v for k, v in vars(o).items() if not k.startswith("__")} if hasattr(o, "__dict__") else {})
+        for k, v in items.items():
+            if isinstance(v, torch.nn.Module) or k == "pipe" or hasattr(v, "components"):
+                visit(v, k.lstrip("_"), depth + 1)
+
+    visit(obj, "", 0)
+    return found
+
+
+@contextmanager
+def cancellable(modules: dict[str, Any]) -> Iterator[None]:
+    """Within the block, every conv/linear layer of ``modules`` checks :func:`faceanchor.cancel.checkpoint`
+    before it runs: prompt encoding, a denoising step, a VAE encode or decode stop between two layers.
+    Compiled modules (``torch.compile``) are left alone (their step callback still cancels)."""
+    from faceanchor.cancel import checkpoint
+
+    handles = []
+    for name, module in modules.items():
+        if type(module).__name__ == "OptimizedModule":
+            continue
+        where = f"{name} ({type(module).__name__})"
+
+        def hook(mod: Any, args: Any, _where: str = where) -> None:
+            checkpoint(_where)
+
+        for sub in module.modules():
+            if type(sub).__name__ in _CHECKED_LAYERS:
+                handles.append(sub.register_forward_pre_hook(hook))
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()

@@ -75,6 +75,12 @@ class WeightsLoader(ABC):
     #: The side characters re-render a face crop at (the base model's native size).
     render_size: int = 1024
 
+    @property
+    def work_scale(self) -> float:
+        """Factor on the methods' working-size caps (megapixels of full-size models): 1 for full-size
+        weights, (render side / 1024)² for smaller ones (tiny: 1/64)."""
+        return min(1.0, (self.render_size / 1024) ** 2)
+
     def check_fits(self, method: Any, family: str) -> None:
         """Refuse, in one line, to load ``method``'s models when they cannot fit in memory (default: no check)."""
 

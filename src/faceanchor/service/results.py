@@ -6,30 +6,38 @@ the URL the API serves each image at, so the same job renders right behind any b
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
+from faceanchor.cancel import checkpoint
 from faceanchor.imageio import MIME_TYPES, encode_image
 from faceanchor.store.files import FileStore
 from faceanchor.types import GenerationResult
 
 
 def store_result(result: GenerationResult, files: FileStore, output_format: str = "png") -> dict[str, Any]:
-    """Encode every image (metadata embedded), store it, and return the JSON-able job result."""
+    """Encode every image (metadata embedded), store it, and return the JSON-able job result.
+
+    A cancel (:func:`faceanchor.cancel.checkpoint`) lands between two images; the files this call
+    stored so far (and no one else's) are removed again."""
     meta = result.metadata()
     images = []
-    for i, im in enumerate(result.images):
-        per_image = dict(meta, seed=im.seed, identity_score=im.identity_score, index=i)
-        data = encode_image(im.image, output_format, per_image)
-        file_id = files.put(data, "outputs")
-        images.append({
-            "file_id": file_id,
-            "content_type": MIME_TYPES[output_format],
-            "width": int(im.image.width),
-            "height": int(im.image.height),
-            "seed": int(im.seed),
-            "identity_score": None if im.identity_score is None else float(im.identity_score),
-            "identity_reason": im.identity_reason,
-        })
+    created: list[str] = []
+    try:
+        for i, im in enumerate(result.images):
+            checkpoint("encoding")
+            per_image = dict(meta, seed=im.seed, identity_score=im.identity_score, index=i)
+            data = encode_image(im.image, output_format, per_image)
+            checkpoint("encoding")
+            known = files.path(hashlib.sha256(data).hexdigest(), "outputs") is not None
+            file_id = files.put(data, "outputs")
+            if not known:
+                created.append(file_id)
+            images.append(_image_entry(file_id, im, output_format))
+    except BaseException:
+        for fid in created:
+            files.delete(fid, "outputs")
+        raise
     return {
         "images": images,
         "seed": int(result.seed),
@@ -39,6 +47,18 @@ def store_result(result: GenerationResult, files: FileStore, output_format: str 
         "models": meta["models"],
         "timings": dict(meta["timings"]),
         "warnings": list(result.warnings),
+    }
+
+
+def _image_entry(file_id: str, im: Any, output_format: str) -> dict[str, Any]:
+    return {
+        "file_id": file_id,
+        "content_type": MIME_TYPES[output_format],
+        "width": int(im.image.width),
+        "height": int(im.image.height),
+        "seed": int(im.seed),
+        "identity_score": None if im.identity_score is None else float(im.identity_score),
+        "identity_reason": im.identity_reason,
     }
 
 

@@ -129,6 +129,7 @@ class Service:
                 str(i), engine, self.jobs, self.files, lease_seconds=self.settings.job_lease_seconds,
                 max_attempts=self.settings.job_max_attempts, runners=self.runners, wakeup=self.wakeup,
                 on_finished=self._finished, poll_interval=self.poll_interval, owners=self.file_owners,
+                job_timeout=self.settings.job_timeout_seconds,
             )
             self.workers.append(worker)
             worker.start()
@@ -205,12 +206,14 @@ class Service:
         start_timeout: float | None = None,
         base_url: str = "",
         key: Any = None,
+        timeout: float | None = None,
     ) -> tuple[JobView, bool]:
         """Queue a job. Image bytes anywhere in ``request`` are stored content-addressed and
         replaced by ``{"$file": id}``; a repeated idempotency key returns the first job.
 
         With ``key`` (a :class:`~faceanchor.store.keys.KeyInfo`) the job, its inputs and its
-        outputs belong to the key's owner, and the key's image quotas are checked."""
+        outputs belong to the key's owner, and the key's image quotas are checked. ``timeout``
+        (seconds) lowers the job's time limit (setting ``job_timeout_seconds``) for this job."""
         if app not in self.runners:
             raise FaceAnchorError(f"unknown app {app!r}")
         self.check_available()
@@ -230,7 +233,7 @@ class Service:
             raise ServiceUnavailableError(f"the queue is full ({self.settings.max_queue_size} jobs); retry later", retry_after=30)
         deadline = time.time() + start_timeout if start_timeout is not None else None
         job, created = self.jobs.submit(
-            app, {"request": stored, "base_url": base_url}, key_id=key_id, idempotency_key=idempotency_key,
+            app, {"request": stored, "base_url": base_url, **({"timeout": float(timeout)} if timeout else {})}, key_id=key_id, idempotency_key=idempotency_key,
             request_sha256=digest, webhook_url=webhook_url, start_deadline=deadline, owner=owner, images=images,
         )
         if created:

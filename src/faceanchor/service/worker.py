@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 from pydantic import ValidationError
 
+from faceanchor import cancel as cancellation
 from faceanchor.errors import Cancelled, FaceAnchorError, InvalidInputError
 from faceanchor.service.results import store_result
 from faceanchor.store.files import FileStore
@@ -75,6 +76,17 @@ def resolve_inputs(value: Any, files: FileStore) -> Any:
     return value
 
 
+def job_limit(default: float | None, requested: Any) -> float | None:
+    """A job's time limit: the request's ``timeout`` (seconds) when given, never above ``default``."""
+    try:
+        req = float(requested) if requested is not None else None
+    except (TypeError, ValueError):
+        req = None
+    if req is not None and req > 0:
+        return min(req, default) if default is not None else req
+    return default
+
+
 @dataclass
 class _Run:
     job: JobView
@@ -88,6 +100,9 @@ class _Run:
     logs: list[tuple[float, str]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     last_cancel_poll: float = 0.0
+    limit: float | None = None  # the job's time limit (seconds)
+    deadline: float | None = None  # time.monotonic() past which the job is stopped
+    timed_out: bool = False
 
 
 class Worker(threading.Thread):
@@ -107,6 +122,7 @@ class Worker(threading.Thread):
         on_finished: Callable[[JobView], None] | None = None,
         poll_interval: float = 0.25,
         owners: Any = None,
+        job_timeout: float | None = None,
     ):
         super().__init__(name=f"faceanchor-worker-{name}", daemon=True)
         self.worker_name = name
@@ -120,6 +136,7 @@ class Worker(threading.Thread):
         self.on_finished = on_finished
         self.poll_interval = poll_interval
         self.owners = owners  # a FileOwnerStore: outputs are recorded as the job owner's
+        self.job_timeout = job_timeout  # seconds a job may run (its request's `timeout` may lower it)
         self._stop_event = threading.Event()
         self.current: _Run | None = None
         self.processed = 0
@@ -170,13 +187,17 @@ class Worker(threading.Thread):
         beat.start()
         outcome: str | None = None
         t0 = time.time()
+        run.limit = job_limit(self.job_timeout, job.request.get("timeout"))
+        if run.limit is not None:
+            run.deadline = time.monotonic() + run.limit
         try:
             request = resolve_inputs(job.request.get("request", {}), self.files)
             self._log(run, f"started on {self.worker_name} (attempt {job.attempts})")
-            result = self.runners[job.app](self.engine, request, lambda ev: self._progress(run, ev), lambda: self._cancelled(run))
-            if run.lost:
-                return
-            payload = store_result(result, self.files, str(request.get("output_format", "png")))
+            with cancellation.scope(lambda: self._cancelled(run)):  # every stage, down to model layers, checks it
+                result = self.runners[job.app](self.engine, request, lambda ev: self._progress(run, ev), lambda: self._cancelled(run))
+                if run.lost:
+                    return
+                payload = store_result(result, self.files, str(request.get("output_format", "png")))
             if self.owners is not None:
                 self.owners.add("outputs", [img["file_id"] for img in payload["images"]], job.owner or f"key:{job.key_id}")
             payload["timings"].update({
@@ -192,7 +213,11 @@ class Worker(threading.Thread):
             run.finishing = True
             if run.lost:
                 return
-            if self._stop_event.is_set() and not run.cancel.is_set():
+            if run.timed_out and not run.cancel.is_set():
+                err = error_dict("timeout", f"the job ran past its time limit of {run.limit:g} s and was stopped", 504)
+                if self.jobs.fail(job.id, run.owner, err):
+                    outcome = "failed"
+            elif self._stop_event.is_set() and not run.cancel.is_set():
                 self.jobs.release(job.id, run.owner)  # shutting down: hand the job back
             elif self.jobs.finish_cancelled(job.id, run.owner):
                 outcome = "cancelled"
@@ -236,9 +261,12 @@ class Worker(threading.Thread):
             run.logs.append((time.time(), text))
 
     def _cancelled(self, run: _Run) -> bool:
-        if run.cancel.is_set() or run.lost or self._stop_event.is_set():
+        if run.cancel.is_set() or run.lost or self._stop_event.is_set() or run.timed_out:
             return True
         now = time.monotonic()
+        if run.deadline is not None and now > run.deadline:
+            run.timed_out = True
+            return True
         if now - run.last_cancel_poll >= 0.2:
             run.last_cancel_poll = now
             try:
