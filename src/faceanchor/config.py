@@ -90,6 +90,7 @@ class Settings(BaseSettings):
     work_megapixels_sd15: float | None = Field(default=None, gt=0, description="Working-size cap of SD1.5 methods in megapixels; None: the method's own (0.4).")
     job_timeout_seconds: float = Field(default=1800.0, gt=0, description="A job running longer is stopped and fails with error type timeout; a request's `timeout` may lower it.")
     job_stuck_grace_seconds: float = Field(default=10.0, gt=0, description="A job still running this long after its cancel or time limit is stuck in native code: its worker process is recycled.")
+    worker_processes: bool = Field(default=False, description="Run each worker's engine in a supervised child process (generation apps), recycled when a job is stuck in native code.")
 
     @field_validator("home", "insightface_root", mode="after")
     @classmethod

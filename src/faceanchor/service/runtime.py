@@ -110,9 +110,12 @@ class Service:
 
     def _load_and_start(self) -> None:
         t0 = time.perf_counter()
+        runners = [self.runners] * self.settings.workers
         try:
             engines = list(self._engines_given)
-            if not engines:
+            if not engines and self.settings.worker_processes:
+                engines, runners = self._engine_processes()
+            elif not engines:
                 assert self.engine_factory is not None
                 engines = [self.engine_factory(self.settings) for _ in range(self.settings.workers)]
         except Exception as e:
@@ -127,7 +130,7 @@ class Service:
         for i, engine in enumerate(engines):
             worker = Worker(
                 str(i), engine, self.jobs, self.files, lease_seconds=self.settings.job_lease_seconds,
-                max_attempts=self.settings.job_max_attempts, runners=self.runners, wakeup=self.wakeup,
+                max_attempts=self.settings.job_max_attempts, runners=runners[i] if i < len(runners) else self.runners, wakeup=self.wakeup,
                 on_finished=self._finished, poll_interval=self.poll_interval, owners=self.file_owners,
                 job_timeout=self.settings.job_timeout_seconds,
             )
@@ -135,6 +138,22 @@ class Service:
             worker.start()
         self.state = "ready"
         self._ready.set()
+
+    def _engine_processes(self) -> tuple[list[Any], list[dict[str, JobRunner]]]:
+        """Setting ``worker_processes``: one supervised engine process per worker for the generation
+        apps; other apps (characters, which use the engine's parts) get one in-process engine."""
+        from faceanchor.service.supervisor import EngineProcess
+
+        assert self.engine_factory is not None
+        generation = {app: r for app, r in self.runners.items() if app in default_runners()}
+        others = {app: r for app, r in self.runners.items() if app not in generation}
+        engines: list[Any] = [EngineProcess(self.engine_factory, self.settings).start() for _ in range(self.settings.workers)]
+        runners = [generation] * len(engines)
+        if others:
+            self._engines_given = [self.engine_factory(self.settings)]  # service.engine: face analysis, characters
+            engines.append(self._engines_given[0])
+            runners.append(others)
+        return engines, runners
 
     def wait_ready(self, timeout: float | None = None) -> bool:
         return self._ready.wait(timeout) and self.state == "ready"
@@ -147,6 +166,9 @@ class Service:
             w.stop()
         for w in self.workers:
             w.join(timeout)
+            close = getattr(w.engine, "close", None)  # an engine process: end the child
+            if close is not None:
+                close()
         self.webhooks.stop()
         if self.webhooks.is_alive():
             self.webhooks.join(timeout)

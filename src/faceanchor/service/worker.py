@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from faceanchor import cancel as cancellation
 from faceanchor.errors import Cancelled, FaceAnchorError, InvalidInputError
 from faceanchor.service.results import store_result
+from faceanchor.service.supervisor import WorkerRecycled
 from faceanchor.store.files import FileStore
 from faceanchor.store.jobs import JobStore, JobView, error_dict
 from faceanchor.types import (
@@ -221,6 +222,21 @@ class Worker(threading.Thread):
                 self.jobs.release(job.id, run.owner)  # shutting down: hand the job back
             elif self.jobs.finish_cancelled(job.id, run.owner):
                 outcome = "cancelled"
+        except WorkerRecycled as e:  # stuck past its cancel/limit (or its process died): retried once, else failed
+            self._flush(run)
+            run.finishing = True
+            if run.lost:
+                return
+            self._log(run, str(e))
+            if run.cancel.is_set():
+                if self.jobs.finish_cancelled(job.id, run.owner):
+                    outcome = "cancelled"
+            elif job.attempts < 2 and self.jobs.requeue(job.id, run.owner):
+                self.wakeup.set()
+            else:
+                err = error_dict("timeout" if run.timed_out else e.type, str(e), 504 if run.timed_out else e.http_status)
+                if self.jobs.fail(job.id, run.owner, err):
+                    outcome = "failed"
         except FaceAnchorError as e:
             self._flush(run)
             run.finishing = True

@@ -342,6 +342,16 @@ class JobStore:
             )
             return res.rowcount == 1
 
+    def requeue(self, job_id: str, owner: str) -> bool:
+        """Put a running job back in the queue for another attempt (its attempt stays counted)."""
+        with self.db.write() as s:
+            res = s.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.lease_owner == owner, Job.status == P)
+                .values(status=Q, lease_owner=None, lease_expires_at=None)
+            )
+            return res.rowcount == 1
+
     def append_logs(self, job_id: str, logs: list[tuple[float, str]]) -> None:
         if logs:
             with self.db.write() as s:
