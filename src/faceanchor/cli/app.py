@@ -108,8 +108,39 @@ def one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
+def _interrupt_twice_to_exit():  # noqa: ANN202 - returns the handler to restore
+    """Ctrl-C stops the command (KeyboardInterrupt: partial files are removed, ``interrupted``, exit
+    130); a second Ctrl-C while it winds down ends the process at once (the default SIGINT action)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def first(signum, frame):  # noqa: ANN001, ANN202
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        raise KeyboardInterrupt
+
+    before = signal.getsignal(signal.SIGINT)
+    if before is not signal.default_int_handler:
+        return None
+    signal.signal(signal.SIGINT, first)
+    return before
+
+
 def main(argv: list[str] | None = None) -> None:
     """The ``faceanchor`` entry point: errors are one line on stderr and exit code 2."""
+    import signal
+
+    before = _interrupt_twice_to_exit()
+    try:
+        _main(argv)
+    finally:
+        if before is not None:
+            signal.signal(signal.SIGINT, before)
+
+
+def _main(argv: list[str] | None) -> None:
     from faceanchor.cli.extras import install_hint
 
     args = list(sys.argv[1:] if argv is None else argv)
@@ -120,8 +151,8 @@ def main(argv: list[str] | None = None) -> None:
     except FaceAnchorError as e:
         typer.echo(f"error: {one_line(e)}", err=True)
         sys.exit(2)
-    except typer.Abort:
-        typer.echo("aborted", err=True)
+    except typer.Abort as e:  # click turns a Ctrl-C inside a command into Abort
+        typer.echo("interrupted" if isinstance(e.__cause__, KeyboardInterrupt) else "aborted", err=True)
         sys.exit(130)
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)

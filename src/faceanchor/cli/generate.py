@@ -162,7 +162,7 @@ def write_results(result, out: Path, stem: str, fmt: str, as_json: bool, names: 
     for i, im in enumerate(result.images):
         item = dict(meta, seed=im.seed, identity_score=im.identity_score, identity_reason=im.identity_reason, index=i)
         path = out / f"{stem}_{im.seed}_{names[i] if names else i}.{ext}"
-        path.write_bytes(encode_image(im.image, fmt, item))
+        write_whole(path, encode_image(im.image, fmt, item))
         paths.append(str(path))
     if as_json:
         typer.echo(json.dumps(dict(meta, files=paths), default=str))
@@ -171,6 +171,25 @@ def write_results(result, out: Path, stem: str, fmt: str, as_json: bool, names: 
         score = f"{im.identity_score:.3f}" if im.identity_score is not None else f"n/a ({im.identity_reason})"
         typer.echo(f"{p}  seed={im.seed}  identity={score}")
     return paths
+
+
+def write_whole(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` all or nothing: a temporary file renamed into place, removed again
+    when interrupted (Ctrl-C), so a file that exists is complete."""
+    import os
+    import tempfile
+
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
 
 
 def _box(text: str) -> list[float]:

@@ -50,6 +50,12 @@ def load_factory(spec: str) -> Callable:
     return factory
 
 
+def spec_factory(spec: str, settings):  # noqa: ANN001, ANN201
+    """The engine of factory ``spec``, resolved where it is called (``functools.partial(spec_factory, spec)``
+    pickles by reference, so a worker process can build it: setting ``worker_processes``)."""
+    return load_factory(spec)(settings)
+
+
 def absolute_spec(spec: str) -> str:
     """``path/to/file.py:attr`` made absolute (a Ray replica has another working directory)."""
     target, sep, attr = spec.rpartition(":")
@@ -107,6 +113,10 @@ def register(app: typer.Typer) -> None:
                        host=host, port=port, address=ray_address, blocking=True)
             return
         factory = load_factory(spec) if spec else default_engine_factory
+        if spec and settings.worker_processes:
+            import functools
+
+            factory = functools.partial(spec_factory, absolute_spec(spec))
         try:
             application = create_app(settings, engine_factory=factory)
         except FaceAnchorError:
