@@ -1,4 +1,4 @@
-"""An engine for the supervisor tests: prompt "stuck" sleeps 30 s in one C call (``time.sleep``),
+"""An engine for the supervisor tests: prompt "stuck" sleeps (30 s) in one C call (``time.sleep``),
 never looking at its cancel flag (a native kernel that ignores Python); other prompts run the
 tiny engine. Every run holds an exclusive lock on ``STUCK_LOCK`` and appends ``start``/``end``
 lines with its pid to ``STUCK_LOG``, so a test sees whether two runs ever overlapped."""
@@ -13,9 +13,9 @@ from tiny_engine import TinyEngine
 
 
 class StuckEngine(TinyEngine):
-    def __init__(self, log: str, lock: str):
+    def __init__(self, log: str, lock: str, stuck_seconds: float = 30.0):
         super().__init__()
-        self.log, self.lock = log, lock
+        self.log, self.lock, self.stuck_seconds = log, lock, stuck_seconds
 
     def _note(self, text: str) -> None:
         with open(self.log, "a") as f:
@@ -30,7 +30,7 @@ class StuckEngine(TinyEngine):
                 raise
             self._note(f"start {request.prompt}")
             if request.prompt == "stuck":
-                time.sleep(30)
+                time.sleep(self.stuck_seconds)
             out = super().generate(request, on_progress, cancel)
             self._note(f"end {request.prompt}")
             return out

@@ -92,3 +92,23 @@ def test_a_cancelled_job_stuck_in_native_code_ends_cancelled_and_the_worker_move
         assert svc.workers[0].engine.recycled == 1
     finally:
         svc.stop()
+
+
+def test_without_worker_processes_a_stuck_job_still_ends_and_its_late_result_is_discarded(tmp_path):
+    engine = stuck_engine.StuckEngine(str(tmp_path / "runs.log"), str(tmp_path / "run.lock"), stuck_seconds=4.0)
+    settings = Settings(home=tmp_path / "home", job_timeout_seconds=0.5, job_stuck_grace_seconds=0.5, job_lease_seconds=5)
+    svc = Service(settings, engine=engine, poll_interval=0.05)
+    svc.start(background=False)
+    try:
+        t0 = time.time()
+        stuck, _ = svc.submit("instantid", {"face_image": face(), "prompt": "stuck", "num_inference_steps": 2})
+        nxt, _ = svc.submit("instantid", {"face_image": face(), "prompt": "fine", "num_inference_steps": 2})
+        done = finished(svc, stuck.id)
+        assert time.time() - t0 < 3.5  # limit + grace, not the 4 s the engine stays stuck
+        assert done.status == JobStatus.FAILED and done.error["type"] == "timeout" and "did not stop" in done.error["message"]
+        assert svc.health()["status"] == "busy"  # the thread is still inside the engine
+        assert finished(svc, nxt.id).status == JobStatus.COMPLETED  # once it returns, the next job runs
+        final = svc.jobs.get(stuck.id)
+        assert final.status == JobStatus.FAILED and final.result is None  # the late result was discarded
+    finally:
+        svc.stop()

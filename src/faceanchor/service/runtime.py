@@ -132,7 +132,7 @@ class Service:
                 str(i), engine, self.jobs, self.files, lease_seconds=self.settings.job_lease_seconds,
                 max_attempts=self.settings.job_max_attempts, runners=runners[i] if i < len(runners) else self.runners, wakeup=self.wakeup,
                 on_finished=self._finished, poll_interval=self.poll_interval, owners=self.file_owners,
-                job_timeout=self.settings.job_timeout_seconds,
+                job_timeout=self.settings.job_timeout_seconds, stuck_grace=self.settings.job_stuck_grace_seconds,
             )
             self.workers.append(worker)
             worker.start()

@@ -65,6 +65,8 @@ def _send(conn: Any, msg: tuple[str, Any]) -> None:
 class EngineProcess:
     """An engine in a child process (spawned), supervised by the calling thread."""
 
+    supervised = True  # the worker leaves stuck jobs to it (it kills and replaces the child)
+
     def __init__(self, factory: Callable[[Any], Any], settings: Any, *, grace: float | None = None,
                  start_timeout: float = 600.0):
         self.factory = factory

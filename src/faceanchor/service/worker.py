@@ -104,6 +104,7 @@ class _Run:
     limit: float | None = None  # the job's time limit (seconds)
     deadline: float | None = None  # time.monotonic() past which the job is stopped
     timed_out: bool = False
+    stop_since: float | None = None  # when the cancel or the time limit came (stuck detection)
 
 
 class Worker(threading.Thread):
@@ -124,6 +125,7 @@ class Worker(threading.Thread):
         poll_interval: float = 0.25,
         owners: Any = None,
         job_timeout: float | None = None,
+        stuck_grace: float = 10.0,
     ):
         super().__init__(name=f"faceanchor-worker-{name}", daemon=True)
         self.worker_name = name
@@ -138,6 +140,7 @@ class Worker(threading.Thread):
         self.poll_interval = poll_interval
         self.owners = owners  # a FileOwnerStore: outputs are recorded as the job owner's
         self.job_timeout = job_timeout  # seconds a job may run (its request's `timeout` may lower it)
+        self.stuck_grace = stuck_grace  # seconds a job may keep running past its cancel / time limit
         self._stop_event = threading.Event()
         self.current: _Run | None = None
         self.processed = 0
@@ -305,10 +308,44 @@ class Worker(threading.Thread):
             run.cancel.set()
         return owned
 
+    def _stuck(self, run: _Run) -> bool:
+        """A job still running ``stuck_grace`` s after its cancel or time limit ignores them (native
+        code). An engine process is recycled by its supervisor; an in-process engine's thread cannot
+        be stopped, so the job is ended here (CANCELLED, or FAILED with ``timeout``) and whatever the
+        engine returns later is discarded; the thread stays busy until it returns."""
+        now = time.monotonic()
+        if run.deadline is not None and now > run.deadline:
+            run.timed_out = True
+        if run.stop_since is None and (run.cancel.is_set() or run.timed_out):
+            run.stop_since = now
+        if run.stop_since is None or now - run.stop_since <= self.stuck_grace or getattr(self.engine, "supervised", False):
+            return False
+        with run.lock:
+            if run.finishing:
+                return False
+            run.finishing, run.lost = True, True
+        log.error("job %s: still running %.0f s after its cancel/time limit; ended without waiting (the worker "
+                  "thread stays busy until the engine returns; setting worker_processes recycles such a worker)",
+                  run.job.id, self.stuck_grace)
+        if run.cancel.is_set():
+            ended = self.jobs.finish_cancelled(run.job.id, run.owner)
+        else:
+            ended = self.jobs.fail(run.job.id, run.owner, error_dict(
+                "timeout", f"the job ran past its time limit of {run.limit:g} s and did not stop (stuck outside Python)", 504))
+        view = self.jobs.get(run.job.id) if ended and self.on_finished is not None else None
+        if view is not None:
+            try:
+                self.on_finished(view)
+            except Exception:
+                log.exception("on_finished hook failed for job %s", run.job.id)
+        return True
+
     def _heartbeat(self, run: _Run) -> None:
         interval = max(0.05, min(0.5, self.lease_seconds / 4))
         while not run.done.wait(interval):
             if run.finishing:
+                return
+            if self._stuck(run):
                 return
             try:
                 if not self._flush(run) and not run.finishing:
