@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
 
         th = threading.Thread(target=run)
         th.start()
-        time.sleep(rng.uniform(0.1, med["1434x2333"] * 0.8))
+        time.sleep(rng.uniform(0.05, min(med.values()) * 0.5))
         t0 = time.perf_counter()
         flag.set()
         th.join()

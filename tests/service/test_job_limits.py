@@ -128,3 +128,5 @@ def test_fal_request_timeout_header_and_queue_timeout_parameter(tmp_path):
         assert h.wait(r.json()["status_url"])["status"] == "FAILED"
         assert h.service.jobs.get(r.json()["request_id"]).error["type"] == "timeout"
         assert h.client.post("/queue/instantid?timeout=-1", json={"face_image": uri}, headers=h.headers).status_code in (400, 422)
+        r = h.client.post("/v1/faceid?timeout=0.5", json={"face_image": uri, "num_inference_steps": 60}, headers=h.headers)
+        assert r.status_code == 504 and r.json()["error"]["type"] == "timeout"  # the sync routes take it too

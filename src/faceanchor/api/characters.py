@@ -27,7 +27,7 @@ from starlette.concurrency import run_in_threadpool
 from faceanchor.api.deps import CurrentKey, OptionalKey, ServiceDep, SettingsDep, SubmittingKey
 from faceanchor.api.errors import ApiError, error_responses
 from faceanchor.api.inputs import decode_image_ref, resolve_images
-from faceanchor.api.jobs import base_url, cancel_job, check_spaces, check_style, job_urls, raise_job_error, result_body, result_response, status_body
+from faceanchor.api.jobs import JobTimeout, base_url, cancel_job, check_spaces, check_style, job_urls, raise_job_error, result_body, result_response, status_body
 from faceanchor.api.schemas import CancelOut, GenerateBody, ImageRef, JobStatusBody, QueueSubmitted
 from faceanchor.errors import InvalidInputError
 from faceanchor.imageio import ImageLimits, load_image
@@ -259,14 +259,16 @@ def _prepare(op: str, body: CharacterBody, request: Request, settings, key=None)
     return job
 
 
-async def _sync(op: str, body: CharacterBody, request: Request, service: Service, settings, key, idem: str | None) -> JSONResponse:  # noqa: ANN001
+async def _sync(op: str, body: CharacterBody, request: Request, service: Service, settings, key, idem: str | None,  # noqa: ANN001
+                timeout: float | None = None) -> JSONResponse:
     from faceanchor.api.generate import wait_finished
 
     service.check_available(need_ready=True)
     job_req = await run_in_threadpool(_prepare, op, body, request, settings, key)
     base = base_url(request)
     job, _ = await run_in_threadpool(lambda: service.submit(f"character/{op}", job_req, key=key, idempotency_key=idem,
-                                                            start_timeout=settings.sync_timeout_seconds, base_url=base))
+                                                            start_timeout=settings.sync_timeout_seconds, base_url=base,
+                                                            timeout=timeout))
     job = await wait_finished(service, job.id)
     if job.status != JobStatus.COMPLETED:
         raise_job_error(job)
@@ -279,29 +281,30 @@ _SYNC_ERRORS = error_responses(400, 401, 403, 404, 409, 413, 415, 422, 429, 503,
 
 @router.post("/v1/character/id-photo", responses=_SYNC_ERRORS, summary="The 4-in-1 ID photo (sheet + 4 views) and wait")
 async def character_id_photo(body: CharacterBody, request: Request, service: ServiceDep, settings: SettingsDep, key: SubmittingKey,
-                             idempotency_key: IdempotencyKey = None) -> JSONResponse:
-    return await _sync("id-photo", body, request, service, settings, key, idempotency_key)
+                             idempotency_key: IdempotencyKey = None, timeout: JobTimeout = None) -> JSONResponse:
+    return await _sync("id-photo", body, request, service, settings, key, idempotency_key, timeout)
 
 
 @router.post("/v1/character/generate", responses=_SYNC_ERRORS, summary="Generate with a character or a face photo and wait")
 async def character_generate(body: CharacterBody, request: Request, service: ServiceDep, settings: SettingsDep, key: SubmittingKey,
-                             idempotency_key: IdempotencyKey = None) -> JSONResponse:
-    return await _sync("generate", body, request, service, settings, key, idempotency_key)
+                             idempotency_key: IdempotencyKey = None, timeout: JobTimeout = None) -> JSONResponse:
+    return await _sync("generate", body, request, service, settings, key, idempotency_key, timeout)
 
 
 @router.post("/v1/character/edit", responses=_SYNC_ERRORS, summary="Edit a picture keeping the character's face and wait")
 async def character_edit(body: EditBody, request: Request, service: ServiceDep, settings: SettingsDep, key: SubmittingKey,
-                         idempotency_key: IdempotencyKey = None) -> JSONResponse:
-    return await _sync("edit", body, request, service, settings, key, idempotency_key)
+                         idempotency_key: IdempotencyKey = None, timeout: JobTimeout = None) -> JSONResponse:
+    return await _sync("edit", body, request, service, settings, key, idempotency_key, timeout)
 
 
 # --------------------------------------------------------------------------- queued variants
 
 
-def _submit(op: str, body: CharacterBody, request: Request, service: Service, settings, key, idem: str | None) -> QueueSubmitted:  # noqa: ANN001
+def _submit(op: str, body: CharacterBody, request: Request, service: Service, settings, key, idem: str | None,  # noqa: ANN001
+            timeout: float | None = None) -> QueueSubmitted:
     job_req = _prepare(op, body, request, settings, key)
     base = base_url(request)
-    job, _ = service.submit(f"character/{op}", job_req, key=key, idempotency_key=idem, base_url=base)
+    job, _ = service.submit(f"character/{op}", job_req, key=key, idempotency_key=idem, base_url=base, timeout=timeout)
     now = service.get(job.id)
     return QueueSubmitted(request_id=job.id, status=now.status if now else job.status,
                           queue_position=now.queue_position if now else None, **job_urls(base, f"character/{op}", job.id))
@@ -312,20 +315,20 @@ _QUEUE_ERRORS = error_responses(400, 401, 403, 404, 413, 415, 422, 429, 503)
 
 @router.post("/queue/character/id-photo", response_model=QueueSubmitted, responses=_QUEUE_ERRORS, summary="Queue an ID photo")
 def queue_id_photo(body: CharacterBody, request: Request, service: ServiceDep, settings: SettingsDep, key: SubmittingKey,
-                   idempotency_key: IdempotencyKey = None) -> QueueSubmitted:
-    return _submit("id-photo", body, request, service, settings, key, idempotency_key)
+                   idempotency_key: IdempotencyKey = None, timeout: JobTimeout = None) -> QueueSubmitted:
+    return _submit("id-photo", body, request, service, settings, key, idempotency_key, timeout)
 
 
 @router.post("/queue/character/generate", response_model=QueueSubmitted, responses=_QUEUE_ERRORS, summary="Queue a character generation")
 def queue_generate(body: CharacterBody, request: Request, service: ServiceDep, settings: SettingsDep, key: SubmittingKey,
-                   idempotency_key: IdempotencyKey = None) -> QueueSubmitted:
-    return _submit("generate", body, request, service, settings, key, idempotency_key)
+                   idempotency_key: IdempotencyKey = None, timeout: JobTimeout = None) -> QueueSubmitted:
+    return _submit("generate", body, request, service, settings, key, idempotency_key, timeout)
 
 
 @router.post("/queue/character/edit", response_model=QueueSubmitted, responses=_QUEUE_ERRORS, summary="Queue a character edit")
 def queue_edit(body: EditBody, request: Request, service: ServiceDep, settings: SettingsDep, key: SubmittingKey,
-               idempotency_key: IdempotencyKey = None) -> QueueSubmitted:
-    return _submit("edit", body, request, service, settings, key, idempotency_key)
+               idempotency_key: IdempotencyKey = None, timeout: JobTimeout = None) -> QueueSubmitted:
+    return _submit("edit", body, request, service, settings, key, idempotency_key, timeout)
 
 
 def _own(service: Service, op: str, request_id: str, key) -> JobView:  # noqa: ANN001

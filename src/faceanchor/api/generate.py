@@ -19,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 
 from faceanchor.api.deps import ServiceDep, SettingsDep, SubmittingKey
 from faceanchor.api.errors import ErrorBody, error_responses
-from faceanchor.api.jobs import base_url, prepare_request, raise_job_error, result_body
+from faceanchor.api.jobs import JobTimeout, base_url, prepare_request, raise_job_error, result_body
 from faceanchor.api.schemas import Base64Out, GenerateBody, ImageOut
 from faceanchor.service.runtime import Service
 from faceanchor.store.jobs import JobView
@@ -54,13 +54,14 @@ async def wait_finished(service: Service, job_id: str) -> JobView:
         delay = min(0.2, delay * 1.5)
 
 
-async def _run_sync(app: str, body: GenerateBody, request: Request, service: Service, settings, key, idem: str | None) -> Response:  # noqa: ANN001
+async def _run_sync(app: str, body: GenerateBody, request: Request, service: Service, settings, key, idem: str | None,  # noqa: ANN001
+                    timeout: float | None = None) -> Response:
     service.check_available(need_ready=True)
     prepared = await run_in_threadpool(prepare_request, app, body, settings)
     base = base_url(request)
     job, _created = await run_in_threadpool(
         lambda: service.submit(app, prepared, key=key, idempotency_key=idem,
-                               start_timeout=settings.sync_timeout_seconds, base_url=base)
+                               start_timeout=settings.sync_timeout_seconds, base_url=base, timeout=timeout)
     )
     job = await wait_finished(service, job.id)
     if job.status != JobStatus.COMPLETED:
@@ -104,8 +105,9 @@ def sync_router() -> APIRouter:
 
         def route(app: str = app, body_type: type = SegmindBody if segmind else GenerateBody):  # noqa: ANN202 - binds app per route
             async def generate_sync(body: GenerateBody, request: Request, service: ServiceDep, settings: SettingsDep,
-                                    key: SubmittingKey, idempotency_key: IdempotencyKey = None) -> Response:
-                return await _run_sync(app, body, request, service, settings, key, idempotency_key)
+                                    key: SubmittingKey, idempotency_key: IdempotencyKey = None,
+                                    timeout: JobTimeout = None) -> Response:
+                return await _run_sync(app, body, request, service, settings, key, idempotency_key, timeout)
 
             generate_sync.__annotations__["body"] = body_type  # the Segmind shape on /v1/instantid
             generate_sync.__name__ = f"generate_{app.replace('-', '_')}"

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import Request
+from fastapi import Query, Request
 from fastapi.responses import JSONResponse
 
 from faceanchor.api.errors import ApiError
@@ -15,6 +15,9 @@ from faceanchor.errors import InvalidInputError
 from faceanchor.service.results import public_result
 from faceanchor.store.jobs import JobView
 from faceanchor.types import JobStatus
+
+#: A request's run time limit (query ``timeout``), at most the server's ``job_timeout_seconds``.
+JobTimeout = Annotated[float | None, Query(gt=0, le=86400, description="Seconds the job may run (at most the server's job_timeout_seconds); past it the job is stopped and fails with error type timeout.")]
 
 def app_methods() -> dict[str, tuple[str, ...]]:
     """The HTTP apps and the methods each serves (the first is the default), from the method registry."""

@@ -22,7 +22,7 @@ from starlette.concurrency import run_in_threadpool
 
 from faceanchor.api.deps import CurrentKey, MetricsDep, ServiceDep, SettingsDep, SubmittingKey
 from faceanchor.api.errors import ApiError, ErrorBody, error_responses
-from faceanchor.api.jobs import base_url, cancel_job, job_urls, prepare_request, result_response, status_body
+from faceanchor.api.jobs import JobTimeout, base_url, cancel_job, job_urls, prepare_request, result_response, status_body
 from faceanchor.api.schemas import CancelOut, GenerateBody, GenerationOut, JobStatusBody, QueueSubmitted
 from faceanchor.service.fetch import validate_url
 from faceanchor.service.runtime import Service
@@ -64,7 +64,7 @@ def submit(
     key: SubmittingKey,
     webhook: Annotated[str | None, Query(max_length=2048, description="URL called (POST, signed) when the job finishes.")] = None,
     start_timeout: Annotated[float | None, Query(gt=0, le=86400, description="Seconds the job may wait to start; past it the job fails with 504.")] = None,
-    timeout: Annotated[float | None, Query(gt=0, le=86400, description="Seconds the job may run (at most the server's job_timeout_seconds); past it the job is stopped and fails with error type timeout.")] = None,
+    timeout: JobTimeout = None,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)] = None,
 ) -> QueueSubmitted:
     _check_app(service, app)
