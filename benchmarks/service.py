@@ -8,7 +8,16 @@ Measures
   * submit latency p50/p99 with 200 concurrent ``POST /queue/instantid`` (httpx async).
 Prints the figures and the per-job overhead over the direct call, absolute and as a ratio.
 
-Run: ``python benchmarks/service.py [--jobs 30] [--concurrent 200]``.
+Intake (issue 11's targets), against ``faceanchor serve`` in its own process (tiny engine), in
+``--rounds`` interleaved rounds of: ``/health`` alone (the baseline), then a burst of
+``--concurrent`` submits of a ``--side``-pixel PNG while ``/health`` is probed:
+  * submit p50 ≤ 50 ms, p99 ≤ 300 ms, ≥ 300 submits/s, 0 lost (every submit accepted, distinct
+    ids, every job in the database);
+  * ``/health`` p99 during the burst ≤ 50 ms (and its ratio to the idle baseline);
+  * peak RSS growth of the server per in-flight submit ≤ 2× the body size.
+Each target prints as met or NOT MET.
+
+Run: ``python benchmarks/service.py [--jobs 30] [--concurrent 200] [--rounds 3] [--intake-only]``.
 """
 
 from __future__ import annotations
@@ -18,7 +27,10 @@ import asyncio
 import base64
 import importlib.util
 import io
+import os
+import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -67,13 +79,167 @@ class ServerThread:
         self.thread.join(15)
 
 
+def _rss_kb(pid: int, field: str = "VmRSS") -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no {field} for pid {pid}")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def intake(concurrent: int, rounds: int, side: int) -> bool:
+    """The intake figures against a `faceanchor serve` subprocess; True when every target is met."""
+    from faceanchor.config import Settings
+    from faceanchor.store.db import Database
+    from faceanchor.store.jobs import JobStore
+    from faceanchor.store.keys import KeyStore
+
+    buf = io.BytesIO()
+    Image.effect_noise((side, side), 60).convert("RGB").save(buf, "PNG")
+    png = buf.getvalue()
+    b64 = base64.b64encode(png).decode()
+    home = tempfile.mkdtemp(prefix="faceanchor-bench-")
+    db = Database.from_settings(Settings(home=home))
+    key, _ = KeyStore(db).create("bench")
+    headers = {"x-api-key": key}
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = dict(os.environ, FACEANCHOR_HOME=home, FACEANCHOR_RATE_LIMIT_PER_MINUTE="0", FACEANCHOR_MAX_QUEUE_SIZE="1000000",
+               PYTHONPATH=str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.Popen([sys.executable, "-m", "faceanchor", "serve", "--port", str(port), "--engine",
+                             f"{ROOT / 'tests' / 'service' / 'tiny_engine.py'}:factory", "--log-level", "warning"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    body = {"face_image": b64, "num_inference_steps": 1}
+    body_bytes = len(json_dumps(body))
+    try:
+        deadline = time.time() + 120
+        while True:
+            assert proc.poll() is None, "faceanchor serve exited"
+            try:
+                if httpx.get(url + "/health", timeout=2).json()["status"] in ("ready", "busy"):
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.time() < deadline, "faceanchor serve never became ready"
+            time.sleep(0.1)
+        with httpx.Client(base_url=url, headers=headers, timeout=60) as c:  # warm every path once
+            for i in range(5):
+                assert c.post("/queue/instantid", json={**body, "seed": i}).status_code == 200
+
+        async def health_probe(client, stop: asyncio.Event, out: list[float]) -> None:
+            while not stop.is_set():
+                t0 = time.perf_counter()
+                r = await client.get("/health")
+                assert r.status_code == 200
+                out.append(time.perf_counter() - t0)
+                await asyncio.sleep(0.01)
+
+        async def one_round(r: int):
+            limits = httpx.Limits(max_connections=concurrent + 4, max_keepalive_connections=concurrent + 4)
+            async with httpx.AsyncClient(base_url=url, headers=headers, timeout=120, limits=limits) as client, \
+                    httpx.AsyncClient(base_url=url, timeout=30) as hclient:
+                idle: list[float] = []
+                for _ in range(40):  # the baseline: /health with nothing else going on
+                    t0 = time.perf_counter()
+                    await hclient.get("/health")
+                    idle.append(time.perf_counter() - t0)
+                    await asyncio.sleep(0.005)
+                await asyncio.sleep(0.5)
+                rss0 = _rss_kb(proc.pid)
+                peak = [rss0]
+                sampling = threading.Event()
+
+                def sample() -> None:
+                    while not sampling.is_set():
+                        peak[0] = max(peak[0], _rss_kb(proc.pid))
+                        time.sleep(0.002)
+
+                sampler = threading.Thread(target=sample, daemon=True)
+                sampler.start()
+                stop = asyncio.Event()
+                busy: list[float] = []
+                prober = asyncio.create_task(health_probe(hclient, stop, busy))
+
+                async def submit(i: int):
+                    t0 = time.perf_counter()
+                    resp = await client.post("/queue/instantid", json={**body, "seed": r * 100_000 + i})
+                    return resp.status_code, resp.json().get("request_id"), time.perf_counter() - t0
+
+                t0 = time.perf_counter()
+                out = await asyncio.gather(*(submit(i) for i in range(concurrent)))
+                wall = time.perf_counter() - t0
+                stop.set()
+                await prober
+                sampling.set()
+                sampler.join()
+                return idle, busy, out, wall, (peak[0] - rss0) * 1024
+
+        idle_all, busy_all, lat_all, rates, growths, ids, lost = [], [], [], [], [], [], 0
+        for r in range(rounds):
+            idle, busy, out, wall, growth = asyncio.run(one_round(r))
+            idle_all += idle
+            busy_all += busy
+            lat_all += [o[2] for o in out]
+            lost += sum(o[0] != 200 for o in out)
+            ids += [o[1] for o in out if o[0] == 200]
+            rates.append(concurrent / wall)
+            growths.append(growth)
+            print(f"  round {r + 1}: {concurrent} submits in {wall:.2f} s ({concurrent / wall:.0f}/s), p50 {pct([o[2] for o in out], 50) * 1e3:.0f} ms,"
+                  f" p99 {pct([o[2] for o in out], 99) * 1e3:.0f} ms, /health p99 {pct(busy, 99) * 1e3:.0f} ms (idle {pct(idle, 99) * 1e3:.1f} ms),"
+                  f" RSS +{growth / 2**20:.1f} MiB")
+        stored = {j for j in ids if JobStore(db).get(j) is not None}
+        lost += len(ids) - len(set(ids)) + len(set(ids)) - len(stored)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    p50, p99 = pct(lat_all, 50), pct(lat_all, 99)
+    rate = statistics.median(rates)
+    h99, i99 = pct(busy_all, 99), pct(idle_all, 99)
+    per_inflight = max(growths) / concurrent
+    print(f"intake: {rounds} rounds x {concurrent} concurrent submits of a {len(png) / 1024:.0f} KiB PNG "
+          f"(JSON body {body_bytes / 1024:.0f} KiB), faceanchor serve in its own process, {os.cpu_count()} CPUs")
+    checks = [
+        ("submit p50", f"{p50 * 1e3:.1f} ms", "<= 50 ms", p50 <= 0.050),
+        ("submit p99", f"{p99 * 1e3:.1f} ms", "<= 300 ms", p99 <= 0.300),
+        ("submits/s (median round)", f"{rate:.0f}", ">= 300", rate >= 300),
+        ("lost submits", f"{lost}", "0", lost == 0),
+        ("/health p99 in the burst", f"{h99 * 1e3:.1f} ms ({h99 / i99:.1f}x idle {i99 * 1e3:.1f} ms)", "<= 50 ms", h99 <= 0.050),
+        ("peak RSS growth / in-flight submit", f"{per_inflight / 1024:.0f} KiB ({per_inflight / body_bytes:.2f}x body)",
+         "<= 2x body", per_inflight <= 2 * body_bytes),
+    ]
+    for name, value, target, ok in checks:
+        print(f"  {name:36} {value:34} target {target:10} {'met' if ok else 'NOT MET'}")
+    return all(c[3] for c in checks)
+
+
+def json_dumps(value) -> bytes:  # noqa: ANN001
+    import json
+
+    return json.dumps(value).encode()
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--jobs", type=int, default=30)
     ap.add_argument("--concurrent", type=int, default=200)
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved intake rounds (idle /health, then a burst)")
+    ap.add_argument("--side", type=int, default=256, help="side in pixels of the intake's (noise, so large) PNG")
+    ap.add_argument("--intake-only", action="store_true")
     args = ap.parse_args(argv)
 
     sys.path.insert(0, str(ROOT / "src"))
+    if args.intake_only:
+        intake(args.concurrent, args.rounds, args.side)
+        return
     from faceanchor.api.app import create_app
     from faceanchor.config import Settings
     from faceanchor.service.runtime import Service
@@ -156,6 +322,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{args.concurrent} concurrent submissions over loopback: {ok} accepted, {unique} distinct ids, wall {wall:.2f} s "
           f"({args.concurrent / wall:.0f} submissions/s)")
     print(f"  submit latency p50 {pct(lat, 50) * 1e3:.1f} ms   p99 {pct(lat, 99) * 1e3:.1f} ms   p99/p50 {pct(lat, 99) / pct(lat, 50):.1f}x")
+    intake(args.concurrent, args.rounds, args.side)
 
 
 if __name__ == "__main__":

@@ -130,3 +130,36 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+# ---------------------------------------------------------------------- the database backends
+
+def _pg_cluster_module():
+    spec = importlib.util.spec_from_file_location("faceanchor_tests_pg_cluster", Path(__file__).parent / "pg_cluster.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="session")
+def pg_cluster():
+    """A throwaway PostgreSQL cluster for the session (tests/pg_cluster.py). Skips only when no
+    PostgreSQL binaries are installed and ``FACEANCHOR_REQUIRE_PG`` is unset."""
+    import os
+
+    cluster = _pg_cluster_module().start_cluster()
+    if cluster is None:
+        if os.environ.get("FACEANCHOR_REQUIRE_PG"):
+            pytest.fail("FACEANCHOR_REQUIRE_PG is set but no PostgreSQL (initdb, pg_ctl) is installed: apt-get install postgresql")
+        pytest.skip("PostgreSQL is not installed (no initdb/pg_ctl on PATH or in /usr/lib/postgresql/*/bin)")
+    yield cluster
+    cluster.destroy()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request, tmp_path):
+    """The URL of an empty database on each backend: a SQLite file in tmp_path, a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        (tmp_path / "db").mkdir(exist_ok=True)
+        return f"sqlite:///{tmp_path}/db/faceanchor.db"
+    return request.getfixturevalue("pg_cluster").create_database()

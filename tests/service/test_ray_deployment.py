@@ -1,4 +1,5 @@
-"""The HTTP API on a real local Ray Serve (two CPU replicas, the tiny engine, SQLite in tmp_path).
+"""The HTTP API on a real local Ray Serve (two CPU replicas, the tiny engine) sharing one database:
+a SQLite file in tmp_path, and one PostgreSQL database (the multi-node set-up).
 
 Everything listens on loopback. Each replica builds the app itself from the pickled
 ``functools.partial(ray_app, settings, "…/tiny_engine.py:factory")`` that ``faceanchor serve --ray``
@@ -70,13 +71,13 @@ def test_build_application_rejects_bad_arguments():
 
 @pytest.mark.timeout(240)
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # Ray's own pydantic-v1-style fields
-def test_api_on_ray_serve_runs_queued_and_sync_jobs(tmp_path):
+def test_api_on_ray_serve_runs_queued_and_sync_jobs(tmp_path, db_url):
     import ray
     from ray import serve
 
-    settings = Settings(home=tmp_path / "home", rate_limit_per_minute=0, job_lease_seconds=10)
+    settings = Settings(home=tmp_path / "home", rate_limit_per_minute=0, job_lease_seconds=10, database_url=db_url)
     run_log = tmp_path / "runs.log"
-    # The API key lives in the shared database; the replica opens the same SQLite file.
+    # The API key lives in the shared database; both replicas open the same one.
     db = Database.from_settings(settings)
     key, _ = KeyStore(db).create("ray")
     db.dispose()

@@ -1,5 +1,6 @@
 """Workers and the durable queue: leases, recovery after a dead worker, exactly-once results,
-cancel through the database flag, deadlines, poison jobs, restart, webhooks."""
+cancel through the database flag, deadlines, poison jobs, restart, webhooks — on SQLite and on
+PostgreSQL (``db_url``)."""
 
 import io
 import json
@@ -29,8 +30,9 @@ def face() -> bytes:
 
 
 @pytest.fixture
-def settings(tmp_path):
-    return Settings(home=tmp_path, job_lease_seconds=0.4, webhook_backoff_seconds=0.01, allow_private_urls=True)
+def settings(tmp_path, db_url):
+    return Settings(home=tmp_path, job_lease_seconds=0.4, webhook_backoff_seconds=0.01, allow_private_urls=True,
+                    database_url=db_url)
 
 
 def wait_for(pred, timeout=10.0):
@@ -62,11 +64,11 @@ def test_dead_workers_job_is_leased_again_and_finishes_once(settings):
         svc.stop()
 
 
-def test_stalled_worker_loses_lease_and_its_result_is_discarded(tmp_path):
-    db = Database(f"sqlite:///{tmp_path}/q.db")
+def test_stalled_worker_loses_lease_and_its_result_is_discarded(tmp_path, db_url):
+    db = Database(db_url)
     db.create_all()
     jobs, files = JobStore(db), FileStore(tmp_path / "files")
-    svc_settings = Settings(home=tmp_path)
+    svc_settings = Settings(home=tmp_path, database_url=db_url)
     svc = Service(svc_settings, engine=TinyEngine(), database=db, files=files)
     job, _ = svc.submit("instantid", {"face_image": face(), "num_inference_steps": 40, "seed": 1})
     slow = TinyEngine(step_delay=0.05)
@@ -103,8 +105,8 @@ def test_cancel_mid_run_through_the_database_flag(settings):
         svc.stop()
 
 
-def test_poison_job_fails_after_max_attempts(tmp_path):
-    db = Database(f"sqlite:///{tmp_path}/q.db")
+def test_poison_job_fails_after_max_attempts(db_url):
+    db = Database(db_url)
     db.create_all()
     jobs = JobStore(db)
     job, _ = jobs.submit("instantid", {"request": {}})
@@ -173,8 +175,8 @@ def test_webhook_signed_retried_on_503_then_delivered(settings):
             svc.stop()
 
 
-def test_webhook_not_retried_on_4xx_and_retried_on_network_errors(tmp_path):
-    db = Database(f"sqlite:///{tmp_path}/q.db")
+def test_webhook_not_retried_on_4xx_and_retried_on_network_errors(db_url):
+    db = Database(db_url)
     db.create_all()
     jobs = JobStore(db)
     with LocalServer() as server:

@@ -1,4 +1,5 @@
-"""The character tables and their files: round trips, history, deletion that removes files."""
+"""The character tables and their files: round trips, history, deletion that removes files
+(on SQLite and PostgreSQL)."""
 
 import numpy as np
 import pytest
@@ -9,8 +10,8 @@ from faceanchor.store.files import FileStore
 
 
 @pytest.fixture
-def store(tmp_path):
-    db = Database(f"sqlite:///{tmp_path / 'db.sqlite'}")
+def store(tmp_path, db_url):
+    db = Database(db_url)
     db.create_all()
     yield CharacterStore(db, FileStore(tmp_path / "files"))
     db.dispose()

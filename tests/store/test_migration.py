@@ -1,4 +1,5 @@
-"""A database made before tenancy (no owner/admin/tenant/quota columns) is migrated additively on open."""
+"""A database made before tenancy (no owner/admin/tenant/quota columns) is migrated additively on
+open, on SQLite and on PostgreSQL."""
 
 import time
 
@@ -39,8 +40,8 @@ def _old_schema(url):
     return key
 
 
-def test_old_database_gains_the_new_columns_and_old_rows_stay_valid(tmp_path):
-    url = f"sqlite:///{tmp_path / 'old.db'}"
+def test_old_database_gains_the_new_columns_and_old_rows_stay_valid(tmp_path, db_url):
+    url = db_url
     key = _old_schema(url)
     db = Database(url)
     db.create_all()
@@ -66,8 +67,8 @@ def test_old_database_gains_the_new_columns_and_old_rows_stay_valid(tmp_path):
     db.dispose()
 
 
-def test_old_jobs_without_owner_stay_visible_to_their_key(tmp_path):
-    db = Database(f"sqlite:///{tmp_path / 'db.sqlite'}")
+def test_old_jobs_without_owner_stay_visible_to_their_key(db_url):
+    db = Database(db_url)
     db.create_all()
     _, k = KeyStore(db).create("k")
     _, other = KeyStore(db).create("other")

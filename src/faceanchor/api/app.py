@@ -14,6 +14,7 @@ from typing import AsyncIterator, Sequence
 from fastapi import FastAPI
 from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.datastructures import MutableHeaders
 
 from faceanchor.api import characters, files, generate, methods, queue, system
 from faceanchor.api import studio
@@ -86,10 +87,28 @@ def create_app(
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
 
-    @app.middleware("http")
-    async def _nosniff(request, call_next):  # noqa: ANN001, ANN202 - every response, the web page's too
-        response = await call_next(request)
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        return response
-
+    app.add_middleware(NoSniffMiddleware)  # outermost
     return app
+
+
+class NoSniffMiddleware:
+    """``X-Content-Type-Options: nosniff`` on every response, the web page's too. Plain ASGI, not
+    ``@app.middleware("http")``: Starlette's BaseHTTPMiddleware hides a client's disconnect from
+    the endpoint, and sync requests cancel their job when the client goes (api/generate.py)."""
+
+    def __init__(self, app):  # noqa: ANN001
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:  # noqa: ANN001
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_nosniff(message) -> None:  # noqa: ANN001
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                if "x-content-type-options" not in headers:
+                    headers["X-Content-Type-Options"] = "nosniff"
+            await send(message)
+
+        await self.app(scope, receive, send_nosniff)

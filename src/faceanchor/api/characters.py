@@ -261,15 +261,17 @@ def _prepare(op: str, body: CharacterBody, request: Request, settings, key=None)
 
 async def _sync(op: str, body: CharacterBody, request: Request, service: Service, settings, key, idem: str | None,  # noqa: ANN001
                 timeout: float | None = None) -> JSONResponse:
-    from faceanchor.api.generate import wait_finished
+    from faceanchor.api.generate import CLIENT_GONE, wait_or_cancel
 
     service.check_available(need_ready=True)
     job_req = await run_in_threadpool(_prepare, op, body, request, settings, key)
     base = base_url(request)
-    job, _ = await run_in_threadpool(lambda: service.submit(f"character/{op}", job_req, key=key, idempotency_key=idem,
-                                                            start_timeout=settings.sync_timeout_seconds, base_url=base,
-                                                            timeout=timeout))
-    job = await wait_finished(service, job.id)
+    job, created = await run_in_threadpool(lambda: service.submit(f"character/{op}", job_req, key=key, idempotency_key=idem,
+                                                                  start_timeout=settings.sync_timeout_seconds, base_url=base,
+                                                                  timeout=timeout))
+    job = await wait_or_cancel(service, job.id, created, request)
+    if job is None:  # the client disconnected: its job was cancelled
+        return JSONResponse({}, status_code=CLIENT_GONE)
     if job.status != JobStatus.COMPLETED:
         raise_job_error(job)
     return JSONResponse(result_body(job, base, service.signer), headers={"X-Request-Id": job.id})

@@ -108,5 +108,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(_req: Request, exc: Exception) -> JSONResponse:
+        from faceanchor.store.db import is_transient
+
+        if is_transient(exc):  # the database dropped the connection or is restarting: retry shortly
+            log.warning("database unavailable: %s", type(exc).__name__)
+            return error_response(503, "unavailable", "the database is unavailable; retry shortly", {"Retry-After": "2"})
         log.exception("unexpected error", exc_info=exc)
         return error_response(500, "internal_error", "the server failed to handle this request")

@@ -129,15 +129,17 @@ RequestTimeout = Annotated[float | None, Header(alias="X-Fal-Request-Timeout", g
 def _variant(lcm: bool):  # noqa: ANN202
     async def run(body: FalInstantIdInput, request: Request, service: ServiceDep, settings: SettingsDep, key: SubmittingKey,
                   idempotency_key: IdempotencyKey = None, request_timeout: RequestTimeout = None) -> JSONResponse:
-        from faceanchor.api.generate import wait_finished
+        from faceanchor.api.generate import CLIENT_GONE, wait_or_cancel
 
         service.check_available(need_ready=True)
         prepared = await run_in_threadpool(prepare_request, APP, to_common(body, lcm), settings)
         base = base_url(request)
-        job, _ = await run_in_threadpool(lambda: service.submit(APP, prepared, key=key, idempotency_key=idempotency_key,
-                                                                start_timeout=settings.sync_timeout_seconds, base_url=base,
-                                                                timeout=request_timeout))
-        job = await wait_finished(service, job.id)
+        job, created = await run_in_threadpool(lambda: service.submit(APP, prepared, key=key, idempotency_key=idempotency_key,
+                                                                      start_timeout=settings.sync_timeout_seconds, base_url=base,
+                                                                      timeout=request_timeout))
+        job = await wait_or_cancel(service, job.id, created, request)
+        if job is None:  # the client disconnected: its job was cancelled
+            return JSONResponse({}, status_code=CLIENT_GONE)
         if job.status != JobStatus.COMPLETED:
             raise_job_error(job)
         return JSONResponse(fal_output(result_body(job, base, service.signer)), headers={"X-Request-Id": job.id})

@@ -5,6 +5,12 @@ The request runs through the same durable queue as queued jobs (one worker per d
 the GPU to one job at a time); the connection waits for it. ``base64: false`` answers with the
 image bytes (several samples: a JSON list of image links), ``true`` with JSON carrying base64
 images, seeds and identity scores.
+
+**Client gone = job cancelled.** While it waits, a sync request watches its connection; if the
+client disconnects before the result, the job it submitted is cancelled (queued: at once;
+running: between denoising steps, as ``POST …/cancel`` would) and nothing is sent. A sync
+request that reused another request's job (same ``Idempotency-Key``) leaves that job alone, and
+queued jobs (``/queue/…``) run to the end whether or not anyone is connected.
 """
 
 from __future__ import annotations
@@ -42,7 +48,12 @@ SYNC_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-async def wait_finished(service: Service, job_id: str) -> JobView:
+class ClientGone(Exception):
+    """The client of a sync request disconnected before its job finished."""
+
+
+async def wait_finished(service: Service, job_id: str, request: Request | None = None) -> JobView:
+    """The job once finished. With ``request``: :class:`ClientGone` as soon as its client disconnects."""
     delay = 0.01
     while True:
         job = await run_in_threadpool(service.get, job_id)
@@ -50,8 +61,25 @@ async def wait_finished(service: Service, job_id: str) -> JobView:
             raise RuntimeError(f"job {job_id} vanished")
         if job.status.finished:
             return job
+        if request is not None and await request.is_disconnected():
+            raise ClientGone(job_id)
         await asyncio.sleep(delay)
         delay = min(0.2, delay * 1.5)
+
+
+async def wait_or_cancel(service: Service, job_id: str, created: bool, request: Request) -> JobView | None:
+    """A sync request's wait: the finished job, or ``None`` when the client disconnected first
+    (then the job is cancelled if this request created it)."""
+    try:
+        return await wait_finished(service, job_id, request)
+    except ClientGone:
+        if created:  # our own job, run for nobody now (another request's job keeps running)
+            await run_in_threadpool(service.cancel, job_id)
+        return None
+
+
+#: What a sync request answers a client that has gone (nginx's "client closed request"; nobody reads it).
+CLIENT_GONE = 499
 
 
 async def _run_sync(app: str, body: GenerateBody, request: Request, service: Service, settings, key, idem: str | None,  # noqa: ANN001
@@ -63,7 +91,10 @@ async def _run_sync(app: str, body: GenerateBody, request: Request, service: Ser
         lambda: service.submit(app, prepared, key=key, idempotency_key=idem,
                                start_timeout=settings.sync_timeout_seconds, base_url=base, timeout=timeout)
     )
-    job = await wait_finished(service, job.id)
+    finished = await wait_or_cancel(service, job.id, _created, request)
+    if finished is None:
+        return Response(status_code=CLIENT_GONE)
+    job = finished
     if job.status != JobStatus.COMPLETED:
         raise_job_error(job)
     result = result_body(job, base, service.signer)

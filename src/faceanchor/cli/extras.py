@@ -30,6 +30,7 @@ MODULE_EXTRAS: dict[str, str] = {
     "prometheus_client": "serve",
     "fastapi_offline": "serve",
     "ray": "ray",
+    "psycopg": "postgres",
 }
 
 #: Distribution names whose import name differs from the normalised distribution name.

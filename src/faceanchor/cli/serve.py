@@ -92,6 +92,7 @@ def register(app: typer.Typer) -> None:
         import uvicorn
 
         from faceanchor.api.app import create_app
+        from faceanchor.store.db import display_url
 
         settings = ctx.obj
         if workers is not None:
@@ -108,7 +109,7 @@ def register(app: typer.Typer) -> None:
             if spec:
                 load_factory(spec)  # a bad spec fails here, in one line, not in every replica
             typer.echo(f"faceanchor: serving on Ray Serve at http://{host}:{port} ({replicas} replica(s), "
-                       f"{gpus_per_replica:g} GPU each; database {settings.resolved_database_url()})", err=True)
+                       f"{gpus_per_replica:g} GPU each; database {display_url(settings.resolved_database_url())})", err=True)
             run_on_ray(functools.partial(ray_app, settings, spec), num_replicas=replicas, num_gpus=gpus_per_replica,
                        host=host, port=port, address=ray_address, blocking=True)
             return
@@ -121,5 +122,5 @@ def register(app: typer.Typer) -> None:
             application = create_app(settings, engine_factory=factory)
         except FaceAnchorError:
             raise
-        typer.echo(f"faceanchor: serving on http://{host}:{port} (database {settings.resolved_database_url()})", err=True)
+        typer.echo(f"faceanchor: serving on http://{host}:{port} (database {display_url(settings.resolved_database_url())})", err=True)
         uvicorn.run(application, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=10)

@@ -23,6 +23,7 @@ from faceanchor import cancel as cancellation
 from faceanchor.errors import Cancelled, FaceAnchorError, InvalidInputError
 from faceanchor.service.results import store_result
 from faceanchor.service.supervisor import WorkerRecycled
+from faceanchor.store.db import is_transient
 from faceanchor.store.files import FileStore
 from faceanchor.store.jobs import JobStore, JobView, error_dict
 from faceanchor.types import (
@@ -86,6 +87,14 @@ def job_limit(default: float | None, requested: Any) -> float | None:
     if req is not None and req > 0:
         return min(req, default) if default is not None else req
     return default
+
+
+def _log_db_error(what: str, error: Exception) -> None:
+    """One line for a database that is away for a moment (it is retried); a traceback otherwise."""
+    if is_transient(error):
+        log.warning("%s: database unavailable (%s)", what, type(error).__name__)
+    else:
+        log.error("%s", what, exc_info=error)
 
 
 @dataclass
@@ -166,8 +175,8 @@ class Worker(threading.Thread):
         while not self._stop_event.is_set():
             try:
                 job = self.run_once()
-            except Exception:  # the database hiccuped; keep the worker alive
-                log.exception("worker %s: claim failed", self.worker_name)
+            except Exception as e:  # the database hiccuped; keep the worker alive
+                _log_db_error(f"worker {self.worker_name}: claim failed", e)
                 job = None
                 self._stop_event.wait(self.poll_interval)
             if job is None:
@@ -190,79 +199,103 @@ class Worker(threading.Thread):
         beat = threading.Thread(target=self._heartbeat, args=(run,), name=f"{self.name}-heartbeat", daemon=True)
         beat.start()
         outcome: str | None = None
+        try:
+            outcome = self._run_and_record(run)
+        except Exception:
+            # Only the database can get here (the engine's errors are the job's outcome): it stayed
+            # unreachable past the retries. The job keeps its lease, which runs out; then this or
+            # another worker runs it again, and the conditional writes keep its outcome single.
+            log.exception("job %s: the outcome could not be recorded; the job will run again", job.id)
+        finally:
+            run.done.set()
+            beat.join(timeout=5)
+            self.current = None
+        if outcome and self.on_finished is not None:
+            try:
+                view = self.jobs.db.retrying(lambda: self.jobs.get(job.id))
+            except Exception:
+                log.exception("job %s: could not read the finished job", job.id)
+                view = None
+            if view is not None:
+                try:
+                    self.on_finished(view)
+                except Exception:
+                    log.exception("on_finished hook failed for job %s", job.id)
+
+    def _run_and_record(self, run: _Run) -> str | None:
+        """Run the job on the engine, then record its one outcome; return it (``None``: another
+        run owns the job, or it went back to the queue). Engine errors become the job's outcome;
+        database errors while recording are retried (see :meth:`Database.retrying`) and never
+        turn a finished run into a failure."""
+        job = run.job
         t0 = time.time()
         run.limit = job_limit(self.job_timeout, job.request.get("timeout"))
         if run.limit is not None:
             run.deadline = time.monotonic() + run.limit
+        payload: dict[str, Any] | None = None
+        error: dict[str, Any] | None = None
+        cancelled = False
+        recycled: WorkerRecycled | None = None
         try:
             request = resolve_inputs(job.request.get("request", {}), self.files)
             self._log(run, f"started on {self.worker_name} (attempt {job.attempts})")
             with cancellation.scope(lambda: self._cancelled(run)):  # every stage, down to model layers, checks it
                 result = self.runners[job.app](self.engine, request, lambda ev: self._progress(run, ev), lambda: self._cancelled(run))
                 if run.lost:
-                    return
+                    return None
                 payload = store_result(result, self.files, str(request.get("output_format", "png")))
+        except Cancelled:
+            cancelled = True
+        except WorkerRecycled as e:  # stuck past its cancel/limit (or its process died): retried once, else failed
+            recycled = e
+        except FaceAnchorError as e:
+            error = error_dict(e.type, str(e), e.http_status)
+        except Exception as e:
+            log.exception("job %s failed inside the engine", job.id)
+            error = error_dict("internal_error", f"generation failed with an internal error ({type(e).__name__})", 500)
+        db = self.jobs.db
+        if recycled is not None:
+            self._log(run, str(recycled))
+        self._flush_final(run)
+        run.finishing = True
+        if run.lost:
+            return None
+        if payload is not None:
             if self.owners is not None:
-                self.owners.add("outputs", [img["file_id"] for img in payload["images"]], job.owner or f"key:{job.key_id}")
+                ids = [img["file_id"] for img in payload["images"]]
+                db.retrying(lambda: self.owners.add("outputs", ids, job.owner or f"key:{job.key_id}"))
             payload["timings"].update({
                 "queue": round((job.started_at or t0) - job.created_at, 4),
                 "inference": round(time.time() - t0, 4),
             })
-            self._flush(run)
-            run.finishing = True
-            if self.jobs.complete(job.id, run.owner, payload):
-                outcome = "completed"
-        except Cancelled:
-            self._flush(run)
-            run.finishing = True
-            if run.lost:
-                return
+            return "completed" if self.jobs.complete(job.id, run.owner, payload) else None
+        if recycled is not None:
+            if run.cancel.is_set():
+                return "cancelled" if self.jobs.finish_cancelled(job.id, run.owner) else None
+            if job.attempts < 2 and self.jobs.requeue(job.id, run.owner):
+                self.wakeup.set()
+                return None
+            error = error_dict("timeout" if run.timed_out else recycled.type, str(recycled),
+                               504 if run.timed_out else recycled.http_status)
+            return "failed" if self.jobs.fail(job.id, run.owner, error) else None
+        if cancelled:
             if run.timed_out and not run.cancel.is_set():
                 err = error_dict("timeout", f"the job ran past its time limit of {run.limit:g} s and was stopped", 504)
-                if self.jobs.fail(job.id, run.owner, err):
-                    outcome = "failed"
-            elif self._stop_event.is_set() and not run.cancel.is_set():
+                return "failed" if self.jobs.fail(job.id, run.owner, err) else None
+            if self._stop_event.is_set() and not run.cancel.is_set():
                 self.jobs.release(job.id, run.owner)  # shutting down: hand the job back
-            elif self.jobs.finish_cancelled(job.id, run.owner):
-                outcome = "cancelled"
-        except WorkerRecycled as e:  # stuck past its cancel/limit (or its process died): retried once, else failed
-            self._flush(run)
-            run.finishing = True
-            if run.lost:
-                return
-            self._log(run, str(e))
-            if run.cancel.is_set():
-                if self.jobs.finish_cancelled(job.id, run.owner):
-                    outcome = "cancelled"
-            elif job.attempts < 2 and self.jobs.requeue(job.id, run.owner):
-                self.wakeup.set()
-            else:
-                err = error_dict("timeout" if run.timed_out else e.type, str(e), 504 if run.timed_out else e.http_status)
-                if self.jobs.fail(job.id, run.owner, err):
-                    outcome = "failed"
-        except FaceAnchorError as e:
-            self._flush(run)
-            run.finishing = True
-            if not run.lost and self.jobs.fail(job.id, run.owner, error_dict(e.type, str(e), e.http_status)):
-                outcome = "failed"
-        except Exception as e:
-            log.exception("job %s failed inside the engine", job.id)
-            self._flush(run)
-            run.finishing = True
-            err = error_dict("internal_error", f"generation failed with an internal error ({type(e).__name__})", 500)
-            if not run.lost and self.jobs.fail(job.id, run.owner, err):
-                outcome = "failed"
-        finally:
-            run.done.set()
-            beat.join(timeout=5)
-            self.current = None
-        if outcome and self.on_finished is not None:
-            view = self.jobs.get(job.id)
-            if view is not None:
-                try:
-                    self.on_finished(view)
-                except Exception:
-                    log.exception("on_finished hook failed for job %s", job.id)
+                return None
+            return "cancelled" if self.jobs.finish_cancelled(job.id, run.owner) else None
+        assert error is not None
+        return "failed" if self.jobs.fail(job.id, run.owner, error) else None
+
+    def _flush_final(self, run: _Run) -> None:
+        """The last progress/log flush before the outcome, retried through a dropped connection
+        for a few seconds; if the database stays away the outcome is still attempted."""
+        try:
+            self.jobs.db.retrying(lambda: self._flush(run), seconds=min(5.0, self.lease_seconds))
+        except Exception:
+            log.warning("job %s: last progress flush failed; recording the outcome anyway", run.job.id)
 
     # ------------------------------------------------------------------ per-run callbacks
 
@@ -292,8 +325,8 @@ class Worker(threading.Thread):
                 if self.jobs.is_cancel_requested(run.job.id):
                     run.cancel.set()
                     return True
-            except Exception:
-                log.exception("cancel poll failed")
+            except Exception as e:
+                _log_db_error("cancel poll failed", e)
         return False
 
     def _flush(self, run: _Run) -> bool:
@@ -301,7 +334,14 @@ class Worker(threading.Thread):
             progress = run.progress if run.progress_dirty else None
             logs, run.logs = run.logs, []
             run.progress_dirty = False
-        owned, cancel = self.jobs.heartbeat(run.job.id, run.owner, self.lease_seconds, progress=progress, logs=logs)
+        try:
+            owned, cancel = self.jobs.heartbeat(run.job.id, run.owner, self.lease_seconds, progress=progress, logs=logs)
+        except Exception:
+            with run.lock:  # keep what was not written for the next heartbeat
+                run.logs[:0] = logs
+                if progress is not None and not run.progress_dirty:
+                    run.progress, run.progress_dirty = progress, True
+            raise
         if not owned and not run.finishing:
             run.lost = True
         if cancel:
@@ -351,5 +391,5 @@ class Worker(threading.Thread):
                 if not self._flush(run) and not run.finishing:
                     log.warning("job %s: lease lost; abandoning this run", run.job.id)
                     return
-            except Exception:
-                log.exception("heartbeat failed for job %s", run.job.id)
+            except Exception as e:
+                _log_db_error(f"heartbeat failed for job {run.job.id}", e)

@@ -177,11 +177,7 @@ class CharacterStore:
         self.db = db
         self.files = files
         self.clock = clock
-        tables = [CharacterRow.__table__, IdentityRow.__table__, GenerationRow.__table__]
-        Base.metadata.create_all(db.write_engine, tables=tables)
-        from faceanchor.store.db import add_missing_columns
-
-        add_missing_columns(db.write_engine, Base.metadata, tables)
+        db.migrate([CharacterRow.__table__, IdentityRow.__table__, GenerationRow.__table__])
 
     # ------------------------------------------------------------------ files
     def put_file(self, data: bytes) -> str:

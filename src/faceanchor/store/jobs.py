@@ -4,8 +4,13 @@ A job moves IN_QUEUE → IN_PROGRESS → COMPLETED | FAILED | CANCELLED. A worke
 taking a lease (``lease_owner`` + ``lease_expires_at``) and keeps it alive with heartbeats; a job
 whose lease expired (its worker died) is claimed again. Every terminal write is conditional on
 the writer still owning the lease and the job still being IN_PROGRESS, so however many workers
-ran a job, clients see exactly one outcome. All changes run in ``BEGIN IMMEDIATE``
-transactions (see :mod:`faceanchor.store.db`).
+ran a job, clients see exactly one outcome.
+
+On SQLite all changes run in ``BEGIN IMMEDIATE`` transactions (one writer at a time, see
+:mod:`faceanchor.store.db`). On PostgreSQL workers claim in parallel: the claim selects the
+oldest runnable job ``FOR UPDATE SKIP LOCKED`` (a row another worker is claiming is skipped, not
+waited for), and a client's cancel locks the row it changes. Terminal writes are retried
+through a dropped connection and are safe to repeat.
 """
 
 from __future__ import annotations
@@ -246,19 +251,25 @@ class JobStore:
     def claim(self, owner: str, lease_seconds: float, *, max_attempts: int = 3, apps: Iterable[str] | None = None) -> JobView | None:
         """Lease the oldest runnable job (queued, or in progress with an expired lease)."""
         apps = list(apps) if apps is not None else None
+        locking = not self.db.is_sqlite  # SQLite: BEGIN IMMEDIATE already makes this writer the only one
         while True:
             now = self.clock()
             with self.db.write() as s:
+                late = and_(Job.status == Q, Job.start_deadline.is_not(None), Job.start_deadline < now)
+                if locking:  # only rows nobody else holds, so concurrent claims never wait on each other
+                    late = Job.id.in_(select(Job.id).where(late).with_for_update(skip_locked=True).scalar_subquery())
                 s.execute(
-                    update(Job)
-                    .where(Job.status == Q, Job.start_deadline.is_not(None), Job.start_deadline < now)
-                    .values(status=F, error_json=json.dumps(DEADLINE_ERROR), finished_at=now)
+                    update(Job).where(late).values(status=F, error_json=json.dumps(DEADLINE_ERROR), finished_at=now)
+                    .execution_options(synchronize_session=False)
                 )
                 runnable = or_(Job.status == Q, and_(Job.status == P, Job.lease_expires_at < now))
                 stmt = select(Job).where(runnable)
                 if apps is not None:
                     stmt = stmt.where(Job.app.in_(apps))
-                row = s.scalar(stmt.order_by(Job.created_at, Job.id).limit(1))
+                stmt = stmt.order_by(Job.created_at, Job.id).limit(1)
+                if locking:
+                    stmt = stmt.with_for_update(skip_locked=True)
+                row = s.scalar(stmt)
                 if row is None:
                     return None
                 if row.status == P and row.cancel_requested:
@@ -313,14 +324,25 @@ class JobStore:
             return bool(s.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
 
     def _finish(self, job_id: str, owner: str, **values: Any) -> bool:
+        """The conditional terminal write, retried through a dropped connection. A repeat of a
+        write that landed (its reply was lost with the connection) finds the job already in the
+        state ``owner`` gave it, and answers ``True`` again."""
         now = self.clock()
-        with self.db.write() as s:
-            res = s.execute(
-                update(Job)
-                .where(Job.id == job_id, Job.lease_owner == owner, Job.status == P)
-                .values(finished_at=now, lease_expires_at=None, **values)
-            )
-            return res.rowcount == 1
+
+        def write() -> bool:
+            with self.db.write() as s:
+                res = s.execute(
+                    update(Job)
+                    .where(Job.id == job_id, Job.lease_owner == owner, Job.status == P)
+                    .values(finished_at=now, lease_expires_at=None, **values)
+                )
+                if res.rowcount == 1:
+                    return True
+                landed = s.scalar(select(func.count()).select_from(Job).where(
+                    Job.id == job_id, Job.lease_owner == owner, Job.status == values["status"], Job.finished_at == now))
+                return bool(landed)
+
+        return self.db.retrying(write)
 
     def complete(self, job_id: str, owner: str, result: dict[str, Any]) -> bool:
         """Record the result if ``owner`` still holds the job; ``False`` means another run won."""
@@ -334,13 +356,16 @@ class JobStore:
 
     def release(self, job_id: str, owner: str) -> bool:
         """Give a running job back to the queue (graceful shutdown); attempts are refunded."""
-        with self.db.write() as s:
-            res = s.execute(
-                update(Job)
-                .where(Job.id == job_id, Job.lease_owner == owner, Job.status == P)
-                .values(status=Q, lease_owner=None, lease_expires_at=None, attempts=Job.attempts - 1)
-            )
-            return res.rowcount == 1
+        def write() -> bool:
+            with self.db.write() as s:
+                res = s.execute(
+                    update(Job)
+                    .where(Job.id == job_id, Job.lease_owner == owner, Job.status == P)
+                    .values(status=Q, lease_owner=None, lease_expires_at=None, attempts=Job.attempts - 1)
+                )
+                return res.rowcount == 1
+
+        return self.db.retrying(write, seconds=5.0)
 
     def requeue(self, job_id: str, owner: str) -> bool:
         """Put a running job back in the queue for another attempt (its attempt stays counted)."""
@@ -363,7 +388,7 @@ class JobStore:
         """Cancel a queued job now, flag a running one; ``None`` if there is no such job."""
         now = self.clock()
         with self.db.write() as s:
-            row = s.get(Job, job_id)
+            row = s.get(Job, job_id, with_for_update=True)  # PostgreSQL: no claim slips in between
             if row is None:
                 return None
             if JobStatus(row.status).finished:
