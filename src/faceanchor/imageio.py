@@ -121,19 +121,7 @@ def load_image(source: ImageSource, limits: ImageLimits | None = None, name: str
         _check_pixels((source.shape[1], source.shape[0]), limits, label)
         return _to_rgb(Image.fromarray(source))
     data = read_source_bytes(source, limits, name)
-    try:
-        # Reading the header decodes no pixels; the size check happens before load().
-        with Image.open(io.BytesIO(data), formats=list(ALLOWED_FORMATS)) as probe:
-            fmt = probe.format
-            size = probe.size
-    except Image.DecompressionBombError:
-        raise ImageTooLargeError(f"{label}: image is over the limit of {limits.max_pixels} pixels") from None
-    except Exception:
-        kind = _sniff(data)
-        if kind and kind not in ALLOWED_FORMATS:
-            raise ImageInputError(f"{label}: {kind} images are not supported; use {_ALLOWED_TEXT}") from None
-        raise ImageInputError(f"{label}: not a readable image; use {_ALLOWED_TEXT}") from None
-    _check_pixels(size, limits, label)
+    fmt, _size = _header(data, limits, label)
     try:
         img = Image.open(io.BytesIO(data), formats=[fmt])
         img.load()
@@ -146,6 +134,60 @@ def load_image(source: ImageSource, limits: ImageLimits | None = None, name: str
     except Exception:
         pass  # a broken EXIF block is no reason to refuse the pixels
     return _to_rgb(img)
+
+
+def _header(data: bytes, limits: ImageLimits, label: str) -> tuple[str, tuple[int, int]]:
+    """Format and size from the header alone (no pixel decoded), both checked against the limits."""
+    try:
+        with Image.open(io.BytesIO(data), formats=list(ALLOWED_FORMATS)) as probe:
+            fmt = probe.format
+            size = probe.size
+    except Image.DecompressionBombError:
+        raise ImageTooLargeError(f"{label}: image is over the limit of {limits.max_pixels} pixels") from None
+    except Exception:
+        kind = _sniff(data)
+        if kind and kind not in ALLOWED_FORMATS:
+            raise ImageInputError(f"{label}: {kind} images are not supported; use {_ALLOWED_TEXT}") from None
+        raise ImageInputError(f"{label}: not a readable image; use {_ALLOWED_TEXT}") from None
+    _check_pixels(size, limits, label)
+    return fmt, size
+
+
+def probe_image(source: str | bytes | bytearray | Path, limits: ImageLimits | None = None,
+                name: str | None = None) -> tuple[str, tuple[int, int]]:
+    """The cheap check of an untrusted image, for intake: ``(format, (width, height))``.
+
+    Reads the bytes and the header (format, dimensions: the byte and pixel limits hold as in
+    :func:`load_image`) and checks that the file is whole — PNG: every chunk's CRC through
+    ``IEND``; JPEG: an end-of-image marker after the first scan; WEBP: the RIFF length — without
+    decoding a pixel. A file that passes can still be corrupt inside its compressed data; the
+    full decode (:func:`load_image`, in the worker) finds that."""
+    limits = limits or ImageLimits()
+    label = _describe(source, name)
+    data = read_source_bytes(source, limits, name)
+    fmt, size = _header(data, limits, label)
+    whole = True
+    if fmt == "PNG":
+        whole = _png_reaches_iend(data)
+    elif fmt == "JPEG":
+        scan = data.find(b"\xff\xda")
+        whole = scan >= 0 and data.rfind(b"\xff\xd9") > scan
+    elif fmt == "WEBP":
+        whole = len(data) >= 12 and int.from_bytes(data[4:8], "little") + 8 <= len(data)
+    if not whole:
+        raise ImageInputError(f"{label}: the {fmt} file is truncated or corrupt")
+    return fmt, size
+
+
+def _png_reaches_iend(data: bytes) -> bool:
+    """Whether the chunk lengths of a PNG lead, inside ``data``, to its ``IEND`` chunk."""
+    pos = 8  # the signature
+    while pos + 12 <= len(data):
+        length = int.from_bytes(data[pos:pos + 4], "big")
+        if data[pos + 4:pos + 8] == b"IEND":
+            return True
+        pos += 12 + length  # length, type, data, CRC
+    return False
 
 
 def _check_pixels(size: tuple[int, int], limits: ImageLimits, label: str) -> None:

@@ -20,6 +20,7 @@ from faceanchor.api import characters, files, generate, methods, queue, system
 from faceanchor.api import studio
 from faceanchor.api.errors import install_error_handlers
 from faceanchor.api.limits import BodyLimitMiddleware, TokenBucket
+from faceanchor.api.intake import lanes_for
 from faceanchor.api.metrics import Metrics, MetricsMiddleware
 from faceanchor.config import Settings
 from faceanchor.service.runtime import EngineFactory, Service
@@ -61,6 +62,7 @@ def create_app(
     app.state.service = service
     app.state.metrics = metrics
     app.state.rate_limiter = TokenBucket()
+    app.state.lanes = lanes_for(service.settings)  # bounded intake; /health on a thread of its own
     install_error_handlers(app)
     app.include_router(system.router)
     app.include_router(methods.router)

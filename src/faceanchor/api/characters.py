@@ -30,7 +30,7 @@ from faceanchor.api.inputs import decode_image_ref, resolve_images
 from faceanchor.api.jobs import JobTimeout, base_url, cancel_job, check_spaces, check_style, job_urls, raise_job_error, result_body, result_response, status_body
 from faceanchor.api.schemas import CancelOut, GenerateBody, ImageRef, JobStatusBody, QueueSubmitted
 from faceanchor.errors import InvalidInputError
-from faceanchor.imageio import ImageLimits, load_image
+from faceanchor.imageio import ImageLimits, probe_image
 from faceanchor.service.characters import CharacterService
 from faceanchor.service.runtime import Service
 from faceanchor.store.jobs import JobView
@@ -214,7 +214,7 @@ def character_file(character_id: CharacterId, file_id: Annotated[str, Path(max_l
 
 def _image_bytes(ref: str, field: str, settings) -> bytes:  # noqa: ANN001
     data = decode_image_ref(ref, field, settings)
-    load_image(data, ImageLimits.from_settings(settings), name=field)
+    probe_image(data, ImageLimits.from_settings(settings), name=field)  # header + structure; pixels in the worker
     return data
 
 

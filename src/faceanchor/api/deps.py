@@ -25,19 +25,19 @@ _authorization = APIKeyHeader(name="Authorization", auto_error=False, scheme_nam
                               description="`Key <api key>` or `Bearer <api key>`.")
 
 
-def get_service(request: Request) -> Service:
+async def get_service(request: Request) -> Service:
     return request.app.state.service
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.service.settings
 
 
-def get_metrics(request: Request) -> Metrics:
+async def get_metrics(request: Request) -> Metrics:
     return request.app.state.metrics
 
 
-def get_rate_limiter(request: Request) -> TokenBucket:
+async def get_rate_limiter(request: Request) -> TokenBucket:
     return request.app.state.rate_limiter
 
 
@@ -93,7 +93,7 @@ def optional_key(
 OptionalKey = Annotated[KeyInfo | None, Depends(optional_key)]
 
 
-def admin_key(key: CurrentKey) -> KeyInfo:
+async def admin_key(key: CurrentKey) -> KeyInfo:
     if not key.admin:
         raise ApiError(403, "this needs an admin key (faceanchor keys create --admin)", "forbidden")
     return key
@@ -102,7 +102,7 @@ def admin_key(key: CurrentKey) -> KeyInfo:
 AdminKey = Annotated[KeyInfo, Depends(admin_key)]
 
 
-def rate_limited_key(key: CurrentKey, settings: SettingsDep, limiter: Annotated[TokenBucket, Depends(get_rate_limiter)]) -> KeyInfo:
+async def rate_limited_key(key: CurrentKey, settings: SettingsDep, limiter: Annotated[TokenBucket, Depends(get_rate_limiter)]) -> KeyInfo:
     per_minute = key.rate_limit_per_minute if key.rate_limit_per_minute is not None else settings.rate_limit_per_minute
     wait = limiter.take(key.id, per_minute)
     if wait is not None:

@@ -15,7 +15,7 @@ from typing import Any
 
 from faceanchor.config import Settings
 from faceanchor.errors import ImageInputError, ImageTooLargeError, InvalidInputError
-from faceanchor.imageio import ImageLimits, load_image
+from faceanchor.imageio import ImageLimits, probe_image
 from faceanchor.service.fetch import UrlRefusedError, fetch_url
 
 _DATA_URI = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?:;[\w-]+=[\w.+-]+)*(?P<b64>;base64)?,", re.I)
@@ -41,9 +41,12 @@ def decode_image_ref(value: str, field: str, settings: Settings) -> bytes:
     if len(text) * 3 // 4 > settings.max_image_bytes + 3:
         raise ImageTooLargeError(f"{field}: the encoded image is over the limit of {settings.max_image_bytes} bytes")
     try:
-        data = base64.b64decode(re.sub(r"\s+", "", text), validate=True)
+        data = base64.b64decode(text, validate=True)  # the usual case: one line, no whitespace
     except (binascii.Error, ValueError):
-        raise InvalidInputError(f"{field}: not an http(s) URL, data: URI or base64 text") from None
+        try:  # wrapped base64 (MIME's 76-column lines): strip the whitespace, only then
+            data = base64.b64decode(re.sub(r"\s+", "", text), validate=True)
+        except (binascii.Error, ValueError):
+            raise InvalidInputError(f"{field}: not an http(s) URL, data: URI or base64 text") from None
     if not data:
         raise InvalidInputError(f"{field}: the image is empty")
     return data
@@ -73,5 +76,7 @@ def resolve_images(body: dict[str, Any], settings: Settings) -> dict[str, Any]:
 
 def _one(value: str, field: str, settings: Settings, limits: ImageLimits) -> bytes:
     data = decode_image_ref(value, field, settings)
-    load_image(data, limits, name=field)  # 413 / 415 now rather than a failed job later
+    # 413 / 415 now rather than a failed job later, from the header and the file's structure
+    # only: the pixels are decoded once, in the worker (issue: fast, bounded intake).
+    probe_image(data, limits, name=field)
     return data

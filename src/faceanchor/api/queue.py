@@ -54,7 +54,7 @@ def _own_job(service: Service, app: str, request_id: str, key, with_logs: bool =
 
 @router.post("/{app}", response_model=QueueSubmitted, responses=error_responses(400, 401, 403, 404, 413, 415, 422, 429, 503),
              summary="Queue a generation")
-def submit(
+async def submit(
     app: AppName,
     body: GenerateBody,
     request: Request,
@@ -67,18 +67,22 @@ def submit(
     timeout: JobTimeout = None,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)] = None,
 ) -> QueueSubmitted:
-    _check_app(service, app)
-    if webhook is not None:
-        validate_url(webhook, allow_private=settings.allow_private_urls)
-    prepared = prepare_request(app, body, settings)
     base = base_url(request)
-    job, created = service.submit(app, prepared, key=key, idempotency_key=idempotency_key,
-                                  webhook_url=webhook, start_timeout=start_timeout, base_url=base, timeout=timeout)
-    if created:
-        metrics.submitted.labels(app).inc()
-    position = service.get(job.id)
-    return QueueSubmitted(request_id=job.id, status=position.status if position else job.status,
-                          queue_position=position.queue_position if position else None, **job_urls(base, app, job.id))
+
+    def intake() -> QueueSubmitted:  # in a thread, at most settings.intake_concurrency at once
+        _check_app(service, app)
+        if webhook is not None:
+            validate_url(webhook, allow_private=settings.allow_private_urls)
+        prepared = prepare_request(app, body, settings)
+        job, created = service.submit(app, prepared, key=key, idempotency_key=idempotency_key,
+                                      webhook_url=webhook, start_timeout=start_timeout, base_url=base, timeout=timeout)
+        if created:
+            metrics.submitted.labels(app).inc()
+        position = job if created else service.get(job.id)  # a new job carries its position already
+        return QueueSubmitted(request_id=job.id, status=position.status if position else job.status,
+                              queue_position=position.queue_position if position else None, **job_urls(base, app, job.id))
+
+    return await request.app.state.lanes.run("intake", intake)
 
 
 @router.get("/{app}/requests/{request_id}/status", response_model=JobStatusBody, response_model_exclude_none=True,

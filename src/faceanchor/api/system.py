@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
-from starlette.concurrency import run_in_threadpool
 
 from faceanchor.api.deps import CurrentKey, MetricsDep, ServiceDep
 from faceanchor.api.errors import error_responses
@@ -15,8 +14,8 @@ router = APIRouter(tags=["system"])
 
 @router.get("/health", response_model=HealthOut, summary="loading / ready / busy",
             responses={503: {"model": HealthOut, "description": "The model is loading or failed to load."}})
-async def health(service: ServiceDep) -> JSONResponse:
-    body = HealthOut(**await run_in_threadpool(service.health))
+async def health(request: Request, service: ServiceDep) -> JSONResponse:
+    body = HealthOut(**await request.app.state.lanes.run("health", service.health))  # never behind request work
     code = 200 if body.status in ("ready", "busy") else 503
     headers = {"Retry-After": "5"} if body.status in ("starting", "loading") else None
     return JSONResponse(body.model_dump(exclude_none=True), status_code=code, headers=headers)

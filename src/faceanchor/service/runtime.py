@@ -8,6 +8,7 @@ they wait durably in the queue.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -242,7 +243,8 @@ class Service:
         owner = key.owner if key is not None else None
         if key is not None:
             key_id = key.id
-        stored = self._store_inputs(request, owner)
+        uploads: list[str] = []
+        stored = self._store_inputs(request, uploads)
         digest = hashlib.sha256(json.dumps([app, stored, webhook_url], sort_keys=True).encode()).hexdigest()
         if idempotency_key is not None:  # a repeat returns its job; a fresh key is a new job like any other
             existing = self.jobs.by_idempotency(key_id, idempotency_key, digest)
@@ -251,26 +253,32 @@ class Service:
         images = quotas.images_of(app, request)
         if key is not None:
             quotas.check(self.jobs, key, self.settings, images)
-        if self.jobs.queue_depth() >= self.settings.max_queue_size:
+        depth = self.jobs.queue_depth()
+        if depth >= self.settings.max_queue_size:
             raise ServiceUnavailableError(f"the queue is full ({self.settings.max_queue_size} jobs); retry later", retry_after=30)
         deadline = time.time() + start_timeout if start_timeout is not None else None
         job, created = self.jobs.submit(
             app, {"request": stored, "base_url": base_url, **({"timeout": float(timeout)} if timeout else {})}, key_id=key_id, idempotency_key=idempotency_key,
             request_sha256=digest, webhook_url=webhook_url, start_deadline=deadline, owner=owner, images=images,
+            # the uploads' owner rows (their retention clock) in the job's own transaction: one write per submit
+            within=lambda s: self.file_owners.add_in(s, "inputs", uploads, owner or ""),
         )
         if created:
             self.wakeup.set()
+            # the jobs queued ahead of it as it went in (a new read would count the same rows again)
+            job = dataclasses.replace(job, queue_position=depth)
         return job, created
 
-    def _store_inputs(self, value: Any, owner: str | None = None) -> Any:
+    def _store_inputs(self, value: Any, uploads: list[str]) -> Any:
+        """``value`` with its bytes stored and replaced by ``{"$file": id}``; the ids go to ``uploads``."""
         if isinstance(value, (bytes, bytearray)):
             fid = self.files.put(bytes(value), "inputs")
-            self.file_owners.add("inputs", [fid], owner or "")  # the retention clock of the upload
+            uploads.append(fid)
             return {"$file": fid}
         if isinstance(value, dict):
-            return {k: self._store_inputs(v, owner) for k, v in value.items()}
+            return {k: self._store_inputs(v, uploads) for k, v in value.items()}
         if isinstance(value, (list, tuple)):
-            return [self._store_inputs(v, owner) for v in value]
+            return [self._store_inputs(v, uploads) for v in value]
         return value
 
     # ------------------------------------------------------------------ tenancy, retention

@@ -9,11 +9,12 @@ cleanup deletes a file once every row for it is older than the retention period.
 from __future__ import annotations
 
 import time
-from typing import Iterable
+from typing import Any, Iterable
 
 from sqlalchemy import Float, String, delete, func, select
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from faceanchor.store.db import Base, Database
 
@@ -34,17 +35,17 @@ class FileOwnerStore:
 
     def add(self, namespace: str, file_ids: Iterable[str], owner: str) -> None:
         """Record ``owner`` for each file (a repeat refreshes the time: retention counts from the last use)."""
+        with self.db.write() as s:
+            self.add_in(s, namespace, file_ids, owner)
+
+    def add_in(self, session: Session, namespace: str, file_ids: Iterable[str], owner: str) -> None:
+        """:meth:`add` inside a write transaction of the caller's (e.g. with the job that uses the
+        files): one upsert, so two writers racing on the same new row both succeed."""
         now = self.clock()
-        for fid in dict.fromkeys(file_ids):
-            try:
-                with self.db.write() as s:
-                    row = s.get(FileOwnerRow, (namespace, fid, owner))
-                    if row is not None:
-                        row.created_at = now
-                    else:
-                        s.add(FileOwnerRow(namespace=namespace, file_id=fid, owner=owner, created_at=now))
-            except IntegrityError:  # two writers raced on the same new row: it exists either way
-                pass
+        rows = [{"namespace": namespace, "file_id": fid, "owner": owner, "created_at": now} for fid in dict.fromkeys(file_ids)]
+        if not rows:
+            return
+        session.execute(_upsert(self.db.is_sqlite), rows)
 
     def owns(self, namespace: str, file_id: str, owner: str) -> bool:
         with self.db.read() as s:
@@ -76,3 +77,16 @@ class FileOwnerStore:
         with self.db.write() as s:
             s.execute(delete(FileOwnerRow).where(FileOwnerRow.namespace == namespace, FileOwnerRow.file_id == file_id))
 
+
+_UPSERTS: dict[bool, Any] = {}
+
+
+def _upsert(sqlite: bool):  # noqa: ANN202
+    """``INSERT … ON CONFLICT (namespace, file_id, owner) DO UPDATE SET created_at``, built once per
+    dialect (so SQLAlchemy's compiled cache serves every call) and run with a list of rows."""
+    stmt = _UPSERTS.get(sqlite)
+    if stmt is None:
+        base = (sqlite_insert if sqlite else pg_insert)(FileOwnerRow)
+        stmt = _UPSERTS[sqlite] = base.on_conflict_do_update(index_elements=["namespace", "file_id", "owner"],
+                                                             set_={"created_at": base.excluded.created_at})
+    return stmt

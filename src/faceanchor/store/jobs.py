@@ -19,11 +19,11 @@ import json
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from sqlalchemy import Boolean, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint, and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from faceanchor.errors import FaceAnchorError
 from faceanchor.store.db import Base, Database
@@ -162,9 +162,11 @@ class JobStore:
         start_deadline: float | None = None,
         owner: str | None = None,
         images: int | None = None,
+        within: Callable[[Session], None] | None = None,
     ) -> tuple[JobView, bool]:
         """Insert a queued job; return ``(job, created)``. A repeated idempotency key returns the
-        existing job (``created`` false), or raises :class:`IdempotencyConflict` if the request differs."""
+        existing job (``created`` false), or raises :class:`IdempotencyConflict` if the request differs.
+        ``within(session)`` writes more rows in the same transaction (the job's file owners)."""
         if idempotency_key is not None:
             existing = self.by_idempotency(key_id, idempotency_key, request_sha256)
             if existing is not None:
@@ -180,6 +182,8 @@ class JobStore:
         try:
             with self.db.write() as s:
                 s.add(row)
+                if within is not None:
+                    within(s)
         except IntegrityError:
             if idempotency_key is None:
                 raise

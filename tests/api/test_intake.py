@@ -1,0 +1,111 @@
+"""Fast, bounded intake: a submit reads headers only, at most ``intake_concurrency`` submits work
+at once, and ``/health`` never waits behind them."""
+
+import io
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from api_helpers import Harness, b64, png_bytes, tiny
+from PIL import Image, ImageFile
+
+from faceanchor.config import Settings
+from faceanchor.errors import ImageInputError
+from faceanchor.imageio import probe_image
+
+
+def encoded(fmt: str, size=(64, 64)) -> bytes:
+    buf = io.BytesIO()
+    Image.effect_noise(size, 60).convert("RGB").save(buf, fmt)
+    return buf.getvalue()
+
+
+def corrupt_inside_png() -> bytes:
+    """A PNG whose chunk structure is whole but whose compressed pixels are garbage."""
+    data = bytearray(png_bytes((64, 64)))
+    start = data.index(b"IDAT") + 4
+    for i in range(start + 20, start + 400):
+        data[i] ^= 0x5A
+    return bytes(data)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP"])
+def test_probe_reads_whole_files_without_decoding(fmt, monkeypatch):
+    data = encoded(fmt)
+
+    def no_decode(self):  # noqa: ANN001
+        raise AssertionError("probe_image decoded pixels")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", no_decode)
+    assert probe_image(data) == (fmt, (64, 64))
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP"])
+@pytest.mark.parametrize("keep", [0.3, 0.6, 0.95])
+def test_probe_refuses_truncated_files(fmt, keep):
+    data = encoded(fmt)
+    with pytest.raises(ImageInputError, match="truncated|not a readable"):
+        probe_image(data[: int(len(data) * keep)])
+
+
+@pytest.fixture(scope="module")
+def hz(tmp_path_factory):
+    settings = Settings(home=tmp_path_factory.mktemp("intake"), rate_limit_per_minute=0, intake_concurrency=2)
+    with Harness(settings, tiny.TinyEngine()) as h:
+        yield h
+
+
+def test_corrupt_pixels_fail_the_job_in_the_worker(hz):
+    bad = corrupt_inside_png()
+    with pytest.raises(Exception):  # the full decode does find it
+        Image.open(io.BytesIO(bad)).load()
+    r = hz.client.post("/queue/instantid", json={"face_image": b64(bad), "num_inference_steps": 1}, headers=hz.headers)
+    assert r.status_code == 200, r.text  # the header and structure are fine: accepted cheaply
+    done = hz.wait(r.json()["status_url"])
+    assert done["status"] == "FAILED" and "corrupt" in done["error"]["message"], done
+    r = hz.client.get(r.json()["response_url"], headers=hz.headers)
+    assert r.status_code == 415 and set(r.json()["error"]) == {"type", "message"}, r.text
+    sync = hz.client.post("/v1/faceid", json={"face_image": b64(bad), "num_inference_steps": 1}, headers=hz.headers)
+    assert sync.status_code == 415, sync.text
+
+
+def test_submits_are_bounded_and_health_stays_free(hz):
+    service = hz.service
+    inside, most = [0], [0]
+    lock, release = threading.Lock(), threading.Event()
+    real_submit = service.submit
+
+    def slow_submit(*a, **kw):
+        with lock:
+            inside[0] += 1
+            most[0] = max(most[0], inside[0])
+        try:
+            release.wait(20)
+            return real_submit(*a, **kw)
+        finally:
+            with lock:
+                inside[0] -= 1
+
+    service.submit = slow_submit
+    body = {"face_image": b64(png_bytes()), "num_inference_steps": 1}
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            futures = [pool.submit(hz.client.post, "/queue/instantid", json={**body, "seed": i}, headers=hz.headers)
+                       for i in range(8)]
+            deadline = time.time() + 10
+            while inside[0] < 2 and time.time() < deadline:
+                time.sleep(0.01)
+            time.sleep(0.3)  # had the lane more places, the other submits would be inside by now
+            assert inside[0] == 2
+            t0 = time.perf_counter()
+            health = hz.client.get("/health")
+            assert health.status_code == 200 and time.perf_counter() - t0 < 2.0
+            release.set()
+            answers = [f.result(30) for f in futures]
+    finally:
+        release.set()
+        service.submit = real_submit
+    assert [a.status_code for a in answers] == [200] * 8
+    assert len({a.json()["request_id"] for a in answers}) == 8
+    assert most[0] == 2
