@@ -42,13 +42,15 @@ class Progress:
         bar = getattr(utils, "ProgressBar", None)
         self.bar = bar(max(1, int(total))) if bar is not None else None
         self.total = max(1, int(total))
+        self.current = 0
 
     def step(self, i: int, total: int | None = None) -> None:
         if self.bar is None:
             return
         if total:
             self.total = int(total)
-        self.bar.update_absolute(min(int(i), self.total), self.total)
+        self.current = min(int(i), self.total)
+        self.bar.update_absolute(self.current, self.total)
 
     def on_event(self, event: Any) -> None:
         if getattr(event, "stage", None) == "denoise" and getattr(event, "total", 0):
@@ -69,5 +71,5 @@ def comfy_job(total: int = 0) -> Iterator[tuple[Progress, Callable[[], bool]]]:
             throw()  # raises ComfyUI's InterruptProcessingException when the flag caused it
         raise
     else:
-        if progress.bar is not None:
-            progress.step(progress.total, progress.total)
+        if progress.bar is not None and progress.current < progress.total:
+            progress.step(progress.total, progress.total)  # full when the job is done
