@@ -10,7 +10,6 @@ true check cancels the server's job).
 from __future__ import annotations
 
 import io
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -159,3 +158,114 @@ def _pick_character(items: list[Any], name_or_id: str, as_dict: Callable[[Any], 
         known = ", ".join(sorted({c.name for c in items})[:20]) or "none yet"
         raise InvalidInputError(f"no character named {key!r}; characters: {known}")
     return FaceReference(character_id=hits[0].id, name=hits[0].name), as_dict(hits[0])
+
+
+class RemoteEngine:
+    """A faceanchor server, through :class:`faceanchor.client.Client`: jobs go through the queue
+    (status polled for progress; a true cancel check cancels the server's job). Identity scores
+    come with each generation; scoring arbitrary images needs a local engine (the API has no
+    scoring route)."""
+
+    kind = "remote"
+    poll_interval = 0.2
+
+    def __init__(self, url: str, key: str | None = None, *, client: Any = None):
+        from faceanchor.client import Client
+
+        self.url = url
+        self.client = client or Client(url, key)
+
+    def __repr__(self) -> str:
+        return f"RemoteEngine({self.url})"
+
+    def _follow(self, handle: Any, step: Step | None, cancel: Check | None) -> Outcome:
+        from PIL import Image
+
+        c = self.client
+        while True:
+            if cancel is not None and cancel():
+                c.cancel(handle.app, handle.request_id)
+                raise Cancelled(f"cancelled: request {handle.request_id} on {self.url}")
+            status = c.status(handle.app, handle.request_id)
+            p = status.progress
+            if step is not None and p is not None and p.stage == "denoise" and p.total:
+                step(p.step, p.total)
+            if status.finished:
+                break
+            time.sleep(self.poll_interval)
+        result = c.result(handle.app, handle.request_id)  # a failed job raises its error here
+        images = [Image.open(io.BytesIO(c.file(im))).convert("RGB") for im in result.images]
+        meta = {"request_id": result.request_id, "server": self.url, "seed": result.seed, "seeds": result.seeds,
+                "identity_scores": result.identity_scores, "params": result.params, "models": result.models,
+                "timings": result.timings, "warnings": result.warnings}
+        return Outcome(images, list(result.identity_scores), meta, [im.identity_reason for im in result.images])
+
+    # ------------------------------------------------------------------ faces
+    def analyse(self, images: list[Any], face_index: int, method: str) -> tuple[FaceReference, dict[str, Any], list[Any]]:
+        from faceanchor.errors import FaceSelectionError, NoFaceError
+
+        refs = []
+        for i, img in enumerate(images):
+            found = self.client.faces(png_bytes(img), method=method)
+            faces = found.get("faces", [])
+            label = f"reference image {i + 1}"
+            if not faces:
+                raise NoFaceError(f"no face found in {label}")
+            pick = face_index if i == 0 else 0
+            if pick >= len(faces):
+                raise FaceSelectionError(f"face_index {pick} is out of range: {label} has {len(faces)} face(s)")
+            refs.append({"width": img.width, "height": img.height, "chosen": pick, "faces": faces})
+            pack = found.get("pack")
+        report = {"pack": pack, "space": pack, "method": method, "server": self.url, "references": refs}
+        return FaceReference(photos=tuple(png_bytes(im) for im in images), face_index=face_index, report=report), report, list(images)
+
+    def score(self, images: list[Any], ref: FaceReference, method: str) -> list[tuple[float | None, str | None]]:
+        raise InvalidInputError("Identity score and Best of N need a local engine: a faceanchor server scores only its own "
+                                "generations (see the info output of Generate)")
+
+    # ------------------------------------------------------------------ generation
+    def generate(self, ref: FaceReference, fields: dict[str, Any], *, step: Step | None = None, cancel: Check | None = None) -> Outcome:
+        from faceanchor.methods.registry import get
+
+        if ref.character_id is not None:
+            handle = self.client.submit_character("generate", ref.character_id, **fields)
+        else:
+            handle = self.client.submit(get(fields.get("method", "instantid")).app, {**fields, **ref.face_fields()})
+        return self._follow(handle, step, cancel)
+
+    def _character_op(self, op: str, ref: FaceReference, fields: dict[str, Any], step: Step | None, cancel: Check | None,
+                      **extra: Any) -> Outcome:
+        face = None if ref.character_id else ref.photos[0]
+        if face is not None and ref.face_index:
+            fields = {**fields, "face_index": ref.face_index}
+        handle = self.client.submit_character(op, ref.character_id, face=face, **extra, **fields)
+        return self._follow(handle, step, cancel)
+
+    def id_photo(self, ref: FaceReference, fields: dict[str, Any], *, step: Step | None = None, cancel: Check | None = None) -> Outcome:
+        return self._character_op("id-photo", ref, fields, step, cancel)
+
+    def edit(self, ref: FaceReference, target: Any, fields: dict[str, Any], *, mode: str, strength: float | None, mask_source: str,
+             step: Step | None = None, cancel: Check | None = None) -> Outcome:
+        extra = {"target": png_bytes(target), "mode": mode, "mask_source": mask_source}
+        if strength is not None:
+            extra["strength"] = strength
+        return self._character_op("edit", ref, fields, step, cancel, **extra)
+
+    # ------------------------------------------------------------------ characters
+    def create_character(self, name: str, images: list[Any], face_index: int) -> tuple[FaceReference, dict[str, Any]]:
+        import dataclasses
+
+        c = self.client.create_character(name, [png_bytes(im) for im in images], face_index=face_index or None)
+        return FaceReference(character_id=c.id, name=c.name), dataclasses.asdict(c)
+
+    def find_character(self, name_or_id: str) -> tuple[FaceReference, dict[str, Any]]:
+        import dataclasses
+
+        items, offset = [], 0
+        while True:
+            page = self.client.list_characters(limit=100, offset=offset)
+            items += page
+            if len(page) < 100:
+                break
+            offset += 100
+        return _pick_character(items, name_or_id, dataclasses.asdict)
