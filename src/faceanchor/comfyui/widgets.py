@@ -92,8 +92,9 @@ def field_widget(name: str) -> tuple[Any, ...]:
             step = 8 if name in ("width", "height") else 1
             return ("INT", {"default": UNSET_INT, "min": UNSET_INT, "max": hi if hi is not None else _INT_MAX, "step": step,
                             "tooltip": f"{info.description or name} 0 = default."})
+        extra = {"control_after_generate": True} if name == "seed" else {}  # ComfyUI's fixed/increment/randomize
         return ("INT", {"default": int(default), "min": lo if lo is not None else -_INT_MAX, "max": hi if hi is not None else _INT_MAX,
-                        "step": 1, **tip})
+                        "step": 1, **extra, **tip})
     if ann is float:
         if optional:  # -1 = unset: guidance 0 is a real value (few-step presets)
             assert lo is not None and lo > UNSET_FLOAT, name
