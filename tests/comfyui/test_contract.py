@@ -182,3 +182,21 @@ def test_install_command_writes_the_shim_and_refuses_a_missing_folder(tmp_path):
     assert ok.returncode == 0 and (tmp_path / "faceanchor_nodes" / "__init__.py").is_file()
     bad = subprocess.run([sys.executable, "-m", "faceanchor.comfyui", "install", str(tmp_path / "nope")], capture_output=True, text=True)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_the_readmes_install_command_runs_as_written(tmp_path):
+    import re
+    import shlex
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    line = next(ln for ln in readme.splitlines() if "faceanchor.comfyui install" in ln)
+    command = re.split(r"\s*&&\s*", line)[-1]  # the pip install before it is the set-up command's own
+    argv = shlex.split(command)
+    assert argv[:4] == ["python", "-m", "faceanchor.comfyui", "install"]
+    (tmp_path / "ComfyUI" / "custom_nodes").mkdir(parents=True)
+    (tmp_path / "faceanchor").mkdir()
+    done = subprocess.run([sys.executable, *argv[1:]], cwd=tmp_path / "faceanchor", capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    shim = tmp_path / "ComfyUI" / "custom_nodes" / "faceanchor_nodes"
+    assert load_like_comfyui(shim).NODE_CLASS_MAPPINGS
