@@ -196,7 +196,12 @@ def test_the_readmes_install_command_runs_as_written(tmp_path):
     assert argv[:4] == ["python", "-m", "faceanchor.comfyui", "install"]
     (tmp_path / "ComfyUI" / "custom_nodes").mkdir(parents=True)
     (tmp_path / "faceanchor").mkdir()
-    done = subprocess.run([sys.executable, *argv[1:]], cwd=tmp_path / "faceanchor", capture_output=True, text=True)
+    import os
+
+    import faceanchor
+
+    env = dict(os.environ, PYTHONPATH=str(Path(faceanchor.__file__).resolve().parents[1]))  # this checkout's package, from any cwd
+    done = subprocess.run([sys.executable, *argv[1:]], cwd=tmp_path / "faceanchor", capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr
     shim = tmp_path / "ComfyUI" / "custom_nodes" / "faceanchor_nodes"
     assert load_like_comfyui(shim).NODE_CLASS_MAPPINGS
