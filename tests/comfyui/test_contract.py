@@ -205,3 +205,14 @@ def test_the_readmes_install_command_runs_as_written(tmp_path):
     assert done.returncode == 0, done.stderr
     shim = tmp_path / "ComfyUI" / "custom_nodes" / "faceanchor_nodes"
     assert load_like_comfyui(shim).NODE_CLASS_MAPPINGS
+
+
+def test_a_random_seed_reruns_the_node_and_a_fixed_one_lets_comfyui_cache(pack):
+    import math
+
+    for key in ("FaceAnchorGenerate", "FaceAnchorIDPhoto", "FaceAnchorEdit"):
+        cls = pack.NODE_CLASS_MAPPINGS[key]
+        spec = cls.INPUT_TYPES()["required"]
+        inputs = {n: (s[1].get("default") if len(s) == 2 else None) for n, s in spec.items()}
+        assert math.isnan(cls.IS_CHANGED(**inputs))  # the default seed is -1: random
+        assert cls.IS_CHANGED(**dict(inputs, seed=5)) == cls.IS_CHANGED(**dict(inputs, seed=5)) == 5

@@ -58,20 +58,6 @@ def to_mask(masks: Sequence[np.ndarray]) -> Any:
     return torch.from_numpy(np.stack(out).astype(np.float32))
 
 
-def from_mask(mask: Any, size: tuple[int, int] | None = None) -> np.ndarray:
-    """The first entry of a MASK (B×H×W or H×W) as a bool H×W array (resized to ``size`` = (w, h))."""
-    from PIL import Image
-
-    arr = _array(mask)
-    if arr.ndim == 3:
-        arr = arr[0]
-    if arr.ndim != 2:
-        raise ValueError(f"mask: expected a MASK tensor B×H×W, got shape {tuple(arr.shape)}")
-    if size is not None and (arr.shape[1], arr.shape[0]) != tuple(size):
-        arr = np.asarray(Image.fromarray(np.clip(arr * 255, 0, 255).astype(np.uint8)).resize(size, Image.NEAREST), np.float32) / 255.0
-    return arr > 0.5
-
-
 def png_bytes(image: Any) -> bytes:
     """A PIL image as lossless PNG bytes (what the engine and the server are handed)."""
     from faceanchor.imageio import encode_image

@@ -43,18 +43,11 @@ def _pack_choices() -> list[str]:
 
 
 def _engine(value: Any) -> Any:
-    from faceanchor.comfyui.engines import LocalEngine
+    from faceanchor.comfyui.engines import LocalEngine, RemoteEngine
 
-    remote = _remote_class()
-    if not isinstance(value, (LocalEngine, *((remote,) if remote else ()))):
+    if not isinstance(value, (LocalEngine, RemoteEngine)):
         raise InvalidInputError(f"engine: connect a 'Load faceanchor engine' node (got {type(value).__name__})")
     return value
-
-
-def _remote_class() -> Any:
-    from faceanchor.comfyui import engines
-
-    return getattr(engines, "RemoteEngine", None)
 
 
 def _identity(value: Any) -> FaceReference:
@@ -71,9 +64,10 @@ def _subset(*names: str) -> dict[str, tuple[Any, ...]]:
     return {n: field_widget(n) for n in names}
 
 
-def _generation_fields(values: dict[str, Any], method: str) -> tuple[dict[str, Any], list[str]]:
-    fields, ignored = request_fields(values, method)
-    return fields, ignored
+def _fresh_when_random(seed: Any = 0, **_: Any) -> Any:
+    """ComfyUI's IS_CHANGED: a random seed (-1) makes every queued prompt run the node again
+    (NaN never equals the cached value); a fixed seed lets ComfyUI reuse the cached output."""
+    return float("nan") if seed == -1 else seed
 
 
 def _warn(meta: dict[str, Any], ignored: list[str], method: str) -> dict[str, Any]:
@@ -201,9 +195,13 @@ class Generate:
     FUNCTION = "generate"
     CATEGORY = CATEGORY
 
+    @classmethod
+    def IS_CHANGED(cls, **inputs: Any) -> Any:
+        return _fresh_when_random(**inputs)
+
     def generate(self, engine: Any, identity: Any, method: str, pose_image: Any = None, **widgets: Any) -> tuple[Any, ...]:
         eng, ref = _engine(engine), _identity(identity)
-        fields, ignored = _generation_fields(widgets, method)
+        fields, ignored = request_fields(widgets, method)
         if pose_image is not None:
             from faceanchor.comfyui.images import png_bytes
             from faceanchor.methods.registry import get
@@ -236,9 +234,13 @@ class IDPhoto:
     FUNCTION = "id_photo"
     CATEGORY = CATEGORY
 
+    @classmethod
+    def IS_CHANGED(cls, **inputs: Any) -> Any:
+        return _fresh_when_random(**inputs)
+
     def id_photo(self, engine: Any, identity: Any, method: str, **widgets: Any) -> tuple[Any, ...]:
         eng, ref = _engine(engine), _identity(identity)
-        fields, ignored = _generation_fields(widgets, method)
+        fields, ignored = request_fields(widgets, method)
         with comfy_job(4 * (int(widgets.get("num_inference_steps") or 0) or 30)) as (progress, cancel):
             out = eng.id_photo(ref, fields, step=progress.step, cancel=cancel)
         return (to_images(out.images[:1]), to_images(out.images[1:]), _json(_warn(out.meta, ignored, method)))
@@ -264,13 +266,17 @@ class Edit:
     FUNCTION = "edit"
     CATEGORY = CATEGORY
 
+    @classmethod
+    def IS_CHANGED(cls, **inputs: Any) -> Any:
+        return _fresh_when_random(**inputs)
+
     def edit(self, engine: Any, identity: Any, image: Any, mode: str, strength: float, mask_source: str, method: str,
              **widgets: Any) -> tuple[Any, ...]:
         import numpy as np
 
         eng, ref = _engine(engine), _identity(identity)
         target = from_images(image)[0]
-        fields, ignored = _generation_fields(widgets, method)
+        fields, ignored = request_fields(widgets, method)
         with comfy_job(int(widgets.get("num_inference_steps") or 0) or 30) as (progress, cancel):
             out = eng.edit(ref, target, fields, mode=mode, strength=float(strength) or None, mask_source=mask_source,
                            step=progress.step, cancel=cancel)
