@@ -78,6 +78,20 @@ def test_every_node_exists_and_every_link_is_consistent(workflow):
                 assert i["link"] is not None, f"{n['type']}.{i['name']} is not linked"
 
 
+def test_comfyui_would_run_every_node(workflow):
+    """ComfyUI executes output nodes and their ancestors only: every node must be one of them."""
+    nodes = {n["id"]: n for n in workflow["nodes"]}
+    outputs = {i for i, n in nodes.items() if n["type"] in ("SaveImage", "PreviewImage") or getattr(NODES.get(n["type"]), "OUTPUT_NODE", False)}
+    parents = {i: {src for _, src, _, dst, _, _ in workflow["links"] if dst == i} for i in nodes}
+    run, todo = set(), list(outputs)
+    while todo:
+        i = todo.pop()
+        if i not in run:
+            run.add(i)
+            todo += parents[i]
+    assert run == set(nodes), f"never executed: {[nodes[i]['type'] for i in set(nodes) - run]}"
+
+
 def test_widget_values_fit_the_widget_specs(workflow):
     for n in workflow["nodes"]:
         if n["type"] in CORE:

@@ -308,6 +308,7 @@ class IdentityScore:
     FUNCTION = "score"
     CATEGORY = CATEGORY
     DESCRIPTION = "score: the first image's (-1 when it has no face); scores: every image's, with the reason when null."
+    OUTPUT_NODE = True  # ComfyUI runs only output nodes and what feeds them: a score is an end of a graph
 
     def score(self, engine: Any, identity: Any, image: Any, method: str) -> tuple[Any, ...]:
         ref = _identity(identity)
