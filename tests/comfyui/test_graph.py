@@ -11,49 +11,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from photos import small_copy  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from graph_helpers import ASK, OBAMA, photo_tensor, run, small_copy, tiny_engine, u8  # noqa: E402
 
-from faceanchor.comfyui import NODE_CLASS_MAPPINGS as NODES  # noqa: E402
 from faceanchor.comfyui.images import from_images, to_images  # noqa: E402
 from faceanchor.imageio import load_image  # noqa: E402
 from faceanchor.types import GenerationRequest  # noqa: E402
 
-OBAMA = small_copy("obama.jpg")
-ASK = dict(prompt="a portrait", width=64, height=64, num_inference_steps=2, seed=7)
-
-
-def run(key, **inputs):
-    """One node as ComfyUI's executor runs it: defaults for widgets not given, then FUNCTION."""
-    cls = NODES[key]
-    spec = cls.INPUT_TYPES()
-    values = {}
-    for name, inp in spec["required"].items():
-        if name in inputs:
-            values[name] = inputs[name]
-        elif len(inp) == 2 and "default" in inp[1]:
-            values[name] = inp[1]["default"]
-        else:
-            raise AssertionError(f"{key}.{name} needs a link")
-    values.update({k: v for k, v in inputs.items() if k in spec.get("optional", {})})
-    out = getattr(cls(), cls.FUNCTION)(**values)
-    assert isinstance(out, tuple) and len(out) == len(cls.RETURN_TYPES)
-    return out
-
-
-def u8(image_tensor):
-    return np.round(image_tensor.numpy() * 255).astype(np.uint8)
-
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory):
-    (eng,) = run("FaceAnchorLoadEngine", weights="tiny", face_pack="dlib", device="cpu", home=str(tmp_path_factory.mktemp("home")))
-    return eng
+    return tiny_engine(tmp_path_factory.mktemp("home"))
 
 
 @pytest.fixture(scope="module")
 def photo():
-    return to_images([load_image(OBAMA)])  # what ComfyUI's Load Image gives: 1×H×W×3 float32 in 0–1
+    return photo_tensor()
 
 
 def test_image_tensors_round_trip_exactly(photo):
@@ -104,31 +77,3 @@ def test_best_of_n_ranks_a_batch_by_identity(engine, photo):
     assert [r["index"] for r in rows] == [2, 1]
     assert best_score == pytest.approx(1.0, abs=1e-3) and rows[1]["identity_score"] < best_score
     assert tuple(best.shape) == (2, *batch.shape[1:]) and np.array_equal(u8(best[:1]), u8(batch[2:3]))
-
-
-def test_character_create_pick_and_generate_equal_the_library(engine, photo):
-    created, info = run("FaceAnchorCharacter", engine=engine, action="create", name="Barack", image=photo)
-    picked, info2 = run("FaceAnchorCharacter", engine=engine, action="pick", name="Barack")
-    assert picked.character_id == created.character_id == json.loads(info)["id"] == json.loads(info2)["id"]
-    images, meta, _ = run("FaceAnchorGenerate", engine=engine, identity=picked, **ASK)
-    svc = engine.characters
-    req = svc.request_for(svc.get(picked.character_id), dict(ASK), engine.engine)
-    lib = engine.engine.generate(req)
-    assert np.array_equal(u8(images)[0], np.asarray(lib.images[0].image))
-    assert json.loads(meta)["params"]["character_id"] == picked.character_id
-    assert svc.get(picked.character_id).generations == 1  # recorded in its history
-    with pytest.raises(Exception, match="no character named 'Nobody'"):
-        run("FaceAnchorCharacter", engine=engine, action="pick", name="Nobody")
-
-
-def test_edit_keeps_the_rest_and_reports_the_changed_mask(engine, photo):
-    identity, *_ = run("FaceAnchorFaceAnalysis", engine=engine, image=photo)
-    target = to_images([load_image(OBAMA).resize((128, 128))])
-    image, changed, info, _ = run("FaceAnchorEdit", engine=engine, identity=identity, image=target, mode="face",
-                                  num_inference_steps=2, seed=3)
-    assert tuple(image.shape) == (1, 128, 128, 3) and tuple(changed.shape) == (1, 128, 128)
-    frac = float(changed.float().mean())
-    assert 0.0 < frac < 1.0  # a face region changed, the rest kept exactly
-    keep = ~changed[0].numpy().astype(bool)
-    assert np.array_equal(u8(image)[0][keep], u8(target)[0][keep])
-    assert json.loads(info)["params"]["edit"]["mode"] == "face"
