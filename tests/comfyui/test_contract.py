@@ -216,3 +216,20 @@ def test_a_random_seed_reruns_the_node_and_a_fixed_one_lets_comfyui_cache(pack):
         inputs = {n: (s[1].get("default") if len(s) == 2 else None) for n, s in spec.items()}
         assert math.isnan(cls.IS_CHANGED(**inputs))  # the default seed is -1: random
         assert cls.IS_CHANGED(**dict(inputs, seed=5)) == cls.IS_CHANGED(**dict(inputs, seed=5)) == 5
+
+
+def test_wrong_links_and_missing_inputs_are_one_clear_error(pack):
+    from faceanchor.comfyui.engines import RemoteEngine
+    from faceanchor.comfyui.images import from_images
+    from faceanchor.comfyui.reference import FaceReference
+    from faceanchor.errors import InvalidInputError
+
+    nodes = pack.NODE_CLASS_MAPPINGS
+    with pytest.raises(InvalidInputError, match="connect a 'Load faceanchor engine' node"):
+        nodes["FaceAnchorFaceAnalysis"]().analyse("not an engine", None, 0, "instantid")
+    with pytest.raises(InvalidInputError, match="connect a 'Face analysis' or 'Character' node"):
+        nodes["FaceAnchorIdentityScore"]().score(RemoteEngine("http://127.0.0.1:9"), "not an identity", None, "instantid")
+    with pytest.raises(ValueError, match="reference photos or a character"):
+        FaceReference()
+    with pytest.raises(InvalidInputError, match="expected an IMAGE tensor"):
+        from_images([[1.0, 2.0]])

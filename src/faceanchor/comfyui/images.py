@@ -11,17 +11,19 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from faceanchor.errors import InvalidInputError
+
 
 def to_images(images: Sequence[Any]) -> Any:
     """PIL images of one size → one IMAGE batch."""
     import torch
 
     if not images:
-        raise ValueError("no images to batch")
+        raise InvalidInputError("no images to batch")
     arrays = [np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0 for im in images]
     sizes = {a.shape for a in arrays}
     if len(sizes) != 1:
-        raise ValueError(f"images of different sizes cannot share one IMAGE batch: {sorted(sizes)}")
+        raise InvalidInputError(f"images of different sizes cannot share one IMAGE batch: {sorted(sizes)}")
     return torch.from_numpy(np.stack(arrays))
 
 
@@ -38,7 +40,7 @@ def from_images(image: Any, what: str = "image") -> list[Any]:
     if arr.ndim == 3:
         arr = arr[None]
     if arr.ndim != 4 or arr.shape[0] < 1 or arr.shape[-1] not in (1, 3, 4):
-        raise ValueError(f"{what}: expected an IMAGE tensor B×H×W×C (C = 3), got shape {tuple(arr.shape)}")
+        raise InvalidInputError(f"{what}: expected an IMAGE tensor B×H×W×C (C = 3), got shape {tuple(arr.shape)}")
     if arr.shape[-1] == 1:
         arr = np.repeat(arr, 3, axis=-1)
     u8 = np.round(np.clip(np.nan_to_num(arr[..., :3]), 0.0, 1.0) * 255.0).astype(np.uint8)

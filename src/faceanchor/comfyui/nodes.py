@@ -139,10 +139,11 @@ class FaceAnalysis:
     CATEGORY = CATEGORY
 
     def analyse(self, engine: Any, image: Any, face_index: int, method: str) -> tuple[Any, ...]:
+        eng = _engine(engine)
         images = from_images(image)
         if len(images) > 5:
             raise InvalidInputError("at most 5 reference images of one person")
-        ref, report, overlays = _engine(engine).analyse(images, int(face_index), method)
+        ref, report, overlays = eng.analyse(images, int(face_index), method)
         preview = to_images(overlays if len({o.size for o in overlays}) == 1 else overlays[:1])
         return (ref, _json(report), preview, len(report["references"][0]["faces"]))
 
@@ -311,6 +312,7 @@ class IdentityScore:
     OUTPUT_NODE = True  # ComfyUI runs only output nodes and what feeds them: a score is an end of a graph
 
     def score(self, engine: Any, identity: Any, image: Any, method: str) -> tuple[Any, ...]:
+        _engine(engine)
         ref = _identity(identity)
         results = _scores(engine, ref, from_images(image), method)
         first = results[0][0]
@@ -332,6 +334,7 @@ class BestOfN:
     CATEGORY = CATEGORY
 
     def best_of(self, engine: Any, identity: Any, images: Any, keep: int, method: str) -> tuple[Any, ...]:
+        _engine(engine)
         ref = _identity(identity)
         pils = from_images(images, "images")
         results = _scores(engine, ref, pils, method)
