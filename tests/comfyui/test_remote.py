@@ -24,6 +24,7 @@ from faceanchor.imageio import load_image  # noqa: E402
 from faceanchor.types import GenerationRequest  # noqa: E402
 
 OBAMA = small_copy("obama.jpg")
+pytestmark = pytest.mark.slow  # a live server on tiny weights: about a minute on a loaded 2-core machine
 ASK = dict(prompt="a portrait", width=64, height=64, num_inference_steps=2, seed=11)
 
 
@@ -107,3 +108,14 @@ def test_scoring_on_a_remote_engine_is_a_clear_error(remote, photo):
     identity, *_ = run("FaceAnchorFaceAnalysis", engine=remote, image=photo)
     with pytest.raises(InvalidInputError, match="need a local engine"):
         run("FaceAnchorIdentityScore", engine=remote, identity=identity, image=photo)
+
+
+def test_remote_id_photo_and_edit(remote, photo):
+    identity, *_ = run("FaceAnchorFaceAnalysis", engine=remote, image=photo)
+    sheet, views, info = run("FaceAnchorIDPhoto", engine=remote, identity=identity, width=64, height=64, num_inference_steps=1, seed=2)
+    assert tuple(views.shape) == (4, 64, 64, 3) and sheet.shape[0] == 1
+    target = to_images([load_image(OBAMA).resize((128, 128))])
+    image, changed, info, _ = run("FaceAnchorEdit", engine=remote, identity=identity, image=target, mode="face", strength=0.5,
+                                  num_inference_steps=2, seed=3)
+    assert tuple(image.shape) == (1, 128, 128, 3) and 0.0 < float(changed.float().mean()) < 1.0
+    assert json.loads(info)["params"]["edit"]["strength"] == 0.5
