@@ -77,3 +77,14 @@ def test_best_of_n_ranks_a_batch_by_identity(engine, photo):
     assert [r["index"] for r in rows] == [2, 1]
     assert best_score == pytest.approx(1.0, abs=1e-3) and rows[1]["identity_score"] < best_score
     assert tuple(best.shape) == (2, *batch.shape[1:]) and np.array_equal(u8(best[:1]), u8(batch[2:3]))
+
+
+def test_pose_image_and_extra_controlnets_reach_the_request(engine, photo):
+    identity, *_ = run("FaceAnchorFaceAnalysis", engine=engine, image=photo)
+    pose = load_image(small_copy("obama2.jpg"))
+    images, info, _ = run("FaceAnchorGenerate", engine=engine, identity=identity, pose_image=to_images([pose]),
+                          controlnet_canny=True, **ASK)
+    assert json.loads(info)["params"]["controlnet_selection"] == ["canny"]
+    lib = engine.engine.generate(GenerationRequest(face_image=OBAMA, face_index=0, pose_image=small_copy("obama2.jpg"),
+                                                   controlnet_selection=["canny"], **ASK))
+    assert np.array_equal(u8(images)[0], np.asarray(lib.images[0].image))
