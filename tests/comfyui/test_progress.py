@@ -127,3 +127,20 @@ def test_without_comfyui_progress_is_a_no_op_and_a_cancel_stays_cancelled(monkey
     with pytest.raises(Cancelled):
         with comfy_job(3):
             raise Cancelled("cancelled during test")
+
+
+def test_best_of_n_steps_the_bar_per_scored_image_and_honours_the_interrupt(comfy, graph):
+    from faceanchor.comfyui.images import to_images
+    from faceanchor.comfyui.nodes import BestOfN
+    from faceanchor.imageio import load_image
+
+    engine, identity = graph
+    face = load_image(small_copy("obama.jpg"))
+    batch = to_images([face, face, face])
+    best, score, _ = BestOfN().best_of(engine, identity, batch, 1, "instantid")
+    assert comfy.updates == [(1, 3), (2, 3), (3, 3)] and best.shape[0] == 1
+    comfy.updates.clear()
+    comfy.on_update = lambda v, t: setattr(comfy, "flag", True)  # Cancel pressed after the first image
+    with pytest.raises(comfy.Interrupt):
+        BestOfN().best_of(engine, identity, batch, 1, "instantid")
+    assert comfy.updates == [(1, 3)]

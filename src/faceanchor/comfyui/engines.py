@@ -111,8 +111,15 @@ class LocalEngine:
             request = GenerationRequest(method=method, **ref.face_fields())
         return self.engine.identity(request)
 
-    def score(self, images: list[Any], ref: FaceReference, method: str) -> list[tuple[float | None, str | None]]:
-        return self.engine.score(_pils(images), self._identity(ref, method))
+    def score(self, images: list[Any], ref: FaceReference, method: str, step: Step | None = None) -> list[tuple[float | None, str | None]]:
+        """One (score, reason) per image; ``step(i, n)`` after each."""
+        ident = self._identity(ref, method)
+        out = []
+        for i, im in enumerate(_pils(images), 1):
+            out += self.engine.score([im], ident)
+            if step is not None:
+                step(i, len(images))
+        return out
 
     # ------------------------------------------------------------------ generation
     def generate(self, ref: FaceReference, fields: dict[str, Any], *, step: Step | None = None, cancel: Check | None = None) -> Outcome:
@@ -219,7 +226,7 @@ class RemoteEngine:
         report = {"pack": pack, "space": pack, "method": method, "server": self.url, "references": refs}
         return FaceReference(photos=tuple(png_bytes(im) for im in images), face_index=face_index, report=report), report, list(images)
 
-    def score(self, images: list[Any], ref: FaceReference, method: str) -> list[tuple[float | None, str | None]]:
+    def score(self, images: list[Any], ref: FaceReference, method: str, step: Step | None = None) -> list[tuple[float | None, str | None]]:
         raise InvalidInputError("Identity score and Best of N need a local engine: a faceanchor server scores only its own "
                                 "generations (see the info output of Generate)")
 

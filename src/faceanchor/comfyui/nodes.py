@@ -290,11 +290,10 @@ class Edit:
 
 
 def _scores(engine: Any, ref: FaceReference, images: list[Any], method: str) -> list[tuple[float | None, str | None]]:
-    with comfy_job(len(images)) as (_, cancel):
-        from faceanchor import cancel as cancellation
+    from faceanchor import cancel as cancellation
 
-        with cancellation.scope(cancel):
-            return _engine(engine).score(images, ref, method)
+    with comfy_job(len(images)) as (progress, cancel), cancellation.scope(cancel):
+        return _engine(engine).score(images, ref, method, step=progress.step)
 
 
 class IdentityScore:
