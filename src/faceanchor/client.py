@@ -660,6 +660,12 @@ class _Core:
             return _Call("GET", ref, self._bytes, idempotent=True)
         return _Call("GET", f"/files/{ref}", self._bytes, idempotent=True)
 
+    def faces(self, image: ImageInput, method: str | None) -> _Call:
+        body: dict[str, Any] = {"image": image_ref(image)}
+        if method is not None:
+            body["method"] = method
+        return _Call("POST", "/v1/faces", self._json(dict), json=body, idempotent=True)
+
     def methods(self) -> _Call:
         def parse(d: Mapping[str, Any]) -> Methods:
             return Methods([_pick(MethodInfo, m) for m in d["methods"]], {k: list(v) for k, v in d["apps"].items()})
@@ -894,6 +900,10 @@ class Client:
         """A generated image's bytes, by file id, URL on this server or :class:`OutputImage`."""
         return self._run(self._core.file(ref))
 
+    def faces(self, image: ImageInput, *, method: str | None = None) -> dict[str, Any]:
+        """The faces of a photo (``POST /v1/faces``): boxes, keypoints, quality, largest first."""
+        return self._run(self._core.faces(image, method))
+
     def methods(self) -> Methods:
         return self._run(self._core.methods())
 
@@ -1050,6 +1060,10 @@ class AsyncClient:
     # ------------------------------------------------------------------ files and system
     async def file(self, ref: str | OutputImage) -> bytes:
         return await self._run(self._core.file(ref))
+
+    async def faces(self, image: ImageInput, *, method: str | None = None) -> dict[str, Any]:
+        """The faces of a photo (``POST /v1/faces``): boxes, keypoints, quality, largest first."""
+        return await self._run(self._core.faces(image, method))
 
     async def methods(self) -> Methods:
         return await self._run(self._core.methods())
