@@ -207,6 +207,12 @@ def test_method_fields_and_size_presets(ctx):
     assert page.is_visible("#f-lora_scale") and page.is_hidden("#f-identity_strength") and page.is_hidden("#f-pose_image")
     page.select_option("#method", "instantid")
     assert page.is_hidden("#f-lora_scale") and page.is_visible("#f-identity_strength") and page.is_visible("#f-pose_image")
+    # a strength per extra ControlNet (the shared one for those left empty)
+    assert page.locator("#f-controlnet_scales input[data-key]").count() == 3
+    page.fill("#f-controlnet_scales input[data-key='pose']", "0.6")
+    page.wait_for_function("document.getElementById('code').textContent.includes('controlnet_scales')")
+    assert '"pose": 0.6' in page.inner_text("#code") and '"canny"' not in page.inner_text("#code")
+    page.fill("#f-controlnet_scales input[data-key='pose']", "")
     page.click("#size-presets button:has-text('9:16')")
     assert (page.input_value("#f-width"), page.input_value("#f-height")) == ("768", "1344")
     page.click("#size-presets button:has-text('from the photo')")
@@ -356,14 +362,19 @@ def test_history_survives_a_reload(ctx):
     shot(page, "11-history-after-reload")
 
 
-def test_delete_a_character(ctx):
+def test_quality_warnings_then_delete_a_character(ctx, tmp_path):
     page, guard, _ = ctx
     page.click("#tab-characters")
     page.fill("#char-name", "Temporary")
-    page.set_input_files("#char-photos", str(FACES / "obama2.jpg"))
+    small = Image.open(FACES / "obama2.jpg")
+    small.resize((small.width * 200 // small.height, 200)).save(tmp_path / "small.png")  # a face of ~50 px
+    page.set_input_files("#char-photos", str(tmp_path / "small.png"))
     page.click("#char-create")
     card = page.locator(".card", has=page.locator("h3", has_text="Temporary"))
     card.wait_for(timeout=JOB_TIMEOUT)
+    report = page.inner_text("#char-report")
+    assert "Warnings: photo:0: face is small" in report, report  # the quality report's warnings, on the page and the card
+    assert "face is small" in card.inner_text()
     cid = card.get_attribute("data-character-id")
     assert page.locator(f"#identity-source option[value='{cid}']").count() == 1
     page.once("dialog", lambda d: d.accept())  # "Delete Temporary and its files?"
@@ -397,6 +408,34 @@ def test_keyboard_and_labels(ctx):
         .filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label') && !(e.textContent || '').trim())
         .map(e => e.id || e.outerHTML.slice(0, 80))""")
     assert unnamed == [], unnamed
+
+
+CONTRAST = """() => {
+  const channels = (c) => c.match(/[\\d.]+/g).map(Number);
+  const lum = (c) => channels(c).slice(0, 3).map((v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; })
+    .reduce((acc, v, i) => acc + v * [0.2126, 0.7152, 0.0722][i], 0);
+  const background = (e) => {
+    for (; e; e = e.parentElement) { const c = getComputedStyle(e).backgroundColor; const ch = channels(c); if (ch.length < 4 || ch[3] > 0.5) return c; }
+    return "rgb(255, 255, 255)";
+  };
+  const low = [];
+  for (const e of document.querySelectorAll("body *")) {
+    if (e.offsetParent === null || e.disabled || e.closest("[hidden]")) continue;
+    if (![...e.childNodes].some((n) => n.nodeType === 3 && n.textContent.trim())) continue;
+    const a = lum(getComputedStyle(e).color), b = lum(background(e));
+    const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+    if (ratio < 4.5) low.push(`${e.tagName}#${e.id}.${e.className} ${ratio.toFixed(2)}: ${e.textContent.trim().slice(0, 40)}`);
+  }
+  return low;
+}"""
+
+
+def test_text_contrast_is_wcag_aa(ctx):
+    page, _, _ = ctx
+    for tab in ("characters", "edit", "history", "generate"):  # every panel with its results, reports and hints
+        page.click(f"#tab-{tab}")
+        low = page.evaluate(CONTRAST)
+        assert low == [], (tab, low)
 
 
 def test_docs_work_offline(chromium_browser, server):
