@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import sys
+import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -220,10 +221,43 @@ def test_method_fields_and_size_presets(ctx):
     _small_form(page)
 
 
-def test_cancel_a_job(ctx, server):
+def _other_tenant_job(server, key: str) -> str:
+    import base64
+
+    face = "data:image/jpeg;base64," + base64.b64encode((FACES / "obama.jpg").read_bytes()).decode()
+    body = {"face_image": face, "width": 256, "height": 256, "num_inference_steps": 100}  # long enough to queue behind
+    resp = httpx.post(server.url + "/queue/instantid", json=body, headers={"x-api-key": key}, timeout=30)
+    assert resp.status_code in (200, 202), resp.text
+    return resp.json()["request_id"]
+
+
+def _job_status(server, key: str, rid: str) -> str:
+    return httpx.get(f"{server.url}/queue/instantid/requests/{rid}/status", headers={"x-api-key": key}, timeout=30).json()["status"]
+
+
+def test_queue_position_then_cancel_a_job(ctx, server):
     page, guard, _ = ctx
-    page.fill("#f-num_inference_steps", "100")
-    _click_submit(page, "#submit")
+    # another tenant keeps the one worker busy (one job running, one queued): the page's job waits behind them
+    other, _ = server.app.state.service.keys.create("other-tenant")
+    running = _other_tenant_job(server, other)
+    queued = None
+    try:
+        for _ in range(600):
+            if _job_status(server, other, running) == "IN_PROGRESS":
+                break
+            time.sleep(0.1)
+        queued = _other_tenant_job(server, other)
+        page.fill("#f-num_inference_steps", "100")
+        _click_submit(page, "#submit")
+        page.wait_for_function("document.getElementById('job-status').textContent === 'In the queue: 1 ahead'", timeout=JOB_TIMEOUT)
+        shot(page, "04a-queued")
+        httpx.put(f"{server.url}/queue/instantid/requests/{queued}/cancel", headers={"x-api-key": other}, timeout=30)
+        page.wait_for_function("document.getElementById('job-status').textContent === 'In the queue: next up'", timeout=JOB_TIMEOUT)
+        httpx.put(f"{server.url}/queue/instantid/requests/{running}/cancel", headers={"x-api-key": other}, timeout=30)
+    finally:
+        for rid in (running, queued):
+            if rid:
+                httpx.put(f"{server.url}/queue/instantid/requests/{rid}/cancel", headers={"x-api-key": other}, timeout=30)
     page.wait_for_function("document.getElementById('job-status').textContent.includes('step')", timeout=JOB_TIMEOUT)
     assert re.search(r"Denoising: step \d+/100", page.inner_text("#job-status")), page.inner_text("#job-status")
     shot(page, "04-running")
@@ -354,7 +388,7 @@ def test_history_survives_a_reload(ctx):
     items = page.locator("#history li").all_inner_texts()
     text = "\n".join(items)
     apps = [i.split(" · ")[0] for i in items]
-    # newest first: edit, character generate, id-photo, no-face, polled, cancelled, generate
+    # newest first: edit, character generate, id-photo, no-face, polled, cancelled, generate (the other tenant's jobs are not here)
     assert apps == ["character/edit", "character/generate", "character/id-photo", "instantid", "instantid", "instantid", "instantid"], items
     for needle in ("instantid · CANCELLED", "instantid · FAILED", "(no_face)"):
         assert needle in text, (needle, text)
