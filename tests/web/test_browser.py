@@ -200,6 +200,13 @@ def test_use_this_seed_locks_it(ctx):
     assert page.input_value("#f-seed") == seed and page.is_checked("#seed-lock")
     link = page.locator("#results figure a[download]").first
     assert link.get_attribute("href").startswith("blob:") and link.get_attribute("download") == f"faceanchor_{seed}.png"
+    params = json.loads(page.locator("#results figure details pre").first.text_content())  # the parameters used
+    assert params["style"] == "Headshot" and params["num_inference_steps"] == 3 and params["width"] == 64
+    # unlocked, the seed is drawn anew (-1); locked, the result's seed is sent
+    page.uncheck("#seed-lock")
+    page.wait_for_function("document.getElementById('code').textContent.includes('\"seed\": -1')")
+    page.check("#seed-lock")
+    page.wait_for_function("(s) => document.getElementById('code').textContent.includes('\"seed\": ' + s)", arg=seed)
 
 
 def test_method_fields_and_size_presets(ctx):
