@@ -350,3 +350,24 @@ def test_decode_latents_on_an_fp16_sd15_pipeline():
     images = decode_latents(pipe, torch.randn(2, pipe.vae.config.latent_channels, 8, 8, dtype=torch.float16))
     assert len(images) == 2 and images[0].size == (8 * pipe.vae_scale_factor,) * 2
     assert pipe.vae.dtype == torch.float16
+
+
+def test_per_controlnet_scales(engine):
+    both = dict(width=128, height=128, controlnet_selection=["canny", "pose"])
+    shared = pixels(engine.generate(req(**both, controlnet_conditioning_scale=1.5)).images[0])
+    # each scale given by name: the same as the shared scale
+    named = pixels(engine.generate(req(**both, controlnet_scales={"canny": 1.5, "pose": 1.5})).images[0])
+    assert np.array_equal(shared, named)
+    # canny at 0 adds nothing: the picture of pose alone at 1.5
+    pose_only = pixels(engine.generate(req(width=128, height=128, controlnet_selection=["pose"], controlnet_conditioning_scale=1.5)).images[0])
+    muted = pixels(engine.generate(req(**both, controlnet_scales={"canny": 0.0, "pose": 1.5})).images[0])
+    assert np.array_equal(pose_only, muted) and not np.array_equal(shared, muted)
+    # one name given: the other takes controlnet_conditioning_scale
+    mixed = pixels(engine.generate(req(**both, controlnet_conditioning_scale=1.5, controlnet_scales={"canny": 0.0})).images[0])
+    assert np.array_equal(muted, mixed)
+    with pytest.raises(ValueError, match="depth is not in controlnet_selection"):
+        req(controlnet_selection=["pose"], controlnet_scales={"depth": 0.5})
+    with pytest.raises(ValueError):
+        req(controlnet_selection=["pose"], controlnet_scales={"pose": 2.5})
+    with pytest.raises(InvalidInputError, match="controlnet_scales"):
+        engine.generate(req(method="faceid", controlnet_selection=["pose"], controlnet_scales={"pose": 0.5}))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Literal, Protocol
+from typing import Annotated, Any, Callable, Literal, Protocol
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -208,6 +208,8 @@ class GenerationRequest(BaseModel):
     enhance_face_region: bool = Field(True, description="Confine identity conditioning to the face region.")
     controlnet_selection: list[ControlName] = Field(default_factory=list, description="Extra ControlNets: pose, canny, depth.")
     controlnet_conditioning_scale: float = Field(0.4, ge=0.0, le=2.0, description="Scale of each extra ControlNet.")
+    controlnet_scales: dict[ControlName, Annotated[float, Field(ge=0.0, le=2.0)]] = Field(
+        default_factory=dict, description="Per extra ControlNet scale, 0-2, e.g. {\"pose\": 0.6, \"canny\": 0.3}; the others take controlnet_conditioning_scale.")
     pose_image: str | bytes | None = Field(None, description="Take keypoints (and body pose) from this photo instead.")
     control_guidance_start: float = Field(0.0, ge=0.0, le=1.0, description="Fraction of steps where identity conditioning starts.")
     control_guidance_end: float = Field(1.0, ge=0.0, le=1.0, description="Fraction of steps where it ends.")
@@ -231,6 +233,9 @@ class GenerationRequest(BaseModel):
     def _check(self) -> "GenerationRequest":
         if self.control_guidance_start >= self.control_guidance_end:
             raise ValueError("control_guidance_start must be below control_guidance_end")
+        stray = sorted(set(self.controlnet_scales) - set(self.controlnet_selection))
+        if stray:
+            raise ValueError(f"controlnet_scales: {', '.join(stray)} is not in controlnet_selection")
         if len(self.face_images) + (1 if self.face_image is not None else 0) > 5:
             raise ValueError("at most 5 face images per request")
         if self.face_kps is not None:

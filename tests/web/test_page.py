@@ -189,3 +189,46 @@ def test_every_element_the_script_uses_is_on_the_page():
     used = set(re.findall(r"""\$\("([^"]+)"\)""", CODE))
     assert used, "app.js uses no elements?"
     assert used <= ids, f"app.js uses missing elements: {sorted(used - ids)}"
+
+
+def _props(spec: dict, name: str) -> set[str]:
+    return set(spec["components"]["schemas"][name]["properties"])
+
+
+def _enum(spec: dict, schema: str, field: str) -> list[str]:
+    prop = spec["components"]["schemas"][schema]["properties"][field]
+    for option in [prop, *prop.get("anyOf", [])]:
+        if "enum" in option:
+            return option["enum"]
+    raise AssertionError(f"{schema}.{field} has no enum")
+
+
+def test_the_page_sends_every_character_and_edit_field(app):
+    # the generation fields come from GenerateBody (form.js builds a control for each); the fields the
+    # character, edit and create bodies add on top are written by app.js itself: each must be sent by name
+    spec = app.openapi()
+    gen = _props(spec, "GenerateBody")
+    extra = (_props(spec, "CharacterBody") | _props(spec, "EditBody")) - gen
+    create = _props(spec, "CreateBody")
+    images = _props(spec, "CharacterImages")
+    assert extra >= {"character_id", "reference_set", "mode", "strength", "mask_source", "images"}, extra
+    app_js = re.sub(r"(^|\s)//.*$", "", MODULES["app.js"], flags=re.M)
+    missing = [n for n in sorted(extra | create | images) if not re.search(rf"\b{n}\b\s*[:=,}}]|\.{n}\b", app_js)]
+    assert missing == [], f"app.js never sends {missing}"
+
+
+def test_the_fixed_choices_of_the_page_are_the_api_enums(app):
+    # the selects index.html writes by hand hold exactly the values the API accepts
+    spec = app.openapi()
+    elements = _elements()
+
+    def options(select_id: str) -> list[str]:
+        start = INDEX.index(f'<select id="{select_id}"')
+        block = INDEX[start:INDEX.index("</select>", start)]
+        return [m or t for m, t in re.findall(r'<option(?: value="([^"]*)")?[^>]*>([^<]*)</option>', block)]
+
+    refs = _enum(spec, "CharacterBody", "reference_set")
+    assert options("char-refs") == refs and options("edit-refs") == refs
+    assert options("edit-mask-source") == _enum(spec, "EditBody", "mask_source")
+    modes = [a["value"] for t, a in elements if t == "input" and a.get("name") == "edit-mode"]
+    assert modes == _enum(spec, "EditBody", "mode")

@@ -66,7 +66,7 @@ class InstantID(Method):
     space = "antelopev2"
     normalised = False
     fields = frozenset({
-        "identity_strength", "enhance_face_region", "controlnet_selection", "controlnet_conditioning_scale",
+        "identity_strength", "enhance_face_region", "controlnet_selection", "controlnet_conditioning_scale", "controlnet_scales",
         "pose_image", "control_guidance_start", "control_guidance_end", "negative_embedding_noise",
         "face_detail", "identitynet_model", "face_box", "more_identities",
     })
@@ -224,7 +224,7 @@ class InstantID(Method):
                 cn, model_id = tools.controlnet(name)
                 loaded.models[f"controlnet_{name}"] = model_id
                 image = control_image(name, cover_image(control_src, (width, height)), tools.settings)
-                extras.append(ExtraControl(controlnet=cn, image=image, scale=request.controlnet_conditioning_scale))
+                extras.append(ExtraControl(controlnet=cn, image=image, scale=request.controlnet_scales.get(name, request.controlnet_conditioning_scale)))
         tools.set_scheduler(loaded, request, pipe)
         emb = self._embedding(ident)
         with ctx.stage("prompt"):

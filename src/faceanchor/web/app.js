@@ -10,7 +10,12 @@ const $ = (id) => document.getElementById(id);
 const STAGES = {
   face: "Finding the face", load: "Loading the models", controls: "Preparing the control images",
   prompt: "Encoding the prompt", denoise: "Denoising", decode: "Decoding the image", score: "Scoring the identity",
+  view: "Rendering the ID-photo views",
 };
+// The Generate tab's fields an ID photo and an edit take too (the others are about the face photo, the size or several people).
+const SHARED = ["method", "num_inference_steps", "guidance_scale", "seed", "negative_prompt", "scheduler", "identity_strength", "adapter_strength",
+  "style", "combine", "enhance_face_region", "control_guidance_start", "control_guidance_end", "negative_embedding_noise", "s_scale", "lora_scale",
+  "base", "model_name", "adapter_model", "identitynet_model", "prompt_weighting", "output_format"];
 const SIZES = [["1:1", 1024, 1024], ["3:4", 896, 1152], ["4:3", 1152, 896], ["9:16", 768, 1344], ["16:9", 1344, 768], ["2:3 small", 512, 768], ["1:1 small", 512, 512]];
 const state = { methods: {}, current: null, faces: null, characters: [], editTarget: null, lang: "curl" };
 
@@ -202,7 +207,7 @@ async function currentRequest() {
   const character = $("identity-source").value;
   if (character) {
     delete body.face_index;
-    return { queue: "character/generate", body: { ...body, character_id: character }, files };
+    return { queue: "character/generate", body: { ...body, character_id: character, reference_set: $("char-refs").value }, files };
   }
   const photos = [...$("face").files];
   if (photos.length) {
@@ -228,7 +233,14 @@ function updateCode() {
 }
 $("gen-form").addEventListener("input", updateCode);
 $("gen-form").addEventListener("change", updateCode);
-$("identity-source").addEventListener("change", () => { $("photo-box").hidden = !!$("identity-source").value; updateCode(); });
+// A character as the identity: no photo picker, its reference set instead.
+function showIdentity() {
+  $("photo-box").hidden = !!$("identity-source").value;
+  $("char-refs-box").hidden = !$("identity-source").value;
+  $("edit-face-box").hidden = !!$("edit-identity").value;
+  $("edit-refs-box").hidden = !$("edit-identity").value;
+}
+$("identity-source").addEventListener("change", () => { showIdentity(); updateCode(); });
 for (const b of document.querySelectorAll("[data-lang]")) {
   b.addEventListener("click", () => {
     state.lang = b.dataset.lang;
@@ -457,7 +469,11 @@ $("char-form").addEventListener("submit", async (ev) => {
   $("char-create").disabled = true;
   $("char-report").replaceChildren(text("p", "Analysing the photos…"));
   try {
-    const resp = await call("POST", "v1/characters", { body: { name, images: { face: uris[0], faces: uris.slice(1) } } });
+    const req = { name, images: { face: uris[0], faces: uris.slice(1) } };
+    if ($("char-face-index").value !== "") req.face_index = Number($("char-face-index").value);
+    const spaces = $("char-spaces").value.split(",").map((x) => x.trim()).filter(Boolean);
+    if (spaces.length) req.spaces = spaces;
+    const resp = await call("POST", "v1/characters", { body: req });
     if (!resp.ok) {
       const e = await errorOf(resp);
       $("char-report").replaceChildren(text("p", `Not created: ${errorLine(e)}`, "error"));
@@ -485,6 +501,7 @@ async function loadCharacters() {
     for (const c of state.characters) { const o = text("option", `character: ${c.name}`); o.value = c.id; sel.append(o); }
     sel.value = state.characters.some((c) => c.id === keep) ? keep : "";
   }
+  showIdentity();  // a deleted character is no longer the identity
   const list = $("char-list");
   list.replaceChildren();
   for (const c of state.characters) list.append(await characterCard(c));
@@ -525,11 +542,11 @@ async function characterCard(c) {
   actions.append(
     button("Make ID photo", async () => {
       const { body } = await currentRequest();
-      const fields = pick(body, ["num_inference_steps", "guidance_scale", "seed", "width", "height", "prompt", "negative_prompt", "scheduler"]);
+      const fields = pick(body, [...SHARED, "width", "height", "prompt"]);
       await runJob("character/id-photo", { ...fields, character_id: c.id }, () => loadCharacters());
     }),
-    button("Generate with…", () => { $("identity-source").value = c.id; $("photo-box").hidden = true; selectTab("generate"); updateCode(); $("submit").focus(); }),
-    button("Edit with…", () => { $("edit-identity").value = c.id; $("edit-face-box").hidden = true; selectTab("edit"); }),
+    button("Generate with…", () => { $("identity-source").value = c.id; showIdentity(); selectTab("generate"); updateCode(); $("submit").focus(); }),
+    button("Edit with…", () => { $("edit-identity").value = c.id; showIdentity(); selectTab("edit"); }),
     button("History", () => showCharacterHistory(c, card)),
     button("Delete", async () => {
       if (!window.confirm(`Delete ${c.name} and its files?`)) return;
@@ -574,18 +591,18 @@ async function sendToEdit(url, image) {
   selectTab("edit");
 }
 $("edit-target").addEventListener("change", () => { state.editTarget = $("edit-target").files[0] || null; $("edit-target-note").textContent = ""; });
-$("edit-identity").addEventListener("change", () => { $("edit-face-box").hidden = !!$("edit-identity").value; });
+$("edit-identity").addEventListener("change", showIdentity);
 
 $("edit-form").addEventListener("submit", async (ev) => {
   ev.preventDefault();
   if (!state.editTarget) { banner("Choose the picture to edit.", "warn"); return; }
   const { body } = await currentRequest();
-  const fields = pick(body, ["num_inference_steps", "guidance_scale", "seed", "negative_prompt", "scheduler", "identity_strength", "adapter_strength"]);
+  const fields = pick(body, SHARED);
   const target = await readDataUri(state.editTarget);
   const req = { ...fields, prompt: $("edit-prompt").value, mode: document.querySelector('input[name="edit-mode"]:checked').value,
     mask_source: $("edit-mask-source").value, images: { target } };
   if ($("edit-strength").value) req.strength = Number($("edit-strength").value);
-  if ($("edit-identity").value) req.character_id = $("edit-identity").value;
+  if ($("edit-identity").value) { req.character_id = $("edit-identity").value; req.reference_set = $("edit-refs").value; }
   else if ($("edit-face").files[0]) req.images.face = await readDataUri($("edit-face").files[0]);
   else { banner("Choose a face photo or a character for the edit.", "warn"); return; }
   clearBanner();

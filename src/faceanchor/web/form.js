@@ -10,7 +10,7 @@ const LAYOUT = {
   size: ["width", "height"],
   sampling: ["num_inference_steps", "guidance_scale", "scheduler", "seed", "samples", "best_of"],
   control: ["identity_strength", "adapter_strength", "enhance_face_region", "pose_image", "controlnet_selection",
-    "controlnet_conditioning_scale", "control_guidance_start", "control_guidance_end", "face_detail", "s_scale", "lora_scale"],
+    "controlnet_conditioning_scale", "controlnet_scales", "control_guidance_start", "control_guidance_end", "face_detail", "s_scale", "lora_scale"],
 };
 // Handled by their own widgets (photo picker, style gallery, method select) or not a form field.
 const OWN = new Set(["method", "face_image", "face_images", "style", "base64"]);
@@ -18,7 +18,8 @@ const LABELS = {
   face_index: "Face index (which face; click one in the photo)", num_inference_steps: "Steps", guidance_scale: "Guidance",
   identity_strength: "Identity strength (IdentityNet)", adapter_strength: "Adapter strength (IP-Adapter)",
   enhance_face_region: "Enhance the face region", controlnet_selection: "Extra ControlNets",
-  controlnet_conditioning_scale: "Extra ControlNet strength (one scale for every extra ControlNet)",
+  controlnet_conditioning_scale: "Extra ControlNet strength (each one without its own below)",
+  controlnet_scales: "Strength of each extra ControlNet (empty: the one above)",
   pose_image: "Pose image (keypoints and body pose from this photo)", face_detail: "Face detail (re-render small faces)",
   s_scale: "Structure scale (PlusV2)", lora_scale: "LoRA scale", best_of: "Best of (keep the best by identity score)",
   scheduler: "Scheduler (lcm: LCM-LoRA, few steps)",
@@ -60,6 +61,13 @@ function control(name, prop) {
   } else if (t.type === "array" && t.items && t.items.enum) {
     const box = el("fieldset", { class: "inner", id, "data-field": name, "data-kind": "multi" }, el("legend", { text: label }));
     for (const v of t.items.enum) box.append(el("label", { class: "inline" }, el("input", { type: "checkbox", value: v }), ` ${v}`));
+    wrap.append(box);
+  } else if (t.type === "object" && t.propertyNames && t.propertyNames.enum) {  // {name: number}: one number per name
+    const box = el("fieldset", { class: "inner", id, "data-field": name, "data-kind": "numbers" }, el("legend", { text: label }));
+    const v = t.additionalProperties || {};
+    for (const key of t.propertyNames.enum) {
+      box.append(el("label", { class: "inline" }, `${key} `, el("input", { type: "number", "data-key": key, min: v.minimum, max: v.maximum, step: 0.05, placeholder: "shared" })));
+    }
     wrap.append(box);
   } else if (t.enum) {
     const sel = el("select", { id, "data-field": name, "data-kind": "enum" });
@@ -136,6 +144,9 @@ export async function formBody(form, files = {}) {
     } else if (kind === "multi") {
       const picked = [...e.querySelectorAll("input:checked")].map((c) => c.value);
       if (picked.length) body[name] = picked;
+    } else if (kind === "numbers") {
+      const picked = [...e.querySelectorAll("input[data-key]")].filter((i) => i.value.trim() !== "");
+      if (picked.length) body[name] = Object.fromEntries(picked.map((i) => [i.dataset.key, Number(i.value)]));
     } else if (kind === "bool") {
       body[name] = e.checked;
     } else if (kind === "number") {
