@@ -66,6 +66,10 @@ def build_app() -> typer.Typer:
     from faceanchor.cli import character
 
     character.register(app)
+
+    from faceanchor.cli import mcp
+
+    mcp.register(app)
     return app
 
 

@@ -39,7 +39,8 @@ class Backend:
     the MCP request's own ``x-api-key`` / ``Authorization`` header (streamable HTTP).
     ``allow_paths``: image arguments may name local files (read here, sent as base64); off when
     the MCP server is reached over the network, where a path would name a file of the server.
-    ``public_url``: where result files can be fetched by the agent's host (None: in process).
+    ``public_url``: where result files can be fetched by the agent's host (None: in process;
+    ``"request"``: the base URL of the MCP request, when mounted in the API app).
     ``lifespan``: an async context manager factory run for the MCP server's lifetime.
     """
 
@@ -82,12 +83,13 @@ class Backend:
             raise BackendError(f"unknown method {name!r}; one of: {', '.join(sorted(self._methods))}")
         return self._methods[name]
 
-    def file_url(self, file_url: str) -> str | None:
+    def file_url(self, file_url: str, request_base: str | None = None) -> str | None:
         """The URL an outside host can fetch a result at (None in process)."""
-        if self.public_url is None:
+        public = request_base if self.public_url == "request" else self.public_url
+        if public is None:
             return None
         if file_url.startswith(IN_PROCESS_URL):
-            return self.public_url.rstrip("/") + file_url[len(IN_PROCESS_URL):]
+            return public.rstrip("/") + file_url[len(IN_PROCESS_URL):]
         return file_url
 
 

@@ -227,7 +227,7 @@ def build_server(backend: Backend, *, name: str = "faceanchor") -> MCPServer:
         async with tools.client(ctx) as fa:
             status = await tools.call(fa.status(app, request_id))
             if status.status == "COMPLETED":
-                return await tools.finished(fa, job_id, await tools.call(fa.result(app, request_id)))
+                return await tools.finished(ctx, fa, job_id, await tools.call(fa.result(app, request_id)))
         return _result(_status(job_id, status))
 
     @mcp.tool(annotations=ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True))
@@ -327,7 +327,7 @@ class _Tools:
         if status.status != "COMPLETED":
             err = status.error
             raise ToolError(f"job {job_id} {status.status.lower()}" + (f": {err.message} ({err.type})" if err else ""))
-        return await self.finished(fa, job_id, await self.call(fa.result(handle.app, handle.request_id)))
+        return await self.finished(ctx, fa, job_id, await self.call(fa.result(handle.app, handle.request_id)))
 
     async def follow(self, ctx: Context, fa: AsyncClient, app: str, request_id: str) -> JobStatus:
         """Poll the job's status until it ends, reporting each new step as MCP progress (0-1)."""
@@ -342,7 +342,7 @@ class _Tools:
                 return status
             await anyio.sleep(self.backend.poll_interval)
 
-    async def finished(self, fa: AsyncClient, job_id: str, result: Result) -> CallToolResult:
+    async def finished(self, ctx: Context, fa: AsyncClient, job_id: str, result: Result) -> CallToolResult:
         """A finished job: a summary, one preview per image and a resource link per full file."""
         content: list[Any] = []
         images = []
@@ -354,7 +354,7 @@ class _Tools:
                                         size=len(data), description=f"{im.width}x{im.height}, full size"))
             entry = {"file_id": im.file_id, "resource": uri, "width": im.width, "height": im.height, "seed": im.seed,
                      "identity_score": im.identity_score}
-            url = self.backend.file_url(im.url)
+            url = self.backend.file_url(im.url, _request_base(ctx))
             if url:
                 entry["url"] = url
             if im.identity_reason:
@@ -371,6 +371,16 @@ def _headers(ctx: Context) -> Any:
         return ctx.headers
     except (ValueError, AttributeError):
         return None
+
+
+def _request_base(ctx: Context) -> str | None:
+    """The base URL of the HTTP request carrying this MCP message (None on stdio / in memory)."""
+    try:
+        request = ctx.request_context.request
+    except (ValueError, AttributeError):
+        return None
+    base = getattr(request, "base_url", None)
+    return str(base) if base is not None else None
 
 
 def _fields(**kw: Any) -> dict[str, Any]:
