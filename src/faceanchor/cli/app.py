@@ -67,9 +67,10 @@ def build_app() -> typer.Typer:
 
     character.register(app)
 
-    from faceanchor.cli import mcp
+    from faceanchor.cli import mcp, remote
 
     mcp.register(app)
+    remote.register(app)
     return app
 
 
