@@ -116,8 +116,20 @@ async def agent_script(c, face):
     return cid
 
 
+def readme_mcp_config():
+    """The MCP host config the README shows (its ```json block with "mcpServers")."""
+    import json
+    import re
+
+    blocks = re.findall(r"```json\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    configs = [json.loads(b) for b in blocks if "mcpServers" in b]
+    assert len(configs) == 1
+    return configs[0]["mcpServers"]["faceanchor"]
+
+
 @pytest.mark.slow
 def test_agent_script_over_stdio(tmp_path):
+    """The server as the README's Claude Desktop config starts it (``faceanchor`` run as ``python -m faceanchor``)."""
     from faceanchor.config import Settings
     from faceanchor.store.db import Database
     from faceanchor.store.keys import KeyStore
@@ -127,8 +139,9 @@ def test_agent_script_over_stdio(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("FACEANCHOR_")}
     env.update(PYTHONPATH=str(ROOT / "src"), FACEANCHOR_HOME=str(tmp_path / "home"), FACEANCHOR_FACE_PACK="dlib",
                FACEANCHOR_DEVICE="cpu", OMP_NUM_THREADS="1")
-    params = StdioServerParameters(command=sys.executable, args=["-m", "faceanchor", "mcp", "--weights", "tiny"], env=env,
-                                   cwd=str(tmp_path))
+    config = readme_mcp_config()
+    assert config["command"] == "faceanchor"
+    params = StdioServerParameters(command=sys.executable, args=["-m", "faceanchor", *config["args"]], env=env, cwd=str(tmp_path))
 
     async def main():
         async with Client(params, mode="legacy") as c:
