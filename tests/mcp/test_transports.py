@@ -254,3 +254,32 @@ def test_cancelling_over_http_cancels_the_job(tiny_app, engine):
             assert [j["status"] for j in jobs] == ["CANCELLED"] and engine.completed == 0
 
     anyio.run(main)
+
+
+def test_against_a_running_server_by_url_and_key(tiny_app):
+    """What ``faceanchor mcp --server URL --key KEY`` builds: the tools over the HTTP API on the network."""
+    from faceanchor.mcp.backend import Backend
+    from faceanchor.mcp.server import build_server
+
+    key, _ = tiny_app.keys.create("remote")
+    server = build_server(Backend(tiny_app.url, key, public_url=tiny_app.url))
+
+    async def main():
+        async with Client(server) as c:
+            seen = []
+
+            async def on_progress(p, total, message):
+                seen.append(message)
+
+            out = await c.call_tool("generate_image", {"prompt": "p", "face_image": base64.b64encode(face_jpeg()).decode(),
+                                                       "seed": 4, "steps": 6}, progress_callback=on_progress)
+            assert not out.is_error, out.content[0].text
+            image = out.structured_content["images"][0]
+            assert image["url"] == f"{tiny_app.url}/files/{image['file_id']}"
+            assert httpx.get(image["url"], headers={"x-api-key": key}).content.startswith(b"\x89PNG")
+            assert seen[-1] == "done" and any(m.startswith("denoise step") for m in seen), seen
+        async with Client(build_server(Backend(tiny_app.url, "fa_000000000000_wrong-wrong-wrong-wrong"))) as bad:
+            r = await bad.call_tool("list_characters", {})
+            assert r.is_error and "not valid" in r.content[0].text
+
+    anyio.run(main)
