@@ -49,7 +49,7 @@ def register(app: typer.Typer) -> None:
                 raise InvalidInputError("--server needs an API key: --key KEY or FACEANCHOR_API_KEY (faceanchor keys create)")
             backend = Backend(server.rstrip("/"), key, public_url=server.rstrip("/"))
         else:
-            backend = embedded(settings, engine_factory=_factory(settings, engine), key=key)
+            backend = embedded(settings, engine_factory=_factory(settings, engine), key=key, background=True)
         build_server(backend).run("stdio")
 
 

@@ -113,8 +113,11 @@ def presented_key(headers: Mapping[str, str] | None) -> str | None:
 
 
 def embedded(settings: Any, engine: Any = None, *, engine_factory: Callable | None = None, key: str | None = None,
-             tenant: str = "mcp-local") -> Backend:
+             tenant: str = "mcp-local", background: bool = False) -> Backend:
     """The API app built here around ``engine`` (or ``engine_factory``), called in process.
+
+    ``background``: the model loads in a thread after the MCP server starts (so a host's
+    initialize does not wait for it); calls made meanwhile queue, or wait out the API's 503.
 
     With no ``key``, the MCP server uses a key of tenant ``tenant`` made when it starts and
     revoked when it stops, so its characters persist from one run to the next (every key of a
@@ -122,7 +125,7 @@ def embedded(settings: Any, engine: Any = None, *, engine_factory: Callable | No
     """
     from faceanchor.api.app import create_app
 
-    app = create_app(settings, engine, engine_factory=engine_factory, load_in_background=False, serve_web=False)
+    app = create_app(settings, engine, engine_factory=engine_factory, load_in_background=background, serve_web=False)
     backend = Backend(IN_PROCESS_URL, key, transport=httpx.ASGITransport(app=app))
 
     @contextlib.asynccontextmanager
