@@ -62,7 +62,7 @@ def test_tools_are_listed_with_schemas_and_descriptions(server):
 
 
 def test_generate_with_a_character_reports_progress_and_returns_previews_and_files(server, engine):
-    engine.step_delay = 0.1
+    engine.step_delay = 0.15  # 12 steps: 1.8 s, several of the queue's progress flushes (every 0.25 s)
 
     async def main():
         async with Client(server) as c:

@@ -27,20 +27,13 @@ ROOT = Path(__file__).resolve().parents[2]
 TINY = dict(width=64, height=64, steps=1)
 
 
-class AppServer:
-    """``create_app`` + ``mount`` served by uvicorn on a free loopback port (a thread)."""
+class Served:
+    """An ASGI app served by uvicorn on a free loopback port (a thread)."""
 
-    def __init__(self, settings, engine, analyzer=None):
+    def __init__(self, app):
         import uvicorn
 
-        from faceanchor.api.app import create_app
-        from faceanchor.mcp.mount import mount
-
-        self.app = create_app(settings, engine, load_in_background=False, serve_web=False)
-        if analyzer is not None:  # test scaffolding: the prepared analyzer in the character service's cache
-            self.app.state.characters._analyzers["dlib"] = analyzer
-        mount(self.app)
-        self.keys = self.app.state.service.keys
+        self.app = app
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
@@ -59,6 +52,21 @@ class AppServer:
         self.server.should_exit = True
         self.thread.join(timeout=20)
         self.sock.close()
+
+
+class AppServer(Served):
+    """``create_app`` + ``mount``, served."""
+
+    def __init__(self, settings, engine, analyzer=None):
+        from faceanchor.api.app import create_app
+        from faceanchor.mcp.mount import mount
+
+        app = create_app(settings, engine, load_in_background=False, serve_web=False)
+        if analyzer is not None:  # test scaffolding: the prepared analyzer in the character service's cache
+            app.state.characters._analyzers["dlib"] = analyzer
+        mount(app)
+        self.keys = app.state.service.keys
+        super().__init__(app)
 
 
 def http_client(url, key):
@@ -256,9 +264,11 @@ def test_cancelling_over_http_cancels_the_job(tiny_app, engine):
     anyio.run(main)
 
 
-def test_against_a_running_server_by_url_and_key(tiny_app):
+def test_against_a_running_server_by_url_and_key(tiny_app, engine):
     """What ``faceanchor mcp --server URL --key KEY`` builds: the tools over the HTTP API on the network."""
     from faceanchor.mcp.backend import Backend
+
+    engine.step_delay = 0.15  # 10 steps: 1.5 s, several of the queue's progress flushes
     from faceanchor.mcp.server import build_server
 
     key, _ = tiny_app.keys.create("remote")
@@ -272,7 +282,7 @@ def test_against_a_running_server_by_url_and_key(tiny_app):
                 seen.append(message)
 
             out = await c.call_tool("generate_image", {"prompt": "p", "face_image": base64.b64encode(face_jpeg()).decode(),
-                                                       "seed": 4, "steps": 6}, progress_callback=on_progress)
+                                                       "seed": 4, "steps": 10}, progress_callback=on_progress)
             assert not out.is_error, out.content[0].text
             image = out.structured_content["images"][0]
             assert image["url"] == f"{tiny_app.url}/files/{image['file_id']}"
@@ -283,3 +293,26 @@ def test_against_a_running_server_by_url_and_key(tiny_app):
             assert r.is_error and "not valid" in r.content[0].text
 
     anyio.run(main)
+
+
+def test_http_proxy_in_front_of_a_server_passes_each_requests_key_on(tiny_app):
+    """``faceanchor mcp --http --server URL``: MCP over HTTP here, the API calls there with the caller's key."""
+    from faceanchor.mcp.mount import proxy_app
+
+    alice, _ = tiny_app.keys.create("alice")
+    bob, _ = tiny_app.keys.create("bob")
+
+    async def main(url):
+        async with http_client(url, alice) as a:
+            cid = (await a.call_tool("create_character", {"name": "A", "face_image": base64.b64encode(face_jpeg()).decode()})
+                   ).structured_content["id"]
+            out = await a.call_tool("generate_image", {"character_id": cid, "prompt": "p", "seed": 2, "steps": 2})
+            assert not out.is_error and out.structured_content["images"][0]["url"].startswith(tiny_app.url + "/files/")
+        async with http_client(url, bob) as b:
+            assert (await b.call_tool("list_characters", {})).structured_content["characters"] == []
+        async with http_client(url, None) as anonymous:
+            r = await anonymous.call_tool("list_characters", {})
+            assert r.is_error and "an API key is required" in r.content[0].text
+
+    with Served(proxy_app(tiny_app.url)) as proxy:
+        anyio.run(main, proxy.url)

@@ -65,12 +65,10 @@ def _serve_http(settings, server: Optional[str], host: str, port: int, spec: Opt
     import uvicorn
 
     if server is not None:
-        from faceanchor.mcp.backend import Backend
-        from faceanchor.mcp.server import build_server
+        from faceanchor.mcp.mount import proxy_app
 
-        base = server.rstrip("/")
-        application = build_server(Backend(base, None, allow_paths=False, public_url=base)).streamable_http_app(host=host)
-        typer.echo(f"faceanchor: MCP on http://{host}:{port}/mcp for {base}", err=True)
+        application = proxy_app(server, host=host)
+        typer.echo(f"faceanchor: MCP on http://{host}:{port}/mcp for {server.rstrip('/')}", err=True)
     else:
         from faceanchor.api.app import create_app
         from faceanchor.mcp.mount import mount

@@ -44,6 +44,13 @@ def mount(app: Any, *, path: str = "/mcp", host: str = "127.0.0.1") -> Any:
     return server
 
 
+def proxy_app(server_url: str, *, host: str = "127.0.0.1") -> Any:
+    """A streamable-HTTP MCP app (``/mcp``) in front of a faceanchor server elsewhere: each MCP
+    request's key is passed on to ``server_url``, which checks it (``faceanchor mcp --http --server``)."""
+    base = server_url.rstrip("/")
+    return build_server(Backend(base, None, allow_paths=False, public_url=base)).streamable_http_app(host=host)
+
+
 class _KeyRequired:
     """ASGI wrapper: the MCP endpoint answers only requests with a valid API key."""
 
