@@ -316,3 +316,44 @@ def test_http_proxy_in_front_of_a_server_passes_each_requests_key_on(tiny_app):
 
     with Served(proxy_app(tiny_app.url)) as proxy:
         anyio.run(main, proxy.url)
+
+
+def test_cancelling_over_stdio_cancels_the_job(tmp_path):
+    """An MCP host cancelling a call over stdio (notifications/cancelled) stops the job between steps."""
+    import sqlite3
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FACEANCHOR_")}
+    env.update(PYTHONPATH=str(ROOT / "src"), FACEANCHOR_HOME=str(tmp_path / "home"), FACEANCHOR_FACE_PACK="dlib",
+               TINY_STEP_DELAY="0.05", TINY_RUN_LOG=str(tmp_path / "runs.log"))
+    engine = ROOT / "tests" / "service" / "tiny_engine.py"
+    params = StdioServerParameters(command=sys.executable, args=["-m", "faceanchor", "mcp", "--engine", f"{engine}:factory"],
+                                   env=env, cwd=str(tmp_path))
+
+    async def main():
+        async with Client(params, mode="legacy") as c:
+            stepped = anyio.Event()
+
+            async def on_progress(p, total, message):
+                if message.startswith("denoise"):
+                    stepped.set()
+
+            async with anyio.create_task_group() as tg:
+                async def call():
+                    await c.call_tool("generate_image", {"prompt": "p", "face_image": base64.b64encode(face_jpeg()).decode(),
+                                                         "steps": 100}, progress_callback=on_progress)
+
+                tg.start_soon(call)
+                with anyio.fail_after(60):
+                    await stepped.wait()
+                tg.cancel_scope.cancel()
+            db = sqlite3.connect(tmp_path / "home" / "data" / "faceanchor.db")
+            t0 = time.monotonic()
+            while (rows := db.execute("select status from jobs").fetchall()) != [("CANCELLED",)]:
+                assert time.monotonic() - t0 < 15, rows
+                await anyio.sleep(0.1)
+            done = await c.call_tool("generate_image", {"prompt": "p", "face_image": base64.b64encode(face_jpeg()).decode(),
+                                                        "steps": 2, "seed": 5})
+            assert not done.is_error and done.structured_content["seeds"] == [5]
+
+    anyio.run(main)
+    assert (tmp_path / "runs.log").read_text().split()[1::2] == ["5"]  # only the second job ran to its end
