@@ -27,7 +27,7 @@ def test_serve_weights(tmp_path, monkeypatch, flag, env, expected):
 
     monkeypatch.setattr(api_app, "create_app", create_app)
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(app=app, port=kw["port"]))
-    main(["serve", "--port", "8123", *flag])
+    main(["serve", "--port", "8123", "--no-mcp", *flag])
     assert seen["weights"] == expected and seen["app"] == "app" and seen["port"] == 8123
     assert seen["factory"].__name__ == "default_engine_factory"
     from faceanchor.engine import Engine

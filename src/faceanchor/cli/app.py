@@ -66,6 +66,11 @@ def build_app() -> typer.Typer:
     from faceanchor.cli import character
 
     character.register(app)
+
+    from faceanchor.cli import mcp, remote
+
+    mcp.register(app)
+    remote.register(app)
     return app
 
 

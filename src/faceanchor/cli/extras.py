@@ -31,6 +31,8 @@ MODULE_EXTRAS: dict[str, str] = {
     "fastapi_offline": "serve",
     "ray": "ray",
     "psycopg": "postgres",
+    "mcp": "mcp",
+    "mcp_types": "mcp",
 }
 
 #: Distribution names whose import name differs from the normalised distribution name.

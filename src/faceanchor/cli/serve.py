@@ -87,6 +87,7 @@ def register(app: typer.Typer) -> None:
         gpus_per_replica: float = typer.Option(1.0, "--gpus-per-replica", min=0, help="With --ray: GPUs per replica (0: CPU)."),
         ray_address: Optional[str] = typer.Option(None, "--ray-address", help="With --ray: cluster to join ('auto': the local `ray start` one; default: start one)."),
         weights: Optional[str] = weights_option("real (default; also FACEANCHOR_WEIGHTS), dummy (full-size random) or tiny (tiny random, for trying the API on a CPU)."),
+        with_mcp: bool = typer.Option(True, "--mcp/--no-mcp", help="Serve the MCP server at /mcp too (streamable HTTP, behind the same keys; extra 'mcp')."),
     ) -> None:
         """Serve the HTTP API (sync + queue + web page) with uvicorn, or on Ray Serve with --ray."""
         import uvicorn
@@ -122,5 +123,16 @@ def register(app: typer.Typer) -> None:
             application = create_app(settings, engine_factory=factory)
         except FaceAnchorError:
             raise
-        typer.echo(f"faceanchor: serving on http://{host}:{port} (database {display_url(settings.resolved_database_url())})", err=True)
+        mcp_note = ""
+        if with_mcp:
+            try:
+                from faceanchor.mcp.mount import mount
+            except ModuleNotFoundError as e:
+                if e.name is None or e.name.split(".")[0] not in ("mcp", "mcp_types"):
+                    raise
+                mcp_note = '; no /mcp: the "mcp" extra is not installed (pip install "faceanchor[mcp]")'
+            else:
+                mount(application, host=host)
+                mcp_note = f"; MCP at http://{host}:{port}/mcp"
+        typer.echo(f"faceanchor: serving on http://{host}:{port} (database {display_url(settings.resolved_database_url())}){mcp_note}", err=True)
         uvicorn.run(application, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=10)
