@@ -324,3 +324,57 @@ def official_perceiver_forward(sd: Mapping[str, torch.Tensor], x: torch.Tensor, 
         lat = h + lat
         j += 1
     return ln(F.linear(lat, sd["proj_out.weight"], sd["proj_out.bias"]), "norm_out")
+
+
+# ---------------------------------------------------------------------------- facexlib ArcFace (xinntao/facexlib)
+
+def facexlib_arcface_shapes(stages=((64, 3), (128, 4), (256, 14), (512, 3)), stem: int = 64, emb: int = 512, reduction: int = 16) -> Shapes:
+    """``facexlib/recognition/arcface_arch.py`` ``Backbone(num_layers=50, mode='ir_se')``'s state dict
+    (``recognition_arcface_ir_se50.pth``): ``input_layer`` = Sequential(Conv2d(3, 64, 3, bias=False),
+    BatchNorm2d, PReLU); ``body.<i>`` = ``bottleneck_IR_SE``: ``shortcut_layer`` = MaxPool2d (no
+    weights) when in == depth else Sequential(Conv2d 1x1, BatchNorm2d); ``res_layer`` =
+    Sequential(BatchNorm2d(in), Conv2d(in, depth, 3), PReLU(depth), Conv2d(depth, depth, 3, stride),
+    BatchNorm2d(depth), SEModule(fc1, fc2: 1x1 convs, no bias)); ``output_layer`` =
+    Sequential(BatchNorm2d(512), Dropout, Flatten, Linear(512*7*7, 512), BatchNorm1d(512))."""
+    def bn(p: str, c: int) -> Shapes:
+        return {p + ".weight": (c,), p + ".bias": (c,), p + ".running_mean": (c,), p + ".running_var": (c,), p + ".num_batches_tracked": ()}
+
+    out: Shapes = {"input_layer.0.weight": (stem, 3, 3, 3), **bn("input_layer.1", stem), "input_layer.2.weight": (stem,)}
+    i, cin = 0, stem
+    for depth, n in stages:
+        for _ in range(n):
+            p = f"body.{i}."
+            if cin != depth:
+                out[p + "shortcut_layer.0.weight"] = (depth, cin, 1, 1)
+                out.update(bn(p + "shortcut_layer.1", depth))
+            out.update(bn(p + "res_layer.0", cin))
+            out[p + "res_layer.1.weight"] = (depth, cin, 3, 3)
+            out[p + "res_layer.2.weight"] = (depth,)
+            out[p + "res_layer.3.weight"] = (depth, depth, 3, 3)
+            out.update(bn(p + "res_layer.4", depth))
+            out[p + "res_layer.5.fc1.weight"] = (depth // reduction, depth, 1, 1)
+            out[p + "res_layer.5.fc2.weight"] = (depth, depth // reduction, 1, 1)
+            i, cin = i + 1, depth
+    out.update(bn("output_layer.0", cin))
+    out["output_layer.3.weight"], out["output_layer.3.bias"] = (emb, cin * 49), (emb,)
+    out.update(bn("output_layer.4", emb))
+    return out
+
+
+def facexlib_arcface_checkpoint(seed: int = 3, **kw: Any) -> dict[str, torch.Tensor]:
+    """Seeded random weights in that layout (BN running stats positive, PReLU slopes 0.25 ± noise)."""
+    g = torch.Generator().manual_seed(seed)
+    out: dict[str, torch.Tensor] = {}
+    for k, shape in facexlib_arcface_shapes(**kw).items():
+        if k.endswith("num_batches_tracked"):
+            out[k] = torch.tensor(0)
+        elif k.endswith("running_var"):
+            out[k] = 1.0 + 0.1 * torch.rand(shape, generator=g)
+        elif k.endswith("running_mean") or k.endswith(".bias"):
+            out[k] = 0.05 * torch.randn(shape, generator=g)
+        elif len(shape) == 1:  # BN weight, PReLU slope
+            out[k] = (0.25 if ".2.weight" in k and "res_layer" in k or k == "input_layer.2.weight" else 1.0) + 0.05 * torch.randn(shape, generator=g)
+        else:
+            fan_in = int(torch.tensor(shape[1:]).prod())
+            out[k] = torch.randn(shape, generator=g) / fan_in**0.5
+    return out
