@@ -84,6 +84,16 @@ class InfiniteYou(Method):
                       description="facexlib's ArcFace IR-SE50 (github.com/xinntao/facexlib release v0.1.0); detects with antelopev2's SCRFD"),
         )
 
+    def check_fields(self, request: GenerationRequest) -> None:
+        """Also refuse, before anything loads, what FLUX.1 here cannot take."""
+        super().check_fields(request)
+        if request.scheduler != "euler":
+            raise InvalidInputError("infiniteyou samples with FLUX's flow-matching Euler scheduler; leave scheduler unset")
+        if request.negative_prompt:
+            raise InvalidInputError("infiniteyou (guidance-distilled FLUX.1) takes no negative_prompt; leave it empty")
+        if request.combine == "concat":
+            raise InvalidInputError("infiniteyou takes one identity embedding; combine references with average or norm-average")
+
     def _spec(self, name: str) -> Any:
         return next(s for s in self.model_specs() if s.name == name)
 
@@ -141,10 +151,6 @@ class InfiniteYou(Method):
 
         request, ident, tools = ctx.request, ctx.identity, ctx.tools
         pipe = loaded.pipe
-        if request.scheduler != "euler":
-            raise InvalidInputError("infiniteyou samples with FLUX's flow-matching Euler scheduler; leave scheduler unset")
-        if request.negative_prompt:
-            raise InvalidInputError("infiniteyou (guidance-distilled FLUX.1) takes no negative_prompt; leave it empty")
         if ident.embedding.ndim == 2:
             raise InvalidInputError("infiniteyou takes one identity embedding; combine references with average or norm-average")
         schnell = "schnell" in str(request.model_name or "").lower() or not pipe.base.transformer.config.guidance_embeds

@@ -25,7 +25,8 @@ no length cap of its own (FLUX pads T5 to ``max_sequence_length``).
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import contextlib
+from typing import Any, Iterator, Literal
 
 from faceanchor.models.dummy import _build, build_tokenizer
 
@@ -114,7 +115,19 @@ def build_infusenet(size: Size = "tiny", seed: int = 0, dtype=None, device: str 
     from diffusers import FluxControlNetModel
 
     cfg = infusenet_config(size)
-    return _build(lambda: FluxControlNetModel(**cfg), seed + _OFFSETS["infusenet"], dtype, device)
+    with quiet_flux_deprecation():
+        return _build(lambda: FluxControlNetModel(**cfg), seed + _OFFSETS["infusenet"], dtype, device)
+
+
+@contextlib.contextmanager
+def quiet_flux_deprecation() -> Iterator[None]:
+    """diffusers 0.42's ``FluxControlNetModel`` builds the deprecated ``embeddings.FluxPosEmbed`` itself
+    and warns (FutureWarning) on every construction; nothing a user can act on, so it is silenced here."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*FluxPosEmbed.*", category=FutureWarning)
+        yield
 
 
 def build_vae(size: Size = "tiny", seed: int = 0, dtype=None, device: str = "cpu"):
@@ -160,6 +173,11 @@ def build_components(size: Size = "tiny", seed: int = 0, dtype=None, device: str
     }
 
 
+def _quiet(factory):
+    with quiet_flux_deprecation():
+        return factory()
+
+
 def native_size(size: Size = "full") -> int:
     """The side the tiny path renders at by default (64 px); FLUX.1-dev's native 1024."""
     return 1024 if size == "full" else 64
@@ -175,7 +193,7 @@ def parameter_count(component: str, size: Size = "full") -> int:
 
     factories = {
         "transformer": lambda: FluxTransformer2DModel(**transformer_config(size)),
-        "infusenet": lambda: FluxControlNetModel(**infusenet_config(size)),
+        "infusenet": lambda: _quiet(lambda: FluxControlNetModel(**infusenet_config(size))),
         "vae": lambda: AutoencoderKL(**vae_config(size)),
         "text_encoder": lambda: CLIPTextModel(CLIPTextConfig(**clip_config(size))),
         "text_encoder_2": lambda: T5EncoderModel(T5Config(**t5_config(size))),

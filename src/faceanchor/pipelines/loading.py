@@ -272,8 +272,11 @@ class RealLoader(WeightsLoader):
             r = resolve_model(spec, self.settings, ref=model)
             folder = r.path(f"infu_flux_v1.0/{variant}/{CHECKPOINT_NAME}").parent
             name = f"{model or spec.repo_id}:{variant}"
+        from faceanchor.models.flux import quiet_flux_deprecation
+
         try:
-            net = FluxControlNetModel.from_pretrained(str(folder / "InfuseNetModel"), torch_dtype=self.dtype).to(self.device)
+            with quiet_flux_deprecation():
+                net = FluxControlNetModel.from_pretrained(str(folder / "InfuseNetModel"), torch_dtype=self.dtype).to(self.device)
         except OSError as e:
             raise ModelNotFoundError(f"InfuseNet in {folder / 'InfuseNetModel'} could not be loaded: {str(e).splitlines()[0]}") from None
         proj = load_projection(folder / CHECKPOINT_NAME, output_dim=int(net.config.joint_attention_dim), embedding_dim=embedding_dim,
