@@ -102,6 +102,15 @@ def test_real_loader_reads_local_folders_in_the_official_layout(fx_settings, tmp
         e.generate(GenerationRequest(**{**req, "adapter_model": str(tmp_path)}))
     with pytest.raises(ModelNotFoundError, match="model_index.json"):
         e.generate(GenerationRequest(**{**req, "model_name": str(version)}))
+    # no names given: the defaults' hub layouts under FACEANCHOR_HOME/models (as the HF cache would hold them)
+    shutil.copytree(tmp_path / "FLUX.1-dev", fx_settings.models_dir / "black-forest-labs" / "FLUX.1-dev")
+    shutil.copytree(tmp_path / "InfiniteYou", fx_settings.models_dir / "ByteDance" / "InfiniteYou")
+    e2 = Engine(fx_settings, weights="real")
+    r2 = e2.generate(GenerationRequest(**{**BASE, "width": 64, "height": 64}))
+    assert r2.models == {"base": str(fx_settings.models_dir / "black-forest-labs" / "FLUX.1-dev"), "infusenet": "ByteDance/InfiniteYou:aes_stage2"}
+    assert np.abs(_px(r2)[0] - _px(r)[0]).max() <= 1 / 255  # the same weights found the other way
+    with pytest.raises(ModelNotFoundError, match="sim_stage1"):
+        e2.generate(GenerationRequest(**{**BASE, "width": 64, "height": 64, "adapter_model": "sim_stage1"}))
 
 
 def test_dummy_full_size_refuses_in_one_line_when_memory_lacks(fx_settings, monkeypatch):
