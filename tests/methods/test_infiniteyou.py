@@ -52,6 +52,7 @@ def test_generates_in_the_facexlib_space_with_the_method_defaults(engine):
     r = engine.generate(GenerationRequest(**BASE, samples=2))
     assert [g.image.size for g in r.images] == [(64, 64), (64, 64)]  # tiny's native size; 864x1152 for full-size weights
     assert r.params["face_space"] == "facexlib" and r.params["embedding_normalised"] is True
+    assert (r.params["guidance_scale"], r.params["identity_strength"], r.params["num_inference_steps"]) == (3.5, 1.0, 1)  # what ran
     assert r.models == {"base": "tiny:flux", "infusenet": "tiny:infiniteyou-aes_stage2(512-D)"}
     assert [g.seed for g in r.images] == [4, 5] and not np.array_equal(*_px(r))
     assert {"face", "load", "controls", "denoise", "decode", "score"} <= set(r.timings)

@@ -146,6 +146,18 @@ class InfiniteYou(Method):
             raise NoFaceError("no face found in pose_image (resized and padded to the output size; also tried other scales)")
         return control_image(width, height, np.asarray(faces[0].kps))
 
+    def settings_for(self, request: GenerationRequest, schnell: bool = False) -> tuple[int, float, float]:
+        """``(steps, guidance, InfuseNet scale)``: the request's, else the official defaults (30 / 3.5 / 1.0;
+        FLUX.1-schnell 4 steps)."""
+        steps = request.num_inference_steps or (4 if schnell else request.steps)
+        guidance = request.guidance_scale if request.guidance_scale is not None else DEFAULT_GUIDANCE
+        scale = request.identity_strength if "identity_strength" in request.model_fields_set else DEFAULT_SCALE
+        return steps, guidance, scale
+
+    def effective_params(self, request: GenerationRequest) -> dict[str, Any]:
+        steps, guidance, scale = self.settings_for(request, "schnell" in str(request.model_name or "").lower())
+        return {"num_inference_steps": steps, "guidance_scale": guidance, "identity_strength": scale}
+
     def run(self, loaded: Loaded, ctx: RunContext) -> list[Any]:
         import torch
 
@@ -154,9 +166,7 @@ class InfiniteYou(Method):
         if ident.embedding.ndim == 2:
             raise InvalidInputError("infiniteyou takes one identity embedding; combine references with average or norm-average")
         schnell = "schnell" in str(request.model_name or "").lower() or not pipe.base.transformer.config.guidance_embeds
-        steps = request.num_inference_steps or (4 if schnell else request.steps)
-        guidance = request.guidance_scale if request.guidance_scale is not None else DEFAULT_GUIDANCE
-        scale = request.identity_strength if "identity_strength" in request.model_fields_set else DEFAULT_SCALE
+        steps, guidance, scale = self.settings_for(request, schnell)
         with ctx.stage("controls"):
             width, height = self.size(request, tools.loader, tools.settings)
             control = self._control(request, tools, width, height)
