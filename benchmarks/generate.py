@@ -9,6 +9,10 @@ on one loaded base.
     python benchmarks/generate.py --size 1024 --steps 30 --device cuda --dtype fp16
     python benchmarks/generate.py --size 1024 --steps 5 --scheduler lcm --device cuda --dtype fp16
     python benchmarks/generate.py --weights tiny --size 64          # seconds; checks the script itself
+    python benchmarks/generate.py --methods infiniteyou --size 1024 --steps 30 --device cuda --dtype bf16   # FLUX.1-dev dummy (~40 GB)
+
+InfiniteYou (FLUX.1-dev, ~20 B parameters with T5 and InfuseNet) is left out of the default list on a
+CPU with dummy weights (it would not fit); ask for it with --methods, or use --weights tiny.
 """
 
 from __future__ import annotations
@@ -38,6 +42,16 @@ def plain_steps_per_second(loaded, family: str, size: int, steps: int, device: s
     import diffusers
     import torch
 
+    if family == "flux":  # InfiniteYou: plain FLUX on the same transformer/VAE/encoders (no InfuseNet)
+        base = loaded.pipe.base
+        plain = diffusers.FluxPipeline(**{k: getattr(base, k) for k in ("transformer", "vae", "text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2", "scheduler")})
+        plain.set_progress_bar_config(disable=True)
+        marks_f: list[float] = []
+        t0 = time.perf_counter()
+        plain(prompt="a photo", num_inference_steps=steps, height=size, width=size, output_type="latent", max_sequence_length=32 if size <= 128 else 512,
+              generator=torch.Generator("cpu").manual_seed(0),
+              callback_on_step_end=lambda p, i, t, kw: (marks_f.append(time.perf_counter()), {})[1])
+        return rate(marks_f, t0)
     pipe = loaded.pipe.pipe if hasattr(loaded.pipe, "pipe") else loaded.pipe
     cls = diffusers.StableDiffusionXLPipeline if family == "sdxl" else diffusers.StableDiffusionPipeline
     kw = dict(vae=pipe.vae, text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer, unet=pipe.unet, scheduler=pipe.scheduler)
@@ -85,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], default=None, help="default: fp16 on GPU, bf16 on CPU")
     from faceanchor.methods.registry import names
 
-    ap.add_argument("--methods", nargs="+", default=[n for n in names() if n != "faceid-portrait-unnorm"], choices=names())
+    ap.add_argument("--methods", nargs="+", default=None, choices=names(), help="default: every method (InfiniteYou not for dummy on a CPU)")
     ap.add_argument("--repeat", type=int, default=1, help="timed runs per method (median reported)")
     args = ap.parse_args(argv)
 
@@ -98,6 +112,11 @@ def main(argv: list[str] | None = None) -> int:
     device = resolve_device(args.device)
     dtype_name = args.dtype or ("bf16" if device == "cpu" else "fp16")
     dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[dtype_name]
+    if args.methods is None:
+        from faceanchor.methods.registry import get
+
+        args.methods = [n for n in names() if n != "faceid-portrait-unnorm"
+                        and not (get(n).families[0] == "flux" and args.weights == "dummy" and device == "cpu")]
     settings = Settings(home=Path(tempfile.mkdtemp(prefix="faceanchor-bench-")), device=device)
     engine = Engine(settings, weights=args.weights, face_pack="dlib", device=device, dtype=dtype)
     print(f"# generate benchmark: weights={args.weights} size={args.size}² steps={args.steps} scheduler={args.scheduler} "

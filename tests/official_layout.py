@@ -275,3 +275,106 @@ def write_safetensors(ckpt: Mapping[str, Mapping[str, torch.Tensor]], path: str 
 def write(ckpt: Mapping[str, Mapping[str, torch.Tensor]], path: str | Path) -> Path:
     """By suffix: ``.safetensors`` flattened, anything else ``torch.save`` nested."""
     return write_safetensors(ckpt, path) if str(path).endswith(".safetensors") else write_bin(ckpt, path)
+
+
+# ---------------------------------------------------------------------------- InfiniteYou (bytedance/InfiniteYou)
+
+def infiniteyou_projection_checkpoint(
+    *, embedding_dim: int = 512, dim: int = 1280, depth: int = 4, dim_head: int = 64, heads: int = 20,
+    num_queries: int = 8, output_dim: int = 4096, ff_mult: int = 4, seed: int = 7, std: float = 0.2,
+    dtype: torch.dtype = torch.float32,
+) -> dict[str, dict[str, torch.Tensor]]:
+    """``image_proj_model.bin`` as ``pipeline_infu_flux.py`` reads it: ``torch.load(...)["image_proj"]``
+    loaded into ``pipelines/resampler.py`` ``Resampler(dim=1280, depth=4, dim_head=64, heads=20,
+    num_queries=8, embedding_dim=512, output_dim=4096, ff_mult=4)`` (the open_flamingo perceiver: the
+    same key names as InstantID's, 8 queries). Only the ``image_proj`` section."""
+    g = torch.Generator().manual_seed(seed)
+    shapes = resampler_shapes(dim=dim, depth=depth, dim_head=dim_head, heads=heads, num_queries=num_queries,
+                              embedding_dim=embedding_dim, output_dim=output_dim, ff_mult=ff_mult)
+    return {"image_proj": seeded(shapes, g, std, "jitter", dtype)}
+
+
+def official_perceiver_forward(sd: Mapping[str, torch.Tensor], x: torch.Tensor, *, heads: int, dim_head: int) -> torch.Tensor:
+    """The official ``Resampler.forward`` written out with functional ops on the state dict (an
+    independent reference: latents repeat, ``proj_in``, per layer attention over ``cat(x, latents)``
+    with q and k both scaled by ``dim_head ** -0.25`` and softmax in float32, then FeedForward,
+    both residual; ``proj_out`` then ``norm_out``)."""
+    import math
+
+    import torch.nn.functional as F
+
+    def ln(t: torch.Tensor, p: str) -> torch.Tensor:
+        return F.layer_norm(t, (t.shape[-1],), sd[p + ".weight"], sd[p + ".bias"])
+
+    lat = sd["latents"].repeat(x.shape[0], 1, 1)
+    x = F.linear(x, sd["proj_in.weight"], sd["proj_in.bias"])
+    j = 0
+    while f"layers.{j}.0.to_q.weight" in sd:
+        a, f = f"layers.{j}.0.", f"layers.{j}.1."
+        xn, ln_lat = ln(x, a + "norm1"), ln(lat, a + "norm2")
+        b, n, _ = ln_lat.shape
+        q = F.linear(ln_lat, sd[a + "to_q.weight"])
+        k, v = F.linear(torch.cat((xn, ln_lat), dim=-2), sd[a + "to_kv.weight"]).chunk(2, dim=-1)
+        sh = lambda t: t.view(b, t.shape[1], heads, -1).transpose(1, 2)  # noqa: E731
+        q, k, v = sh(q), sh(k), sh(v)
+        s = 1 / math.sqrt(math.sqrt(dim_head))
+        w = torch.softmax(((q * s) @ (k * s).transpose(-2, -1)).float(), dim=-1).type(q.dtype)
+        lat = F.linear((w @ v).permute(0, 2, 1, 3).reshape(b, n, -1), sd[a + "to_out.weight"]) + lat
+        h = F.linear(F.gelu(F.linear(ln(lat, f + "0"), sd[f + "1.weight"])), sd[f + "3.weight"])
+        lat = h + lat
+        j += 1
+    return ln(F.linear(lat, sd["proj_out.weight"], sd["proj_out.bias"]), "norm_out")
+
+
+# ---------------------------------------------------------------------------- facexlib ArcFace (xinntao/facexlib)
+
+def facexlib_arcface_shapes(stages=((64, 3), (128, 4), (256, 14), (512, 3)), stem: int = 64, emb: int = 512, reduction: int = 16) -> Shapes:
+    """``facexlib/recognition/arcface_arch.py`` ``Backbone(num_layers=50, mode='ir_se')``'s state dict
+    (``recognition_arcface_ir_se50.pth``): ``input_layer`` = Sequential(Conv2d(3, 64, 3, bias=False),
+    BatchNorm2d, PReLU); ``body.<i>`` = ``bottleneck_IR_SE``: ``shortcut_layer`` = MaxPool2d (no
+    weights) when in == depth else Sequential(Conv2d 1x1, BatchNorm2d); ``res_layer`` =
+    Sequential(BatchNorm2d(in), Conv2d(in, depth, 3), PReLU(depth), Conv2d(depth, depth, 3, stride),
+    BatchNorm2d(depth), SEModule(fc1, fc2: 1x1 convs, no bias)); ``output_layer`` =
+    Sequential(BatchNorm2d(512), Dropout, Flatten, Linear(512*7*7, 512), BatchNorm1d(512))."""
+    def bn(p: str, c: int) -> Shapes:
+        return {p + ".weight": (c,), p + ".bias": (c,), p + ".running_mean": (c,), p + ".running_var": (c,), p + ".num_batches_tracked": ()}
+
+    out: Shapes = {"input_layer.0.weight": (stem, 3, 3, 3), **bn("input_layer.1", stem), "input_layer.2.weight": (stem,)}
+    i, cin = 0, stem
+    for depth, n in stages:
+        for _ in range(n):
+            p = f"body.{i}."
+            if cin != depth:
+                out[p + "shortcut_layer.0.weight"] = (depth, cin, 1, 1)
+                out.update(bn(p + "shortcut_layer.1", depth))
+            out.update(bn(p + "res_layer.0", cin))
+            out[p + "res_layer.1.weight"] = (depth, cin, 3, 3)
+            out[p + "res_layer.2.weight"] = (depth,)
+            out[p + "res_layer.3.weight"] = (depth, depth, 3, 3)
+            out.update(bn(p + "res_layer.4", depth))
+            out[p + "res_layer.5.fc1.weight"] = (depth // reduction, depth, 1, 1)
+            out[p + "res_layer.5.fc2.weight"] = (depth, depth // reduction, 1, 1)
+            i, cin = i + 1, depth
+    out.update(bn("output_layer.0", cin))
+    out["output_layer.3.weight"], out["output_layer.3.bias"] = (emb, cin * 49), (emb,)
+    out.update(bn("output_layer.4", emb))
+    return out
+
+
+def facexlib_arcface_checkpoint(seed: int = 3, **kw: Any) -> dict[str, torch.Tensor]:
+    """Seeded random weights in that layout (BN running stats positive, PReLU slopes 0.25 ± noise)."""
+    g = torch.Generator().manual_seed(seed)
+    out: dict[str, torch.Tensor] = {}
+    for k, shape in facexlib_arcface_shapes(**kw).items():
+        if k.endswith("num_batches_tracked"):
+            out[k] = torch.tensor(0)
+        elif k.endswith("running_var"):
+            out[k] = 1.0 + 0.1 * torch.rand(shape, generator=g)
+        elif k.endswith("running_mean") or k.endswith(".bias"):
+            out[k] = 0.05 * torch.randn(shape, generator=g)
+        elif len(shape) == 1:  # BN weight, PReLU slope
+            out[k] = (0.25 if ".2.weight" in k and "res_layer" in k or k == "input_layer.2.weight" else 1.0) + 0.05 * torch.randn(shape, generator=g)
+        else:
+            fan_in = int(torch.tensor(shape[1:]).prod())
+            out[k] = torch.randn(shape, generator=g) / fan_in**0.5
+    return out

@@ -424,6 +424,7 @@ class Engine:
         params = request.public_params()
         params.update(seed=seed, prompt_used=prompt, negative_prompt_used=negative, face_space=ident.space,
                       embedding_normalised=method.normalised)
+        params.update(method.effective_params(request))
         if request.model_name is not None and not self.loader.honours_model_name:
             params["model_name"] = None
         if face_detail is not None:

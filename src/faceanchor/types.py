@@ -123,7 +123,7 @@ ControlName = Literal["pose", "canny", "depth"]
 Scheduler = Literal["euler", "euler_a", "dpmpp_2m", "ddim", "unipc", "lcm", "lightning", "hyper", "tcd"]
 OutputFormat = Literal["png", "jpeg", "webp"]
 CombineMode = Literal["average", "norm-average", "concat"]
-BaseFamily = Literal["sd15", "sdxl"]
+BaseFamily = Literal["sd15", "sdxl", "flux"]
 
 #: Largest pixel coordinate or photo side a precomputed face may have.
 MAX_COORD = 100_000
@@ -218,7 +218,7 @@ class GenerationRequest(BaseModel):
 
     s_scale: float = Field(1.0, ge=0.0, le=3.0, description="FaceID-PlusV2: weight of the CLIP face structure.")
     lora_scale: float = Field(1.0, ge=0.0, le=2.0, description="FaceID: scale of the LoRA shipped with the adapter.")
-    base: BaseFamily | None = Field(None, description="sd15 or sdxl for FaceID methods; InstantID is SDXL.")
+    base: BaseFamily | None = Field(None, description="sd15 or sdxl for FaceID methods; InstantID is SDXL; InfiniteYou is FLUX.")
 
     model_name: str | None = Field(None, description="Base model: hub id, local diffusers folder or single .safetensors file.")
     adapter_model: str | None = Field(None, description="Identity adapter checkpoint (ip-adapter.bin / FaceID .bin): hub id or local file/folder.")

@@ -30,12 +30,13 @@ def _engine(settings, weights: Optional[str], face_pack: Optional[str]):  # noqa
 
 
 def _fields(prompt: str, negative_prompt: str, style: str, steps: Optional[int], guidance: Optional[float], seed: int,
-            samples: int, width: Optional[int], height: Optional[int], identity_strength: float, adapter_strength: float,
+            samples: int, width: Optional[int], height: Optional[int], identity_strength: Optional[float], adapter_strength: float,
             scheduler: str, face_detail: bool, output_format: str) -> dict[str, Any]:
     out: dict[str, Any] = dict(prompt=prompt, negative_prompt=negative_prompt, style=style, seed=seed, samples=samples,
-                               identity_strength=identity_strength, adapter_strength=adapter_strength, scheduler=scheduler,
+                               adapter_strength=adapter_strength, scheduler=scheduler,
                                face_detail=face_detail, output_format=output_format)
-    for k, v in (("num_inference_steps", steps), ("guidance_scale", guidance), ("width", width), ("height", height)):
+    for k, v in (("num_inference_steps", steps), ("guidance_scale", guidance), ("width", width), ("height", height),
+                 ("identity_strength", identity_strength)):  # unset: the method's default (InstantID 0.8, InfiniteYou 1.0)
         if v is not None:
             out[k] = v
     return out
@@ -127,7 +128,7 @@ def register(app: typer.Typer) -> None:
         samples: int = typer.Option(1, "--samples"),
         width: Optional[int] = typer.Option(None, "--width"),
         height: Optional[int] = typer.Option(None, "--height"),
-        identity_strength: float = typer.Option(0.8, "--identity-strength"),
+        identity_strength: Optional[float] = typer.Option(None, "--identity-strength", help="IdentityNet / InfuseNet scale (default 0.8; infiniteyou 1.0)."),
         adapter_strength: float = typer.Option(0.8, "--adapter-strength"),
         scheduler: str = typer.Option("euler", "--scheduler"),
         face_detail: bool = typer.Option(False, "--face-detail", help="Re-render small faces at a higher resolution."),

@@ -136,6 +136,15 @@ class FaceAnalyzer:
             self.detector = DlibDetector(p.landmarks, mode=self.detector_kind, cnn_path=p.cnn).prepare()
             self.encoder = DlibEncoder(p.landmarks, p.recognition).prepare()
             self.model_files = {"detector": self.detector_kind, "landmarks": str(p.landmarks), "recognizer": str(p.recognition)}
+        elif self.pack == "facexlib":
+            from faceanchor.face.detect_scrfd import ScrfdDetector
+            from faceanchor.face.encode_facexlib import FacexlibArcFaceEncoder
+            from faceanchor.face.packs import find_facexlib_pack
+
+            det_path, det_sess, rec_path = find_facexlib_pack(self.settings)
+            self.detector = ScrfdDetector(det_path, det_size=self.det_size, det_thresh=self.det_thresh, providers=self.providers, session=det_sess)
+            self.encoder = FacexlibArcFaceEncoder(rec_path).prepare()
+            self.model_files = {"detector": str(det_path), "recognizer": str(rec_path)}
         else:
             from faceanchor.face.detect_scrfd import ScrfdDetector
             from faceanchor.face.encode_arcface import ArcFaceEncoder

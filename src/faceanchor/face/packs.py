@@ -40,7 +40,10 @@ INSIGHTFACE_PACKS: dict[str, InsightFacePackSpec] = {
     "antelopev2": InsightFacePackSpec("antelopev2", "scrfd_10g_bnkps.onnx", "glintr100.onnx"),
     "buffalo_l": InsightFacePackSpec("buffalo_l", "det_10g.onnx", "w600k_r50.onnx"),
 }
-PACK_NAMES = ("dlib", *INSIGHTFACE_PACKS)
+#: InfiniteYou's pack: antelopev2's SCRFD detector, facexlib's ArcFace (IR-SE50, PyTorch) recognizer.
+FACEXLIB_PACK = "facexlib"
+FACEXLIB_WEIGHTS = "recognition_arcface_ir_se50.pth"
+PACK_NAMES = ("dlib", *INSIGHTFACE_PACKS, FACEXLIB_PACK)
 
 
 @dataclass(frozen=True)
@@ -183,3 +186,35 @@ def open_onnx_pack(files: OnnxPackFiles, providers: list[str]) -> tuple[Path, An
         lacking = " and ".join(n for n, v in (("no face detector", det), ("no face recognizer", rec)) if v is None)
         raise ModelNotFoundError(missing_pack_message(files.name, [files.directory], found=f"in {files.directory} has {lacking}"))
     return det[0], det[1], rec[0], rec[1]
+
+
+# --------------------------------------------------------------------------- facexlib (InfiniteYou)
+
+def facexlib_dirs(settings: Any) -> list[Path]:
+    """Where ``recognition_arcface_ir_se50.pth`` is looked for: ``<models_dir>/facexlib``,
+    ``<insightface_root>/models/facexlib`` and facexlib's own download folder ``facexlib/weights``."""
+    return [settings.models_dir / "facexlib", Path(settings.insightface_root) / "models" / "facexlib", Path("facexlib") / "weights"]
+
+
+def find_facexlib_pack(settings: Any) -> tuple[Path, Any, Path]:
+    """``(detector_path, detector_session, recognizer_path)`` of the ``facexlib`` pack: the SCRFD
+    detector of the antelopev2 pack (as InfiniteYou detects) and facexlib's ArcFace weights."""
+    import onnxruntime as ort
+
+    searched = facexlib_dirs(settings)
+    rec = next((d / FACEXLIB_WEIGHTS for d in searched if (d / FACEXLIB_WEIGHTS).is_file()), None)
+    if rec is None:
+        raise ModelNotFoundError(
+            f"face pack 'facexlib' was not found: put {FACEXLIB_WEIGHTS} (facexlib's ArcFace, the v0.1.0 release) in "
+            f"{' or '.join(str(d) for d in searched)}, and the antelopev2 pack's scrfd_10g_bnkps.onnx in "
+            f"{' or '.join(str(d) for d in insightface_dirs(settings, 'antelopev2'))}"
+        )
+    files = find_insightface_pack(settings, "antelopev2")
+    for path in files.candidates:
+        try:
+            sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        except Exception:
+            continue
+        if onnx_role(sess) == "detection":
+            return path, sess, rec
+    raise ModelNotFoundError(missing_pack_message("antelopev2", [files.directory], found=f"in {files.directory} has no face detector"))

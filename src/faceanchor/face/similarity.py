@@ -36,6 +36,7 @@ SPACES: dict[str, SpaceInfo] = {
     "dlib": SpaceInfo("dlib", 128, "euclidean", DLIB_THRESHOLD),
     "antelopev2": SpaceInfo("antelopev2", 512, "cosine", ARCFACE_THRESHOLD),
     "buffalo_l": SpaceInfo("buffalo_l", 512, "cosine", ARCFACE_THRESHOLD),
+    "facexlib": SpaceInfo("facexlib", 512, "cosine", ARCFACE_THRESHOLD),  # facexlib's IR-SE50 ArcFace (InfiniteYou)
 }
 
 

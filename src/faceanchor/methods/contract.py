@@ -185,6 +185,11 @@ class Method(ABC):
             out[k] = v
         return out
 
+    def effective_params(self, request: GenerationRequest) -> dict[str, Any]:
+        """Request parameters this method resolves its own way (its defaults), for the result's
+        ``params``; default: none (the request's own values are what ran)."""
+        return {}
+
     def model_specs(self) -> tuple[Any, ...]:
         """Registry entries this method adds (a new method brings its own ModelSpecs)."""
         return ()

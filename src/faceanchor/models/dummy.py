@@ -411,13 +411,15 @@ def materialize(module: "torch.nn.Module", seed: int, dtype: "torch.dtype | None
     rms = getattr(nn, "RMSNorm", None)
     if rms is not None:
         norms = norms + (rms,)
-    seen: set[int] = set()
+    seen: dict[int, Any] = {}  # a parameter shared by several modules (T5's tied embedding) stays shared
     with torch.no_grad():
         for mod in module.modules():
             for name, p in list(mod._parameters.items()):
-                if p is None or id(p) in seen:
+                if p is None:
                     continue
-                seen.add(id(p))
+                if id(p) in seen:
+                    mod._parameters[name] = seen[id(p)]
+                    continue
                 t = torch.empty(p.shape, dtype=torch.float32, device=dev)
                 if name == "bias" or name.endswith("_bias"):
                     t.zero_()
@@ -427,7 +429,7 @@ def materialize(module: "torch.nn.Module", seed: int, dtype: "torch.dtype | None
                     _uniform(t, 0.02, gen)
                 else:
                     _uniform(t, 1.0 / math.sqrt(max(1, p[0].numel())), gen)
-                mod._parameters[name] = nn.Parameter(t if dtype == torch.float32 else t.to(dtype), requires_grad=False)
+                mod._parameters[name] = seen[id(p)] = nn.Parameter(t if dtype == torch.float32 else t.to(dtype), requires_grad=False)
         module.to(device=dev)
         for mod in module.modules():  # float buffers follow the dtype; integer ones (position ids) stay
             for bname, b in list(mod._buffers.items()):

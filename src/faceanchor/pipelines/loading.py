@@ -42,7 +42,8 @@ def _few_step_schedulers() -> dict[str, tuple[str, dict]]:
 SCHEDULERS.update(_few_step_schedulers())
 
 #: Seed offsets of the random parts (so asking for one part never changes another).
-_OFFSET = {"identitynet": 1, "instantid_adapter": 2, "clip": 3, "faceid_adapter": 5, "pose": 11, "canny": 12, "depth": 13}
+_OFFSET = {"identitynet": 1, "instantid_adapter": 2, "clip": 3, "faceid_adapter": 5, "pose": 11, "canny": 12, "depth": 13,
+           "infusenet": 14, "infiniteyou_projection": 15}
 
 
 def make_scheduler(name: str, base_config: Any) -> Any:
@@ -124,6 +125,14 @@ class WeightsLoader(ABC):
         """Load ``preset``'s LoRA for ``family`` into ``pipe`` as adapter ``preset.name``; None where
         there is none (random weights)."""
         return None
+
+    def flux_components(self, spec: Any, model_name: str | None) -> tuple[dict[str, Any], dict[str, str]]:
+        """A FLUX.1 pipeline's components (transformer, VAE, CLIP + T5 and tokenizers, scheduler) and names."""
+        raise InvalidInputError(f"{self.kind} weights have no FLUX base")
+
+    def infiniteyou(self, spec: Any, variant: str, embedding_dim: int, model: str | None = None) -> tuple[Any, Any, str]:
+        """InfiniteYou's InfuseNet (a FluxControlNetModel) and identity projection of ``variant``, and their name."""
+        raise InvalidInputError(f"{self.kind} weights have no InfiniteYou models")
 
 
 class RealLoader(WeightsLoader):
@@ -207,6 +216,73 @@ class RealLoader(WeightsLoader):
         enc = load_clip_image_encoder(r.load_dir, device=self.device, dtype=self.dtype, local_files_only=True)
         return enc, clip_image_processor_for(enc), r.spec.repo_id or str(r.root)
 
+    def flux_components(self, spec: Any, model_name: str | None) -> tuple[dict[str, Any], dict[str, str]]:
+        """``FluxPipeline.from_pretrained`` of ``model_name`` (a local diffusers folder or a hub id) or of
+        the spec's default (a folder under ``FACEANCHOR_HOME`` first, else the hub id through the HF cache)."""
+        import diffusers
+
+        from faceanchor.models.resolve import _looks_like_repo_id, hf_cache_dir, is_offline, local_dirs
+
+        ref = model_name
+        if ref is None:
+            ref = next((str(d) for d in local_dirs(spec, self.settings) if (d / "model_index.json").is_file()), spec.repo_id)
+        p = Path(str(ref)).expanduser()
+        if p.is_dir():
+            if not (p / "model_index.json").is_file():
+                raise ModelNotFoundError(f"FLUX base folder {p} has no model_index.json; give a diffusers FLUX.1 folder (transformer/, vae/, text_encoder(_2)/ ...)")
+            source, kwargs = str(p), {}
+        elif _looks_like_repo_id(str(ref)):
+            source, kwargs = str(ref), {"cache_dir": str(hf_cache_dir()), "local_files_only": is_offline()}
+        else:
+            raise ModelNotFoundError(f"FLUX base '{ref}' is neither an existing folder nor a hub repo id (org/name)")
+        try:
+            pipe = diffusers.FluxPipeline.from_pretrained(source, torch_dtype=self.dtype, **kwargs)
+        except (OSError, ValueError) as e:
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            raise ModelNotFoundError(
+                f"FLUX base {source} could not be loaded: {first}. FLUX.1-dev is gated: accept its licence on "
+                "huggingface.co/black-forest-labs/FLUX.1-dev and log in (hf auth login), or give a local folder as model_name"
+            ) from None
+        comps = {k: (v.to(self.device) if isinstance(v, torch.nn.Module) else v) for k, v in pipe.components.items() if v is not None}
+        return comps, {"base": str(ref)}
+
+    def infiniteyou(self, spec: Any, variant: str, embedding_dim: int, model: str | None = None) -> tuple[Any, Any, str]:
+        """From ``model``: a model-version folder (``InfuseNetModel/`` + ``image_proj_model.bin``), a folder
+        holding it as ``<variant>/`` or ``infu_flux_v1.0/<variant>/`` (a copy of ByteDance/InfiniteYou), or a
+        hub id; else the registry's ``spec`` (FACEANCHOR_HOME, the HF cache, then the hub)."""
+        from diffusers import FluxControlNetModel
+
+        from faceanchor.adapters.infiniteyou import CHECKPOINT_NAME, load_projection
+        from faceanchor.models.resolve import resolve_model
+
+        folder: Path | None = None
+        if model is not None and Path(model).expanduser().is_dir():
+            root = Path(model).expanduser()
+            for cand in (root, root / variant, root / "infu_flux_v1.0" / variant):
+                if (cand / "InfuseNetModel" / "config.json").is_file():
+                    folder = cand
+                    break
+            if folder is None:
+                raise ModelNotFoundError(
+                    f"InfiniteYou folder {root} has no InfuseNetModel/config.json (looked in it, {variant}/ and "
+                    f"infu_flux_v1.0/{variant}/); give the model-version folder of ByteDance/InfiniteYou"
+                )
+            name = str(folder)
+        else:
+            r = resolve_model(spec, self.settings, ref=model)
+            folder = r.path(f"infu_flux_v1.0/{variant}/{CHECKPOINT_NAME}").parent
+            name = f"{model or spec.repo_id}:{variant}"
+        from faceanchor.models.flux import quiet_flux_deprecation
+
+        try:
+            with quiet_flux_deprecation():
+                net = FluxControlNetModel.from_pretrained(str(folder / "InfuseNetModel"), torch_dtype=self.dtype).to(self.device)
+        except OSError as e:
+            raise ModelNotFoundError(f"InfuseNet in {folder / 'InfuseNetModel'} could not be loaded: {str(e).splitlines()[0]}") from None
+        proj = load_projection(folder / CHECKPOINT_NAME, output_dim=int(net.config.joint_attention_dim), embedding_dim=embedding_dim,
+                               device=self.device, dtype=self.dtype)
+        return net, proj, name
+
     def few_step_lora(self, pipe: Any, family: str, preset: Any) -> str | None:
         from faceanchor.models.few_step import lora_for
         from faceanchor.models.resolve import resolve_model
@@ -242,6 +318,12 @@ class DummyLoader(WeightsLoader):
             parts.append(("controlnet", "sdxl"))
         if "image_encoder" in kinds:
             parts.append(("image_encoder", family))
+        if family == "flux":  # FLUX.1: transformer, VAE, CLIP + T5, and InfuseNet when a controlnet is needed
+            from faceanchor.models import flux
+
+            names = ["transformer", "vae", "text_encoder", "text_encoder_2"] + (["infusenet"] if "controlnet" in kinds else [])
+            params = sum(flux.parameter_count(c, "full") for c in names)
+            return params * torch.empty((), dtype=self.dtype).element_size(), names
         params = sum(parameter_count(c, fam, "full") for c, fam in parts)
         return params * torch.empty((), dtype=self.dtype).element_size(), [c for c, _ in parts]
 
@@ -272,6 +354,10 @@ class DummyLoader(WeightsLoader):
         """Tiny weights render at their architecture's native side (64 px), so a first run takes seconds."""
         if self.size != "tiny":
             return None
+        if family == "flux":
+            from faceanchor.models.flux import native_size as flux_native
+
+            return flux_native("tiny")
         from faceanchor.models.dummy import native_size
 
         return native_size(family, "tiny")
@@ -306,6 +392,26 @@ class DummyLoader(WeightsLoader):
 
     def faceid_seed(self) -> int:
         return self.seed + _OFFSET["faceid_adapter"]
+
+    def flux_components(self, spec: Any, model_name: str | None) -> tuple[dict[str, Any], dict[str, str]]:
+        from faceanchor.models.flux import build_components
+
+        guidance = not (model_name and "schnell" in str(model_name).lower())  # schnell: no guidance embedding
+        comps = build_components(self.size, seed=self.seed, dtype=self.dtype, device=self.device, guidance=guidance)
+        return comps, {"base": f"{self.kind}:flux" + ("" if guidance else "-schnell")}
+
+    def infiniteyou(self, spec: Any, variant: str, embedding_dim: int, model: str | None = None) -> tuple[Any, Any, str]:
+        from dataclasses import replace
+
+        from faceanchor.adapters.infiniteyou import OFFICIAL_PROJECTION, random_projection, tiny_projection_config
+        from faceanchor.models.flux import build_infusenet
+
+        offset = 0 if variant == "aes_stage2" else 100  # the two versions are different random models
+        net = build_infusenet(self.size, seed=self.seed + _OFFSET["infusenet"] + offset, dtype=self.dtype, device=self.device)
+        width = int(net.config.joint_attention_dim)
+        cfg = tiny_projection_config(embedding_dim, width) if self.size == "tiny" else replace(OFFICIAL_PROJECTION, embedding_dim=embedding_dim, output_dim=width)
+        proj = random_projection(cfg, seed=self.seed + _OFFSET["infiniteyou_projection"] + offset, device=self.device, dtype=self.dtype)
+        return net, proj, f"{self.kind}:infiniteyou-{variant}({embedding_dim}-D)"
 
     def clip_image_encoder(self) -> tuple[Any, Any, str]:
         from faceanchor.models.dummy import build_image_encoder
