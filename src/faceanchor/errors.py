@@ -70,6 +70,13 @@ class ModelNotFoundError(FaceAnchorError):
     type = "model_not_found"
 
 
+class EngineCapabilityError(FaceAnchorError):
+    """The server's engine cannot do what was asked (e.g. a generation-only ``--engine`` plug-in asked for an ID photo)."""
+
+    http_status = 501
+    type = "not_implemented"
+
+
 class CheckpointError(FaceAnchorError):
     """A checkpoint has the wrong layout or shapes."""
 

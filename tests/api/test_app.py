@@ -463,3 +463,14 @@ def test_out_of_range_identity_fields_offsets_and_hosts_are_4xx(harness, face_b6
     for path in ("/v1/characters?offset=99999999999999999999", "/v1/characters/abc/history?offset=9223372036854775808"):
         r = c.get(path, headers=h)
         assert r.status_code == 422 and err(r)["type"] == "validation_error", r.text
+
+
+def test_character_operations_on_a_generation_only_engine_are_501(harness):
+    """An ``--engine`` plug-in that only generates (the tiny stub) gets a clear 501 for an ID photo
+    or an edit, not a 500 from an AttributeError inside the job."""
+    face = b64(png_bytes())
+    for route, body in (("/v1/character/id-photo", {"images": {"face": face}}),
+                        ("/v1/character/edit", {"prompt": "x", "images": {"target": face, "face": face}})):
+        r = harness.client.post(route, json=body, headers=harness.headers)
+        assert r.status_code == 501, (route, r.text)
+        assert err(r)["type"] == "not_implemented" and "character support" in err(r)["message"]

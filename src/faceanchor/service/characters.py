@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from pydantic import ValidationError
 
-from faceanchor.errors import EmbeddingMismatchError, InvalidInputError
+from faceanchor.errors import EmbeddingMismatchError, EngineCapabilityError, InvalidInputError
 from faceanchor.imageio import ImageLimits, encode_image, load_image
 from faceanchor.store.characters import NAMESPACE, CharacterStore, CharacterView, HistoryEntry
 from faceanchor.store.db import Database
@@ -190,6 +190,7 @@ class CharacterService:
         """The 4-in-1 ID photo: images are [sheet, front, left, right, smiling]."""
         from faceanchor.character.idphoto import id_photo
 
+        require_character_engine(engine, "an ID photo")
         if character_id is not None:
             if face is not None:
                 raise InvalidInputError("give either character_id or a face image, not both")
@@ -239,6 +240,7 @@ class CharacterService:
         """Edit ``target`` with the prompt, keeping (``background``) or re-rendering (``face``) the face."""
         from faceanchor.character import edit as ops
 
+        require_character_engine(engine, "an edit")
         if mode not in ops.EDIT_MODES:
             raise InvalidInputError(f"mode must be one of {', '.join(ops.EDIT_MODES)}, got {mode!r}")
         if target is None:
@@ -311,3 +313,16 @@ def _stepper(on_progress: Any) -> Any:
 
 
 __all__ = ["APPS", "CharacterService", "NAMESPACE", "parse_request"]
+
+
+#: What ID photos and edits use of an engine (types.CharacterEngine).
+_CHARACTER_ENGINE = ("lock", "render_size", "method", "identity", "analyzer", "score", "can_render", "work_pixels", "render")
+
+
+def require_character_engine(engine: Any, what: str) -> None:
+    """A clear 501 instead of an AttributeError deep in a job when the engine (e.g. a
+    generation-only ``--engine`` plug-in) lacks what :class:`~faceanchor.types.CharacterEngine` names."""
+    missing = [name for name in _CHARACTER_ENGINE if not hasattr(engine, name)]
+    if missing:
+        raise EngineCapabilityError(f"{what} needs an engine with character support; this server's engine "
+                                    f"({type(engine).__name__}) has no {', '.join(missing)}")
