@@ -66,6 +66,10 @@ def build_app() -> typer.Typer:
     from faceanchor.cli import character
 
     character.register(app)
+
+    from faceanchor.cli import verify
+
+    verify.register(app)
     return app
 
 
