@@ -98,6 +98,11 @@ class Settings(BaseSettings):
     c2pa_private_key: Path | None = Field(default=None, description="PEM private key of the C2PA signing certificate.")
     c2pa_signing_alg: Literal["es256", "es384", "es512", "ps256", "ps384", "ps512", "ed25519"] = Field(default="es256", description="The signing key's algorithm.")
     c2pa_timestamp_url: str | None = Field(default=None, description="An RFC 3161 time-stamp authority for the signatures; None: no time stamp.")
+    safety_classifier: Path | None = Field(default=None, description="ONNX image classifier run on every output (unsafe probability); None: no safety filter.")
+    safety_input_size: int = Field(default=224, ge=8, le=1024, description="Side the classifier's input is resized to.")
+    safety_class_index: int = Field(default=-1, description="The unsafe column of a (N, K) classifier output.")
+    safety_threshold: float = Field(default=0.5, ge=0.0, description="Scores at or above it are unsafe.")
+    safety_policy: Literal["flag", "blur", "refuse"] = Field(default="flag", description="What an unsafe output gets: flagged in its metadata, blurred, or the job refused (422).")
 
     @field_validator("home", "insightface_root", mode="after")
     @classmethod

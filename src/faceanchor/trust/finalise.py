@@ -43,8 +43,10 @@ class Finisher:
 
     def __init__(self, settings: Any = None):
         from faceanchor.trust.credentials import CredentialSigner
+        from faceanchor.trust.safety import SafetyFilter
 
         self.settings = settings
+        self.safety = SafetyFilter.from_settings(settings)
         self.watermark = bool(getattr(settings, "watermark", True))
         self.signer = CredentialSigner.from_settings(settings)
 
@@ -60,6 +62,10 @@ class Finisher:
         """``img`` as it is written (watermarked) and the ``trust`` record of what was done."""
         job_id = job_id or current_job_id() or new_job_id()
         info: dict[str, Any] = {"job_id": job_id}
+        if self.safety is not None:  # first: a blurred output is what gets marked
+            img, info["safety"] = self.safety.apply(img)
+        else:
+            info["safety"] = {"checked": False}
         info["watermark"] = self._watermark_info(img, job_id) if self.watermark else {"applied": False, "reason": "off (settings watermark)"}
         info["credentials"] = {"c2pa": self.signer is not None}
         if info["watermark"]["applied"]:
