@@ -95,3 +95,39 @@ def test_blended_character_refused_then_accepted_with_override(tmp_path):
     rec = svc.history(blend.id)[0]
     assert rec.kind == "create" and rec.request["allow_different_people"] is True
     assert rec.info["same_person"][0]["overridden"] is True
+
+
+def test_cli_refuses_two_people_in_one_line(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from photos import small_copy
+
+    root = Path(__file__).resolve().parents[2]
+    env = dict(os.environ, FACEANCHOR_HOME=str(tmp_path / "home"), PYTHONPATH=str(root / "src"))
+    p = subprocess.run([sys.executable, "-m", "faceanchor", "generate", "--weights", "tiny", "--face", small_copy("obama.jpg", 320),
+                        "--face", small_copy("biden.jpg", 320), "--prompt", "x", "--steps", "1", "--out", str(tmp_path / "out")],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert p.returncode == 2 and "look like different people" in p.stderr and "allow_different_people" in p.stderr, p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1 and "Traceback" not in p.stderr
+
+
+def test_api_character_of_two_people_is_422_then_201_with_override(tmp_path):
+    import base64
+
+    import tiny_engine as tiny
+    from api_helpers import Harness
+    from photos import small_copy
+
+    from faceanchor.config import Settings
+
+    photos = [base64.b64encode(open(small_copy(n, 320), "rb").read()).decode() for n in ("obama.jpg", "biden.jpg")]
+    with Harness(Settings(home=tmp_path / "home", rate_limit_per_minute=0), tiny.TinyEngine()) as h:
+        body = {"name": "blend", "images": {"face": photos[0], "faces": [photos[1]]}, "spaces": ["dlib"]}
+        r = h.client.post("/v1/characters", headers=h.headers, json=body)
+        assert r.status_code == 422 and r.json()["error"]["type"] == "different_people", r.text
+        assert "photo 1 and photo 2" in r.json()["error"]["message"]
+        r = h.client.post("/v1/characters", headers=h.headers, json=dict(body, allow_different_people=True))
+        assert r.status_code == 201, r.text

@@ -37,6 +37,6 @@ def check_same_person(
         rel = "above" if p["metric"] == "euclidean" else "below"
         raise DifferentPeopleError(
             f"{p['a']} and {p['b']} look like different people ({space} {p['metric']} {p['score']:.3f}, {rel} the "
-            f"same-person threshold {p['threshold']}); give photos of one person, or set {OVERRIDE} to blend people on purpose"
+            f"same-person threshold {p['threshold']}); give photos of one person, or set {OVERRIDE} (CLI: --allow-different-people) to blend people on purpose"
         )
     return {"space": space, "pairs": pairs, "all_same": not different, "overridden": bool(different and allow)}
