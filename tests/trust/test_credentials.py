@@ -103,3 +103,17 @@ def test_worker_outputs_signed_and_verify_route_reads_them(chain, tmp_path):
         cred = v.json()["credentials"]
         assert cred["found"] and cred["valid"] and cred["assertions"]["faceanchor.generation"]["job_id"] == r.json()["request_id"]
         assert v.json()["watermark"]["job_id_prefix"] == r.json()["request_id"][:12]
+
+
+def test_server_with_a_bad_key_reports_it_at_start(tmp_path):
+    import tiny_engine as tiny
+    from api_helpers import create_app
+    from fastapi.testclient import TestClient
+
+    from faceanchor.config import Settings
+
+    settings = Settings(home=tmp_path / "home", c2pa_cert_chain=tmp_path / "missing.pem", c2pa_private_key=tmp_path / "missing.key")
+    app = create_app(settings, tiny.TinyEngine(), load_in_background=False)
+    with TestClient(app) as c:
+        r = c.get("/health")
+        assert r.status_code == 503 and "c2pa_cert_chain: cannot read" in str(r.json()), r.text

@@ -112,6 +112,9 @@ class Service:
         t0 = time.perf_counter()
         runners = [self.runners] * self.settings.workers
         try:
+            from faceanchor.trust.finalise import Finisher
+
+            Finisher.for_settings(self.settings)  # a bad signing key or safety model fails here, not on every job
             engines = list(self._engines_given)
             if not engines and self.settings.worker_processes:
                 engines, runners = self._engine_processes()
