@@ -117,3 +117,23 @@ def test_server_with_a_bad_key_reports_it_at_start(tmp_path):
     with TestClient(app) as c:
         r = c.get("/health")
         assert r.status_code == 503 and "c2pa_cert_chain: cannot read" in str(r.json()), r.text
+
+
+def test_trust_anchors_make_the_chain_trusted(chain, tmp_path):
+    from faceanchor.config import Settings
+    from faceanchor.trust.credentials import CredentialSigner
+    from faceanchor.trust.verify import verify_image
+
+    data = CredentialSigner(chain[0].read_bytes(), chain[1].read_bytes()).sign(_png(), "png", {"job_id": "x"})
+    ca = tmp_path / "ca.pem"
+    pem = chain[0].read_text()
+    ca.write_text(pem[pem.index("-----END CERTIFICATE-----") + len("-----END CERTIFICATE-----"):].strip() + "\n")
+    plain = verify_image(data)["credentials"]
+    assert plain["valid"] and plain["trusted"] is False
+    anchored = verify_image(data, settings=Settings(home=tmp_path, c2pa_trust_anchors=ca))["credentials"]
+    assert anchored["valid"] and anchored["trusted"] is True, anchored["validation_status"]
+    from certs import make_chain
+
+    other = make_chain(tmp_path / "other")  # a chain from another CA stays untrusted
+    data2 = CredentialSigner(other[0].read_bytes(), other[1].read_bytes()).sign(_png(), "png", {"job_id": "y"})
+    assert verify_image(data2, settings=Settings(home=tmp_path, c2pa_trust_anchors=ca))["credentials"]["trusted"] is False

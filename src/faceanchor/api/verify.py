@@ -36,5 +36,5 @@ async def verify(body: VerifyBody, settings: SettingsDep, _key: CurrentKey) -> V
     from faceanchor.trust.verify import verify_image
 
     data = await run_in_threadpool(decode_image_ref, body.image, "image", settings)
-    out = await run_in_threadpool(verify_image, data, ImageLimits.from_settings(settings), "image")
+    out = await run_in_threadpool(verify_image, data, ImageLimits.from_settings(settings), "image", settings)
     return VerifyOut(**out)

@@ -24,7 +24,7 @@ def verify_command(
     if not image.is_file():
         raise InvalidInputError(f"{image}: no such file")
     limits = ImageLimits.from_settings(ctx.obj) if ctx.obj is not None else ImageLimits()
-    out = verify_image(image.read_bytes(), limits, name=str(image))
+    out = verify_image(image.read_bytes(), limits, name=str(image), settings=ctx.obj)
     if as_json:
         typer.echo(json.dumps(dict(image=str(image), **out), indent=2, default=str))
         return

@@ -127,14 +127,20 @@ def _version() -> str:
         return "0"
 
 
-def read_manifest(data: bytes, mime: str) -> dict[str, Any]:
-    """The active C2PA manifest of ``data``: ``{"found": False}`` when it has none."""
+def read_manifest(data: bytes, mime: str, trust_anchors: bytes | None = None) -> dict[str, Any]:
+    """The active C2PA manifest of ``data``: ``{"found": False}`` when it has none. With
+    ``trust_anchors`` (PEM CA certificates, setting ``c2pa_trust_anchors``) a chain ending in one
+    of them reads as ``trusted``."""
     try:
         import c2pa
     except ImportError:
         return {"found": False, "reason": "c2pa-python is not installed (pip install 'faceanchor[trust]')"}
     try:
-        with c2pa.Reader(mime, io.BytesIO(data)) as reader:
+        context = None
+        if trust_anchors:
+            settings = c2pa.Settings.from_json(json.dumps({"verify": {"verify_trust": True}, "trust": {"trust_anchors": trust_anchors.decode()}}))
+            context = c2pa.Context(settings)
+        with c2pa.Reader(mime, io.BytesIO(data), context=context) as reader:
             store = json.loads(reader.json())
     except Exception as e:  # no manifest (the usual case for foreign images) or a broken one
         text = str(e)
