@@ -98,6 +98,7 @@ class Settings(BaseSettings):
     c2pa_private_key: Path | None = Field(default=None, description="PEM private key of the C2PA signing certificate.")
     c2pa_signing_alg: Literal["es256", "es384", "es512", "ps256", "ps384", "ps512", "ed25519"] = Field(default="es256", description="The signing key's algorithm.")
     c2pa_trust_anchors: Path | None = Field(default=None, description="PEM CA certificates whose C2PA chains `verify` reports as trusted (e.g. the C2PA trust list, or your own CA).")
+    c2pa_thumbnail: bool = Field(default=False, description="Embed c2pa's JPEG thumbnail in the manifest (~115 KB more per 1024 px output).")
     c2pa_timestamp_url: str | None = Field(default=None, description="An RFC 3161 time-stamp authority for the signatures; None: no time stamp.")
     safety_classifier: Path | None = Field(default=None, description="ONNX image classifier run on every output (unsafe probability); None: no safety filter.")
     safety_input_size: int = Field(default=224, ge=8, le=1024, description="Side the classifier's input is resized to.")

@@ -137,3 +137,12 @@ def test_trust_anchors_make_the_chain_trusted(chain, tmp_path):
     other = make_chain(tmp_path / "other")  # a chain from another CA stays untrusted
     data2 = CredentialSigner(other[0].read_bytes(), other[1].read_bytes()).sign(_png(), "png", {"job_id": "y"})
     assert verify_image(data2, settings=Settings(home=tmp_path, c2pa_trust_anchors=ca))["credentials"]["trusted"] is False
+
+
+def test_thumbnail_off_by_default_keeps_the_manifest_small(chain):
+    from faceanchor.trust.credentials import CredentialSigner
+
+    big = _png((512, 512))
+    small = CredentialSigner(chain[0].read_bytes(), chain[1].read_bytes()).sign(big, "png", {"job_id": "x"})
+    thumb = CredentialSigner(chain[0].read_bytes(), chain[1].read_bytes(), thumbnail=True).sign(big, "png", {"job_id": "x"})
+    assert len(small) - len(big) < 10_000 < len(thumb) - len(big)

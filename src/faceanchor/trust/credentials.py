@@ -38,7 +38,9 @@ def _c2pa() -> Any:
 class CredentialSigner:
     """Signs encoded outputs with a C2PA manifest; built from settings (None when not configured)."""
 
-    def __init__(self, cert_chain: bytes, private_key: bytes, alg: str = "es256", timestamp_url: str | None = None):
+    def __init__(self, cert_chain: bytes, private_key: bytes, alg: str = "es256", timestamp_url: str | None = None,
+                 thumbnail: bool = False):
+        self.thumbnail = thumbnail  # c2pa's default embeds a JPEG thumbnail (~115 KB on a 1024 px output)
         self.cert_chain = cert_chain
         self.private_key = private_key
         self.alg = alg.upper()
@@ -61,7 +63,8 @@ class CredentialSigner:
                 data.append(Path(path).expanduser().read_bytes())
             except OSError as e:
                 raise FaceAnchorError(f"{name}: cannot read {path} ({e.strerror or e})") from None
-        return cls(data[0], data[1], getattr(settings, "c2pa_signing_alg", "es256"), getattr(settings, "c2pa_timestamp_url", None))
+        return cls(data[0], data[1], getattr(settings, "c2pa_signing_alg", "es256"), getattr(settings, "c2pa_timestamp_url", None),
+                   bool(getattr(settings, "c2pa_thumbnail", False)))
 
     def _signer(self) -> Any:
         c2pa = _c2pa()
@@ -91,7 +94,8 @@ class CredentialSigner:
         out = io.BytesIO()
         signer = self._signer()
         try:
-            with c2pa.Builder(json.dumps(manifest)) as builder:
+            context = c2pa.Context(c2pa.Settings.from_json(json.dumps({"builder": {"thumbnail": {"enabled": self.thumbnail}}})))
+            with c2pa.Builder(json.dumps(manifest), context=context) as builder:
                 builder.sign(signer, mime, io.BytesIO(data), out)
         except Exception as e:
             raise FaceAnchorError(f"signing the output's content credentials failed: {str(e)[:300]}") from None
