@@ -94,6 +94,20 @@ class Settings(BaseSettings):
     job_stuck_grace_seconds: float = Field(default=10.0, gt=0, description="A job still running this long after its cancel or time limit is stuck in native code: its worker process is recycled.")
     worker_processes: bool = Field(default=False, description="Run each worker's engine in a supervised child process (generation apps), recycled when a job is stuck in native code.")
 
+    # Trust (issue 16; README "Trust"): every output is marked; references must be one person.
+    watermark: bool = Field(default=True, description="An invisible watermark (job id) on every output.")
+    c2pa_cert_chain: Path | None = Field(default=None, description="PEM certificate chain (signer first, then its CA) for C2PA content credentials on every output; with c2pa_private_key.")
+    c2pa_private_key: Path | None = Field(default=None, description="PEM private key of the C2PA signing certificate.")
+    c2pa_signing_alg: Literal["es256", "es384", "es512", "ps256", "ps384", "ps512", "ed25519"] = Field(default="es256", description="The signing key's algorithm.")
+    c2pa_trust_anchors: Path | None = Field(default=None, description="PEM CA certificates whose C2PA chains `verify` reports as trusted (e.g. the C2PA trust list, or your own CA).")
+    c2pa_thumbnail: bool = Field(default=False, description="Embed c2pa's JPEG thumbnail in the manifest (~115 KB more per 1024 px output).")
+    c2pa_timestamp_url: str | None = Field(default=None, description="An RFC 3161 time-stamp authority for the signatures; None: no time stamp.")
+    safety_classifier: Path | None = Field(default=None, description="ONNX image classifier run on every output (unsafe probability); None: no safety filter.")
+    safety_input_size: int = Field(default=224, ge=8, le=1024, description="Side the classifier's input is resized to.")
+    safety_class_index: int = Field(default=-1, description="The unsafe column of a (N, K) classifier output.")
+    safety_threshold: float = Field(default=0.5, ge=0.0, description="Scores at or above it are unsafe.")
+    safety_policy: Literal["flag", "blur", "refuse"] = Field(default="flag", description="What an unsafe output gets: flagged in its metadata, blurred, or the job refused (422).")
+
     @field_validator("home", "insightface_root", mode="after")
     @classmethod
     def _expand(cls, v: Path) -> Path:

@@ -163,6 +163,7 @@ class Engine:
                 from faceanchor.imageio import ImageLimits, load_image
 
                 crop = load_image(request.face_crop, name="face_crop", limits=ImageLimits.from_settings(self.settings))
+            self._same_person(request, embs, space, [f"embedding {i + 1}" for i in range(len(embs))])
             emb, ref = self._combine(method, request, embs)
             return Identity(method.normalise(emb), space, kps, bbox, size, ref, face_crop=crop)
         if not refs:
@@ -182,9 +183,19 @@ class Engine:
             img = an.load(src, name=name)
             faces.append(an.get_face(img, index=request.face_index if i == 0 else None, name=name))
             images.append(img)
+        self._same_person(request, [f.embedding for f in faces], an.space, [_label(src, f"face image {i + 1}") for i, src in enumerate(refs)])
         emb, ref = self._combine(method, request, [f.embedding for f in faces])
         main = faces[0]
         return Identity(method.normalise(emb), an.space, main.kps, main.bbox, images[0].size, ref, images[0], tuple(faces))
+
+    @staticmethod
+    def _same_person(request: GenerationRequest, embs: list[np.ndarray], space: str, names: list[str]) -> None:
+        """Several references must be one person (faceanchor.face.same_person), unless overridden."""
+        from faceanchor.face.same_person import check_same_person
+
+        if len(embs) > 1 and request.combine == "concat" and embs[0].shape != embs[1].shape:
+            return
+        check_same_person(embs, space, names, allow=request.allow_different_people)
 
     @staticmethod
     def _check_references(method: Method, n: int) -> None:
@@ -423,7 +434,7 @@ class Engine:
                 outs, face_detail = face_detail_pass(self, request, ident, outs, cancel=check)
         params = request.public_params()
         params.update(seed=seed, prompt_used=prompt, negative_prompt_used=negative, face_space=ident.space,
-                      embedding_normalised=method.normalised)
+                      embedding_normalised=method.normalised, **_reference_report(request, ident))
         params.update(method.effective_params(request))
         if request.model_name is not None and not self.loader.honours_model_name:
             params["model_name"] = None
@@ -488,6 +499,30 @@ class Engine:
             with self._cancellable(loaded):
                 return method.render(loaded, ctx, image, kps, strength=strength, seed=seed, mask=mask, face_box=face_box,
                                      callback=callback)
+
+
+def _reference_report(request: GenerationRequest, ident: Identity) -> dict[str, Any]:
+    """``reference_sha256`` (of the raw reference embedding), ``same_person`` (pairwise verdicts of
+    several references; ``overridden`` when blended on purpose) and ``reference_faces`` (per
+    photo: the face used and how many others it had)."""
+    from faceanchor.face.same_person import check_same_person
+
+    import hashlib
+
+    # the reference as a hash only (content credentials say a real face was used, never which)
+    out: dict[str, Any] = {"reference_sha256": hashlib.sha256(np.ascontiguousarray(ident.reference, np.float32).tobytes()).hexdigest()}
+    embs = [f.embedding for f in ident.faces if f.embedding is not None]
+    if not embs and request.precomputed and request.face_embeddings:
+        embs = [np.asarray(r, np.float32) for r in request.face_embeddings]
+    if len(embs) > 1 and len({e.shape for e in embs}) == 1:
+        out["same_person"] = check_same_person(embs, ident.space, allow=True)
+    if ident.faces:
+        out["reference_faces"] = [
+            {"reference": i + 1, "face_index": request.face_index if i == 0 and request.face_index is not None else 0,
+             "faces_found": f.faces_in_image, "others": max(0, (f.faces_in_image or 1) - 1)}
+            for i, f in enumerate(ident.faces)
+        ]
+    return out
 
 
 def _centre_in(bbox: Any, box: Any) -> bool:

@@ -89,3 +89,17 @@ class Cancelled(FaceAnchorError):
 
     http_status = 409
     type = "cancelled"
+
+
+class DifferentPeopleError(FaceAnchorError):
+    """Several references of one identity are not the same person (faceanchor.face.same_person)."""
+
+    http_status = 422
+    type = "different_people"
+
+
+class SafetyRefusedError(FaceAnchorError):
+    """The operator's safety filter refused an output (faceanchor.trust.safety, policy refuse)."""
+
+    http_status = 422
+    type = "safety_refused"

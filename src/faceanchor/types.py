@@ -54,6 +54,7 @@ class Face:
     embedding: np.ndarray | None = None
     space: str | None = None
     quality: QualityReport | None = None
+    faces_in_image: int | None = None  # how many faces the photo had (set by get_face: group photos)
 
     def __post_init__(self) -> None:
         bbox = np.asarray(self.bbox, dtype=np.float32).reshape(4)
@@ -190,6 +191,7 @@ class GenerationRequest(BaseModel):
     face_image_size: tuple[int, int] | None = Field(None, description="(width, height) of the photo face_kps came from.")
     face_index: int | None = Field(None, ge=0, description="Which face to use, in the documented order (largest first); default the largest.")
     combine: CombineMode = Field("average", description="How several references combine: average, norm-average or concat.")
+    allow_different_people: bool = Field(False, description="Blend references of different people on purpose: skips the same-person refusal (recorded in the result's params.same_person).")
 
     prompt: str = Field("", max_length=10_000)
     negative_prompt: str = Field("", max_length=10_000)

@@ -77,6 +77,9 @@ def create_app(
     app.include_router(fal.router)
     characters.install(app, service)  # /v1/characters, /v1/character/*, /queue/character/* and their runners
     app.include_router(studio.router)  # /v1/faces, /v1/jobs, /v1/styles (the web studio's reads)
+    from faceanchor.api import verify  # issue 16: watermark and content credentials read back
+
+    app.include_router(verify.router)
     studio.install_docs(app)
     if serve_web:
         web_dir = resources.files("faceanchor") / "web"

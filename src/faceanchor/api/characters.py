@@ -78,6 +78,7 @@ class CreateBody(BaseModel):
     spaces: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}$")]] | None = Field(
         None, max_length=4, description="Embedding spaces to store (default the engine's InstantID space).")
     face_index: int | None = Field(None, ge=0, description="Which face of the first photo (largest first).")
+    allow_different_people: bool = Field(False, description="Store photos of different people as one character on purpose (else 422 different_people); recorded in its history.")
 
 
 class CharacterBody(GenerateBody):
@@ -144,7 +145,7 @@ def create_character(body: CreateBody, request: Request, service: ServiceDep, se
     check_spaces(body.spaces)
     photos = [_image_bytes(r, f"images.face[{i}]", settings) for i, r in enumerate(refs)]
     ch = _chars(request).create(body.name, photos, spaces=body.spaces, engine=service.engine, face_index=body.face_index,
-                                owner=key.owner)
+                                owner=key.owner, allow_different_people=body.allow_different_people)
     return _out(ch, base_url(request))
 
 

@@ -95,6 +95,7 @@ class ImageOut(BaseModel):
     identity_score: float | None = None
     identity_reason: str | None = None
     signed_url: str | None = Field(None, description="The image without the API key, until it expires (?expires=&sig=).")
+    trust: dict[str, Any] | None = Field(None, description="What was done to this output: job_id, watermark (payload), credentials (C2PA), safety.")
 
 
 class GenerationOut(BaseModel):

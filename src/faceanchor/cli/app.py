@@ -71,6 +71,10 @@ def build_app() -> typer.Typer:
 
     mcp.register(app)
     remote.register(app)
+
+    from faceanchor.cli import verify
+
+    verify.register(app)
     return app
 
 

@@ -25,7 +25,9 @@ def _service(settings):  # noqa: ANN001, ANN202
 
 def _engine(settings, weights: Optional[str], face_pack: Optional[str]):  # noqa: ANN001, ANN202
     from faceanchor.engine import Engine
+    from faceanchor.trust.finalise import Finisher
 
+    Finisher.for_settings(settings)  # watermark package, signing key, safety model: checked before the work
     return Engine(settings, weights=weights, face_pack=face_pack)
 
 
@@ -52,6 +54,7 @@ def register(app: typer.Typer) -> None:
         face: List[str] = typer.Option(..., "--face", help="A face photo (repeat for up to 5 of one person)."),
         space: List[str] = typer.Option([], "--space", help="Embedding space to store (repeatable; default the engine's InstantID space)."),
         face_index: Optional[int] = typer.Option(None, "--face-index", help="Which face of the first photo (0 = largest)."),
+        allow_different_people: bool = typer.Option(False, "--allow-different-people", help="Store photos of different people as one character on purpose (recorded)."),
         weights: Optional[str] = weights_option("real (default), dummy or tiny: decides the default space."),
         face_pack: Optional[str] = typer.Option(None, "--pack", help="Face pack (default: the method's; dlib for dummy/tiny)."),
         as_json: bool = typer.Option(False, "--json"),
@@ -59,7 +62,8 @@ def register(app: typer.Typer) -> None:
         """Analyse the photo(s) once and store the character."""
         svc = _service(ctx.obj)
         engine = _engine(ctx.obj, weights, face_pack)
-        c = svc.create(name, list(face), spaces=list(space) or None, engine=engine, face_index=face_index)
+        c = svc.create(name, list(face), spaces=list(space) or None, engine=engine, face_index=face_index,
+                       allow_different_people=allow_different_people)
         if as_json:
             typer.echo(json.dumps(c.to_dict(), default=str))
             return
@@ -112,7 +116,7 @@ def register(app: typer.Typer) -> None:
         engine = _engine(ctx.obj, weights, face_pack)
         fields = _fields(prompt, "", "(No style)", steps, guidance, seed, 1, width, height, 0.8, 0.8, scheduler, False, "png")
         res = svc.id_photo(engine, fields, character_id=character_id, face=face)
-        write_results(res, out, "idphoto", "png", as_json, ["sheet", "front", "left", "right", "smiling"])
+        write_results(res, out, "idphoto", "png", as_json, ["sheet", "front", "left", "right", "smiling"], settings=ctx.obj)
 
     @ch.command("generate")
     def generate(
@@ -144,7 +148,7 @@ def register(app: typer.Typer) -> None:
         fields = _fields(prompt, negative_prompt, style, steps, guidance, seed, samples, width, height, identity_strength,
                          adapter_strength, scheduler, face_detail, output_format)
         res = svc.generate(engine, fields, character_id=character_id, references=references)
-        write_results(res, out, "character", output_format, as_json)
+        write_results(res, out, "character", output_format, as_json, settings=ctx.obj)
 
     @ch.command("edit")
     def edit(
@@ -168,6 +172,6 @@ def register(app: typer.Typer) -> None:
         engine = _engine(ctx.obj, weights, face_pack)
         fields = _fields(prompt, "", "(No style)", steps, None, seed, 1, None, None, 0.8, 0.8, "euler", False, "png")
         res = svc.edit(engine, fields, target, mode=mode, character_id=character_id, face=face, strength=strength, mask_source=mask_source)
-        write_results(res, out, f"edit-{mode}", "png", as_json)
+        write_results(res, out, f"edit-{mode}", "png", as_json, settings=ctx.obj)
 
     app.add_typer(ch, name="character")

@@ -77,6 +77,7 @@ def register(app: typer.Typer) -> None:
         lora_scale: float = typer.Option(1.0, "--lora-scale", help="FaceID LoRA scale."),
         combine: str = typer.Option("average", "--combine", help="average, norm-average or concat for several faces."),
         face_index: Optional[int] = typer.Option(None, "--face-index", help="Which face (0 = largest)."),
+        allow_different_people: bool = typer.Option(False, "--allow-different-people", help="Blend references of different people on purpose (recorded)."),
         base: Optional[str] = typer.Option(None, "--base", help="sd15 or sdxl (FaceID)."),
         model_name: Optional[str] = typer.Option(None, "--model", help="Base model: hub id, diffusers folder or .safetensors."),
         output_format: str = typer.Option("png", "--format", help="png, jpeg or webp."),
@@ -121,12 +122,15 @@ def register(app: typer.Typer) -> None:
                 enhance_face_region=enhance_face_region, controlnet_selection=controlnet,
                 controlnet_conditioning_scale=controlnet_scale, pose_image=pose_image, control_guidance_start=control_start,
                 control_guidance_end=control_end, negative_embedding_noise=negative_noise, scheduler=scheduler,
-                s_scale=s_scale, lora_scale=lora_scale, combine=combine, face_index=face_index, base=base,
+                s_scale=s_scale, lora_scale=lora_scale, combine=combine, face_index=face_index, allow_different_people=allow_different_people, base=base,
                 model_name=model_name, output_format=output_format, prompt_weighting=prompt_weighting,
                 adapter_model=adapter_model, identitynet_model=identitynet_model,
             )
         except ValidationError as e:
             raise InvalidInputError(validation_message(e)) from None
+        from faceanchor.trust.finalise import Finisher
+
+        Finisher.for_settings(settings)  # watermark package, signing key, safety model: checked before the work
         engine = Engine(settings, weights=weights, face_pack=face_pack)
         total = request.steps * -(-request.samples * request.best_of // 4)
         bars: list = []  # opened at the first denoising step, so early errors stay one line
@@ -143,7 +147,7 @@ def register(app: typer.Typer) -> None:
         finally:
             for b in bars:
                 b.close()
-        write_results(result, out, "faceanchor", request.output_format, as_json)
+        write_results(result, out, "faceanchor", request.output_format, as_json, settings=settings)
         if as_json:
             return
         t = ", ".join(f"{k} {v:.2f}s" for k, v in result.timings.items() if k not in ("steps_per_second", "peak_gpu_mb"))
@@ -152,18 +156,23 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"warning: {w}", err=True)
 
 
-def write_results(result, out: Path, stem: str, fmt: str, as_json: bool, names: list[str] | None = None) -> list[str]:  # noqa: ANN001
+def write_results(result, out: Path, stem: str, fmt: str, as_json: bool, names: list[str] | None = None, settings=None) -> list[str]:  # noqa: ANN001
     """Write every image of ``result`` with its metadata into ``out``; print paths, or JSON."""
     from faceanchor.imageio import encode_image
+    from faceanchor.trust.finalise import Finisher, job_scope, new_job_id
 
     out.mkdir(parents=True, exist_ok=True)
+    finisher = Finisher.for_settings(settings)
     meta = result.metadata()
     ext = "jpg" if fmt == "jpeg" else fmt
     paths = []
+    run_id = new_job_id()
     for i, im in enumerate(result.images):
-        item = dict(meta, seed=im.seed, identity_score=im.identity_score, identity_reason=im.identity_reason, index=i)
         path = out / f"{stem}_{im.seed}_{names[i] if names else i}.{ext}"
-        write_whole(path, encode_image(im.image, fmt, item))
+        with job_scope(run_id):  # one id for this run's outputs (the CLI has no job)
+            image, trust = finisher.prepare(im.image)
+        item = dict(meta, seed=im.seed, identity_score=im.identity_score, identity_reason=im.identity_reason, index=i, trust=trust)
+        write_whole(path, finisher.seal(encode_image(image, fmt, item), fmt, trust, item))
         paths.append(str(path))
     if as_json:
         typer.echo(json.dumps(dict(meta, files=paths), default=str))

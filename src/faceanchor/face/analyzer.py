@@ -298,7 +298,9 @@ class FaceAnalyzer:
         if not faces:
             raise NoFaceError(f"no face found in {label} (also tried other scales)")
         face = choose_face(faces, index=index, min_score=min_score, image_name=label)
-        return self.embed(rgb, face)
+        from dataclasses import replace
+
+        return replace(self.embed(rgb, face), faces_in_image=len(faces))
 
     def compare(self, a: np.ndarray, b: np.ndarray) -> Verdict:
         """Judge two embeddings of this analyzer's space."""

@@ -40,7 +40,7 @@ from faceanchor.types import CancelCheck, GenerationRequest, Identity, ProgressC
 COMMON_FIELDS = frozenset({
     "method", "face_image", "face_images", "face_embedding", "face_embeddings", "face_embedding_space",
     "face_kps", "face_bbox", "face_image_size",
-    "face_index", "combine", "prompt", "negative_prompt", "style", "num_inference_steps", "guidance_scale",
+    "face_index", "combine", "allow_different_people", "prompt", "negative_prompt", "style", "num_inference_steps", "guidance_scale",
     "seed", "samples", "best_of", "width", "height", "adapter_strength", "scheduler", "base", "model_name",
     "adapter_model", "output_format", "prompt_weighting",
 })

@@ -74,8 +74,12 @@ class CharacterService:
         return getattr(self.settings, "face_pack", "dlib") or "dlib"
 
     def create(self, name: str, photos: list[Any], *, spaces: list[str] | None = None, engine: Any = None, face_index: int | None = None,
-               owner: str | None = None) -> CharacterView:
-        """Analyse and store a new character. Raises NoFaceError (422) when a photo has no face."""
+               owner: str | None = None, allow_different_people: bool = False) -> CharacterView:
+        """Analyse and store a new character. Raises NoFaceError (422) when a photo has no face,
+        DifferentPeopleError (422) when two photos are not one person (unless
+        ``allow_different_people``: then the blend is recorded in the character's history)."""
+        from faceanchor.face.same_person import check_same_person
+
         name = (name or "").strip()
         if not name or len(name) > 200:
             raise InvalidInputError("a character needs a name of 1 to 200 characters")
@@ -86,16 +90,25 @@ class CharacterService:
         spaces = list(dict.fromkeys(spaces or [self.default_space(engine)]))
         images = [load_image(p, self.limits, name=f"photo {i + 1}") for i, p in enumerate(photos)]
         identities: list[dict[str, Any]] = []
+        checks: list[dict[str, Any] | None] = []
         for space in spaces:
             an = self.analyzer(space)
             with self._analysis_lock:
-                for i, img in enumerate(images):
-                    face = an.get_face(np.asarray(img), index=face_index if i == 0 else None, name=f"photo {i + 1}")
-                    identities.append(self._identity_dict(face, space, f"photo:{i}", img.size))
+                faces = [an.get_face(np.asarray(img), index=face_index if i == 0 else None, name=f"photo {i + 1}")
+                         for i, img in enumerate(images)]
+            checks.append(check_same_person([f.embedding for f in faces], space, [f"photo {i + 1}" for i in range(len(faces))],
+                                            allow=allow_different_people))
+            for i, (img, face) in enumerate(zip(images, faces)):
+                identities.append(self._identity_dict(face, space, f"photo:{i}", img.size))
         files = [self.store.put_file(encode_image(img, "png")) for img in images]  # re-encoded: no EXIF
         for ident in identities:
             ident["photo_file"] = files[int(ident["source"].split(":")[1])]
-        return self.store.create(name, files, identities, owner=owner)
+        view = self.store.create(name, files, identities, owner=owner)
+        if len(images) > 1:  # the same-person verdicts (and a deliberate blend) stay on record
+            self.store.add_generation(view.id, "create", {"photos": len(images), "allow_different_people": allow_different_people},
+                                      [], {"same_person": [c for c in checks if c]})
+            view = self.store.get(view.id)
+        return view
 
     @staticmethod
     def _identity_dict(face: Any, space: str, source: str, size: tuple[int, int]) -> dict[str, Any]:
@@ -156,10 +169,19 @@ class CharacterService:
             data["face_image"] = face
         return parse_request(data)
 
+    def _finished(self, image: Any, meta: dict[str, Any]) -> str:
+        """Store one output (PNG) after the trust steps (faceanchor.trust.finalise); its file id."""
+        from faceanchor.trust.finalise import Finisher
+
+        finisher = Finisher.for_settings(self.settings)
+        image, trust = finisher.prepare(image)
+        meta = dict(meta, trust=trust)
+        return self.store.put_file(finisher.seal(encode_image(image, "png", meta), "png", trust, meta))
+
     def _outputs(self, images: list[GeneratedImage], meta: dict[str, Any]) -> list[dict[str, Any]]:
         out = []
         for i, im in enumerate(images):
-            fid = self.store.put_file(encode_image(im.image, "png", dict(meta, seed=im.seed, identity_score=im.identity_score, index=i)))
+            fid = self._finished(im.image, dict(meta, seed=im.seed, identity_score=im.identity_score, index=i))
             out.append({"file_id": fid, "seed": int(im.seed), "identity_score": im.identity_score,
                         "identity_reason": im.identity_reason, "width": im.image.width, "height": im.image.height})
         return out
@@ -204,11 +226,11 @@ class CharacterService:
         images += [GeneratedImage(v.image, v.seed, v.identity_score, v.identity_reason) for v in res.views]
         params = dict(res.params, id_photo=meta, character_id=character_id)
         if character_id is not None:
-            sheet_id = self.store.put_file(encode_image(res.sheet, "png", meta))
+            sheet_id = self._finished(res.sheet, meta)
             views = []
             view_idents = []
             for v in res.views:
-                fid = self.store.put_file(encode_image(v.image, "png", dict(v.to_dict(), kind="id-photo view", character_id=character_id)))
+                fid = self._finished(v.image, dict(v.to_dict(), kind="id-photo view", character_id=character_id))
                 views.append(dict(v.to_dict(), file_id=fid))
                 ident = self._analyse_view(v.image, request.face_embedding_space, f"view:{v.name}")
                 if ident is not None:

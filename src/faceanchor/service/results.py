@@ -12,28 +12,34 @@ from typing import Any
 from faceanchor.cancel import checkpoint
 from faceanchor.imageio import MIME_TYPES, encode_image
 from faceanchor.store.files import FileStore
+from faceanchor.trust.finalise import Finisher
 from faceanchor.types import GenerationResult
 
 
-def store_result(result: GenerationResult, files: FileStore, output_format: str = "png") -> dict[str, Any]:
+def store_result(result: GenerationResult, files: FileStore, output_format: str = "png", settings: Any = None) -> dict[str, Any]:
     """Encode every image (metadata embedded), store it, and return the JSON-able job result.
+
+    Every image passes :class:`~faceanchor.trust.finalise.Finisher` (safety filter, watermark,
+    content credentials as ``settings`` say); its ``trust`` record is in the metadata and entry.
 
     A cancel (:func:`faceanchor.cancel.checkpoint`) lands between two images; the files this call
     stored so far (and no one else's) are removed again."""
     meta = result.metadata()
     images = []
     created: list[str] = []
+    finisher = Finisher.for_settings(settings)
     try:
         for i, im in enumerate(result.images):
             checkpoint("encoding")
-            per_image = dict(meta, seed=im.seed, identity_score=im.identity_score, index=i)
-            data = encode_image(im.image, output_format, per_image)
+            image, trust = finisher.prepare(im.image)
+            per_image = dict(meta, seed=im.seed, identity_score=im.identity_score, index=i, trust=trust)
+            data = finisher.seal(encode_image(image, output_format, per_image), output_format, trust, per_image)
             checkpoint("encoding")
             known = files.path(hashlib.sha256(data).hexdigest(), "outputs") is not None
             file_id = files.put(data, "outputs")
             if not known:
                 created.append(file_id)
-            images.append(_image_entry(file_id, im, output_format))
+            images.append(dict(_image_entry(file_id, im, output_format), trust=trust))
     except BaseException:
         for fid in created:
             files.delete(fid, "outputs")

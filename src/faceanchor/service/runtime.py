@@ -113,6 +113,9 @@ class Service:
         t0 = time.perf_counter()
         runners = [self.runners] * self.settings.workers
         try:
+            from faceanchor.trust.finalise import Finisher
+
+            Finisher.for_settings(self.settings)  # a bad signing key or safety model fails here, not on every job
             engines = list(self._engines_given)
             if not engines and self.settings.worker_processes:
                 engines, runners = self._engine_processes()
@@ -134,6 +137,7 @@ class Service:
                 max_attempts=self.settings.job_max_attempts, runners=runners[i] if i < len(runners) else self.runners, wakeup=self.wakeup,
                 on_finished=self._finished, poll_interval=self.poll_interval, owners=self.file_owners,
                 job_timeout=self.settings.job_timeout_seconds, stuck_grace=self.settings.job_stuck_grace_seconds,
+                settings=self.settings,
             )
             self.workers.append(worker)
             worker.start()

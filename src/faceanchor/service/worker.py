@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from faceanchor import cancel as cancellation
 from faceanchor.errors import Cancelled, FaceAnchorError, InvalidInputError
 from faceanchor.service.results import store_result
+from faceanchor.trust.finalise import job_scope
 from faceanchor.service.supervisor import WorkerRecycled
 from faceanchor.store.db import is_transient
 from faceanchor.store.files import FileStore
@@ -135,6 +136,7 @@ class Worker(threading.Thread):
         owners: Any = None,
         job_timeout: float | None = None,
         stuck_grace: float = 10.0,
+        settings: Any = None,
     ):
         super().__init__(name=f"faceanchor-worker-{name}", daemon=True)
         self.worker_name = name
@@ -150,6 +152,7 @@ class Worker(threading.Thread):
         self.owners = owners  # a FileOwnerStore: outputs are recorded as the job owner's
         self.job_timeout = job_timeout  # seconds a job may run (its request's `timeout` may lower it)
         self.stuck_grace = stuck_grace  # seconds a job may keep running past its cancel / time limit
+        self.settings = settings if settings is not None else getattr(engine, "settings", None)  # outputs' trust steps
         self._stop_event = threading.Event()
         self.current: _Run | None = None
         self.processed = 0
@@ -239,11 +242,11 @@ class Worker(threading.Thread):
         try:
             request = resolve_inputs(job.request.get("request", {}), self.files)
             self._log(run, f"started on {self.worker_name} (attempt {job.attempts})")
-            with cancellation.scope(lambda: self._cancelled(run)):  # every stage, down to model layers, checks it
+            with cancellation.scope(lambda: self._cancelled(run)), job_scope(job.id):  # every stage, down to model layers, checks it
                 result = self.runners[job.app](self.engine, request, lambda ev: self._progress(run, ev), lambda: self._cancelled(run))
                 if run.lost:
                     return None
-                payload = store_result(result, self.files, str(request.get("output_format", "png")))
+                payload = store_result(result, self.files, str(request.get("output_format", "png")), self.settings)
         except Cancelled:
             cancelled = True
         except WorkerRecycled as e:  # stuck past its cancel/limit (or its process died): retried once, else failed
