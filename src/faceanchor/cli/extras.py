@@ -33,11 +33,13 @@ MODULE_EXTRAS: dict[str, str] = {
     "psycopg": "postgres",
     "mcp": "mcp",
     "mcp_types": "mcp",
+    "c2pa": "trust",
+    "pywt": "trust",
 }
 
 #: Distribution names whose import name differs from the normalised distribution name.
 DISTRIBUTION_MODULES: dict[str, str] = {"python-multipart": "python_multipart", "prometheus-client": "prometheus_client",
-                                        "huggingface-hub": "huggingface_hub"}
+                                        "huggingface-hub": "huggingface_hub", "c2pa-python": "c2pa", "pywavelets": "pywt"}
 
 
 def missing_extra(error: ImportError) -> tuple[str, str] | None:

@@ -45,7 +45,9 @@ class WatermarkRead:
 def _codec(bits: list[int] | None = None) -> Any:
     try:
         from imwatermark.dwtDctSvd import EmbedDwtDctSvd
-    except ImportError:
+    except ImportError as e:
+        if e.name and e.name.split(".")[0] not in ("imwatermark", "pywt"):
+            raise  # something it imports (torch, cv2) is missing: the CLI names that module's extra
         from faceanchor.errors import FaceAnchorError
 
         raise FaceAnchorError(
