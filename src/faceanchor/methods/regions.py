@@ -12,6 +12,25 @@ import numpy as np
 from faceanchor.errors import InvalidInputError
 
 FEATHER_PX = 3  # Gaussian radius of the inward feather of several people's regions
+LAYOUTS = ("left-right",)
+
+
+def layout_boxes(layout: str, n: int, width: int, height: int) -> list[list[float]]:
+    """Face boxes for ``n`` people in a ``width`` x ``height`` output by ``layout``.
+
+    ``left-right``: the output cut into ``n`` equal columns, person 1 leftmost; each face a
+    square of 60% of its column's width (at most 60% of the height), centred in the column,
+    its centre at 40% of the height (where a portrait's face sits)."""
+    if layout not in LAYOUTS:
+        raise InvalidInputError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+    if n < 1:
+        raise InvalidInputError("a layout needs at least one person")
+    col = width / n
+    side = min(0.6 * col, 0.6 * height)
+    cy = 0.4 * height
+    y1 = max(0.0, cy - side / 2)
+    return [[round(col * (i + 0.5) - side / 2, 2), round(y1, 2), round(col * (i + 0.5) + side / 2, 2), round(y1 + side, 2)]
+            for i in range(n)]
 
 
 def clip_box(box: Sequence[float], width: int, height: int, person: int) -> np.ndarray:
