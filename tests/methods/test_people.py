@@ -154,6 +154,7 @@ def test_two_people_over_the_http_api_and_no_server_paths(tmp_path, photos):
         assert 400 <= r.status_code < 500 and "more_identities[0].face_image" in json.dumps(r.json())
 
 
+@pytest.mark.slow  # a 512x256 tiny run (dlib needs faces of ~100 px): 30-100 s on a busy machine
 def test_scores_per_person_and_best_of_keeps_the_highest_lowest(engine, monkeypatch):
     """Best-of ranks two-person outputs by the lower of the two scores. The model's images are
     replaced by real photos side by side (tiny weights draw no faces): a "drifted" candidate whose
