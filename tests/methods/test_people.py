@@ -206,3 +206,23 @@ def test_scores_per_person_and_best_of_keeps_the_highest_lowest(engine, monkeypa
     drifted_scores = [cos(drifted, L, "obama.jpg"), cos(drifted, R, "biden.jpg")]
     assert np.allclose(kept.identity_scores, good_scores, atol=0.02), (kept.identity_scores, good_scores)
     assert drifted_scores[0] > good_scores[0] and min(drifted_scores) < min(good_scores), (drifted_scores, good_scores)
+
+
+@pytest.mark.parametrize("method, asked, left, right", [
+    ("instantid", (256, 128), [0, 0, 128, 128], [128, 0, 256, 128]),
+    ("faceid", (128, 128), [0, 32, 64, 96], [64, 32, 128, 96]),
+])
+def test_boxes_follow_the_working_size_cap(engine, photos, method, asked, left, right):
+    """Boxes are in the pixels asked for: a size above tiny weights' working-size cap is scaled down
+    (then rounded to the grid), and the boxes shrink with it, giving bit for bit the picture asked
+    at the capped size with the boxes scaled to it."""
+    obama, biden = photos
+    big = engine.generate(_req(obama, method=method, width=asked[0], height=asked[1], face_box=left,
+                               more_identities=[PlacedIdentity(face_image=biden, box=right)]))
+    w, h = big.images[0].image.size
+    assert w * h < asked[0] * asked[1]
+    sx, sy = w / asked[0], h / asked[1]
+    scale = lambda b: [b[0] * sx, b[1] * sy, b[2] * sx, b[3] * sy]  # noqa: E731
+    small = engine.generate(_req(obama, method=method, width=w, height=h, face_box=scale(left),
+                                 more_identities=[PlacedIdentity(face_image=biden, box=scale(right))]))
+    assert np.array_equal(_pixels(big), _pixels(small))

@@ -33,6 +33,25 @@ def layout_boxes(layout: str, n: int, width: int, height: int) -> list[list[floa
             for i in range(n)]
 
 
+def requested_size(request: Any, photo_size: tuple[int, int] | None, family: str, native: int | None) -> tuple[float, float]:
+    """The size the request's boxes are in: its width x height as asked, else the size from the photo
+    before the working-size cap."""
+    from faceanchor.methods.sizing import output_size
+
+    if request.width is not None and request.height is not None:
+        return float(request.width), float(request.height)
+    return tuple(float(v) for v in output_size(photo_size, request.width, request.height, family, native))  # type: ignore[return-value]
+
+
+def fit_box(box: Sequence[float], asked: tuple[float, float], width: int, height: int) -> list[float]:
+    """``box`` (in the pixels of the size asked for) in the pixels of the ``width`` x ``height``
+    output, which grid rounding and the working-size cap may have made smaller."""
+    sx, sy = width / asked[0], height / asked[1]
+    if sx == 1 and sy == 1:
+        return [float(v) for v in box]
+    return [box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy]
+
+
 def clip_box(box: Sequence[float], width: int, height: int, person: int) -> np.ndarray:
     """``box`` clipped to the output; refused when (almost) nothing of it is left."""
     out = np.clip(np.asarray(box, np.float64), 0, [width, height, width, height])
