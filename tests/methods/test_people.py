@@ -152,3 +152,77 @@ def test_two_people_over_the_http_api_and_no_server_paths(tmp_path, photos):
         bad = dict(body, more_identities=[{"face_image": str(secret), "box": RIGHT}])
         r = h.client.post("/v1/instantid", json=bad, headers=h.headers)
         assert 400 <= r.status_code < 500 and "more_identities[0].face_image" in json.dumps(r.json())
+
+
+@pytest.mark.slow  # a 512x256 tiny run (dlib needs faces of ~100 px): 30-100 s on a busy machine
+def test_scores_per_person_and_best_of_keeps_the_highest_lowest(engine, monkeypatch):
+    """Best-of ranks two-person outputs by the lower of the two scores. The model's images are
+    replaced by real photos side by side (tiny weights draw no faces): a "drifted" candidate whose
+    person 1 is the reference photo itself but whose person 2 turned into person 1, and a good one
+    (another photo of person 1, person 2 right). dlib scores each region's face against its own
+    person; the good candidate wins although the drifted one has the higher person-1 score."""
+    from PIL import Image, ImageOps
+
+    from faceanchor.face.analyzer import FaceAnalyzer
+
+    faces = Path(__file__).resolve().parents[1] / "data" / "faces"
+    half = lambda name: ImageOps.pad(Image.open(faces / name).convert("RGB"), (256, 256))  # noqa: E731
+
+    def pair(left, right):
+        im = Image.new("RGB", (512, 256))
+        im.paste(half(left), (0, 0))
+        im.paste(half(right), (256, 0))
+        return im
+
+    drifted, good = pair("obama.jpg", "obama2.jpg"), pair("obama2.jpg", "biden.jpg")
+    method = engine.method("instantid")
+    real_run = method.run
+
+    def run(loaded, ctx):  # noqa: ANN001, ANN202
+        images = real_run(loaded, ctx)  # sets the regions; the pictures are then swapped for the photos
+        assert len(images) == 2
+        return [drifted, good]
+
+    monkeypatch.setattr(method, "run", run)
+    monkeypatch.setattr(engine.settings, "work_megapixels_sdxl", 100.0)  # tiny weights cap 512x256 to 192x64 otherwise
+    req = GenerationRequest(face_image=str(faces / "obama.jpg"), prompt="two friends", width=512, height=256, num_inference_steps=1,
+                            seed=11, best_of=2, face_box=[0, 0, 256, 256],
+                            more_identities=[PlacedIdentity(face_image=str(faces / "biden.jpg"), box=[256, 0, 512, 256])])
+    res = engine.generate(req)
+    assert len(res.images) == 1 and res.images[0].seed == 12  # the second candidate: the good one
+    kept = res.images[0]
+    assert np.array_equal(np.asarray(kept.image), np.asarray(good)) and kept.identity_score == min(kept.identity_scores)
+    # the same numbers from dlib directly: each half's face against that person's own photo
+    an = FaceAnalyzer(engine.settings, "dlib").prepare()
+    ref = {n: an.get_face(np.asarray(Image.open(faces / n).convert("RGB"))).embedding for n in ("obama.jpg", "biden.jpg")}
+
+    def cos(im, box, who):
+        f = an.get_face(np.asarray(im.crop(box)))
+        a, b = np.asarray(f.embedding, np.float64), np.asarray(ref[who], np.float64)
+        return float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+
+    L, R = (0, 0, 256, 256), (256, 0, 512, 256)
+    good_scores = [cos(good, L, "obama.jpg"), cos(good, R, "biden.jpg")]
+    drifted_scores = [cos(drifted, L, "obama.jpg"), cos(drifted, R, "biden.jpg")]
+    assert np.allclose(kept.identity_scores, good_scores, atol=0.02), (kept.identity_scores, good_scores)
+    assert drifted_scores[0] > good_scores[0] and min(drifted_scores) < min(good_scores), (drifted_scores, good_scores)
+
+
+@pytest.mark.parametrize("method, asked, left, right", [
+    ("instantid", (256, 128), [0, 0, 128, 128], [128, 0, 256, 128]),
+    ("faceid", (128, 128), [0, 32, 64, 96], [64, 32, 128, 96]),
+])
+def test_boxes_follow_the_working_size_cap(engine, photos, method, asked, left, right):
+    """Boxes are in the pixels asked for: a size above tiny weights' working-size cap is scaled down
+    (then rounded to the grid), and the boxes shrink with it, giving bit for bit the picture asked
+    at the capped size with the boxes scaled to it."""
+    obama, biden = photos
+    big = engine.generate(_req(obama, method=method, width=asked[0], height=asked[1], face_box=left,
+                               more_identities=[PlacedIdentity(face_image=biden, box=right)]))
+    w, h = big.images[0].image.size
+    assert w * h < asked[0] * asked[1]
+    sx, sy = w / asked[0], h / asked[1]
+    scale = lambda b: [b[0] * sx, b[1] * sy, b[2] * sx, b[3] * sy]  # noqa: E731
+    small = engine.generate(_req(obama, method=method, width=w, height=h, face_box=scale(left),
+                                 more_identities=[PlacedIdentity(face_image=biden, box=scale(right))]))
+    assert np.array_equal(_pixels(big), _pixels(small))

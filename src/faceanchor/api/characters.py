@@ -6,7 +6,8 @@
 * The request shapes character APIs use: ``POST /v1/character/id-photo``
   ``{"images": {"face": URL}}`` or ``{"character_id"}``; ``POST /v1/character/generate``
   ``{"prompt", "images": {"face": URL}}`` or ``{"prompt", "character_id"}`` (every generation
-  field accepted); ``POST /v1/character/edit`` ``{"prompt", "images": {"target": URL, "face":
+  field accepted), or ``{"prompt", "people": [{"character_id"}, {"face": URL, "box"}], "layout"}``
+  for several people in one picture; ``POST /v1/character/edit`` ``{"prompt", "images": {"target": URL, "face":
   URL}}`` or with ``character_id``, ``mode`` ``background`` (default) or ``face``. They run on
   the queue and wait (like ``/v1/instantid``) and answer JSON with image URLs, seeds, scores.
 * Queued variants: ``POST /queue/character/{op}`` → request id and URLs; then
@@ -21,14 +22,14 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, FastAPI, Header, Path, Query, Request
 from fastapi.responses import FileResponse, JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.concurrency import run_in_threadpool
 
 from faceanchor.api.deps import CurrentKey, OptionalKey, ServiceDep, SettingsDep, SubmittingKey
 from faceanchor.api.errors import ApiError, error_responses
 from faceanchor.api.inputs import decode_image_ref, resolve_images
 from faceanchor.api.jobs import JobTimeout, base_url, cancel_job, check_spaces, check_style, job_urls, raise_job_error, result_body, result_response, status_body
-from faceanchor.api.schemas import CancelOut, GenerateBody, ImageRef, JobStatusBody, QueueSubmitted
+from faceanchor.api.schemas import CancelOut, Coordinate, GenerateBody, ImageRef, JobStatusBody, QueueSubmitted
 from faceanchor.errors import InvalidInputError
 from faceanchor.imageio import ImageLimits, probe_image
 from faceanchor.service.characters import CharacterService
@@ -89,6 +90,35 @@ class CharacterBody(GenerateBody):
     images: CharacterImages | None = None
     reference_set: Literal["photos", "views", "all"] = Field(
         "photos", description="With character_id: its reference photos, its ID-photo views (where a face was found) or all.")
+
+
+class PersonBody(BaseModel):
+    """One person of a several-people picture: a character or a face, its place, its strengths."""
+
+    model_config = ConfigDict(extra="forbid")
+    character_id: str | None = Field(None, max_length=64, description="A character of yours (or give face).")
+    face: ImageRef | None = Field(None, description="Or a face photo: URL, data: URI or base64.")
+    face_index: int | None = Field(None, ge=0, description="With face: which face of the photo (largest first).")
+    box: list[Coordinate] | None = Field(None, min_length=4, max_length=4, description="Where this face goes: (x1, y1, x2, y2) in output pixels.")
+    pose_index: int | None = Field(None, ge=0, description="With pose_image: which of its faces (left to right); default the person's place in the list.")
+    identity_strength: float | None = Field(None, ge=0.0, le=2.0, description="This person's IdentityNet scale (default the request's).")
+    adapter_strength: float | None = Field(None, ge=0.0, le=2.0, description="This person's adapter scale (default the request's).")
+
+    @field_validator("box")
+    @classmethod
+    def _box(cls, box: list[float] | None) -> list[float] | None:
+        if box is not None and not (box[0] < box[2] and box[1] < box[3]):
+            raise ValueError("box must be (x1, y1, x2, y2) with x1 < x2 and y1 < y2, in output pixels")
+        return box
+
+
+class GenerateCharacterBody(CharacterBody):
+    """``/v1/character/generate``: one character or face, or ``people`` (2 to 4) in one picture."""
+
+    people: list[PersonBody] | None = Field(None, min_length=1, max_length=4, description=(
+        "Several people in one picture, person 1 first: each a character_id or a face, placed by box, by layout "
+        "or on pose_image's faces left to right; instead of character_id / images.face."))
+    layout: Literal["left-right"] | None = Field(None, description="With people: side by side in order, person 1 on the left (needs width and height).")
 
 
 class EditBody(CharacterBody):
@@ -230,7 +260,22 @@ def _prepare(op: str, body: CharacterBody, request: Request, settings, key=None)
     check_style(body.style)
     images = body.images or CharacterImages()
     job: dict[str, Any] = {}
-    if body.character_id is not None:
+    people = getattr(body, "people", None)
+    if getattr(body, "layout", None) is not None and not people:
+        raise ApiError(422, "layout: it places people; give people", "validation_error")
+    if people:
+        if body.character_id is not None or images.face or body.face_image or body.face_images or body.face_embedding is not None:
+            raise ApiError(422, "people: give each person's character_id or face inside people, not on the request", "validation_error")
+        if body.layout is not None and (body.width is None or body.height is None):
+            raise ApiError(422, f"layout {body.layout} needs the output size: give width and height", "validation_error")
+        for i, p in enumerate(people):
+            if (p.character_id is None) == (p.face is None):
+                raise ApiError(422, f"people[{i}]: give a character_id or a face, one of the two", "validation_error")
+            if body.layout is None and p.box is None and body.pose_image is None:
+                raise ApiError(422, f"people[{i}]: give a box, a layout or a pose_image to place this person", "validation_error")
+        job["people"] = [_person(i, p, request, settings, key) for i, p in enumerate(people)]
+        job["layout"] = body.layout
+    elif body.character_id is not None:
         if images.face or body.face_image or body.face_images or body.face_embedding is not None:
             raise ApiError(422, "give either character_id or a face image, not both", "validation_error")
         if key is not None:  # 404 now, not in the job; another owner's character is unknown too
@@ -248,8 +293,8 @@ def _prepare(op: str, body: CharacterBody, request: Request, settings, key=None)
         job["target"] = _image_bytes(images.target, "images.target", settings)
         assert isinstance(body, EditBody)
         job.update(mode=body.mode, strength=body.strength, mask_source=body.mask_source)
-    fields = body.model_dump(mode="json", exclude={"base64", "character_id", "images", "reference_set", "mode", "strength", "mask_source"},
-                             exclude_none=True)
+    fields = body.model_dump(mode="json", exclude={"base64", "character_id", "images", "reference_set", "mode", "strength", "mask_source",
+                                                   "people", "layout"}, exclude_none=True)
     fields.setdefault("method", "instantid")
     job["fields"] = resolve_images(fields, settings)
     job["references"] = body.reference_set
@@ -258,6 +303,22 @@ def _prepare(op: str, body: CharacterBody, request: Request, settings, key=None)
         job["owner"] = key.owner  # checked again by the runner
         job["admin"] = bool(key.admin)
     return job
+
+
+def _person(i: int, p: PersonBody, request: Request, settings, key) -> dict[str, Any]:  # noqa: ANN001
+    """One person of ``people`` as the job holds it; a character another owner has is a 404, as an unknown one."""
+    where = f"people[{i}]"
+    out: dict[str, Any] = p.model_dump(exclude={"face"}, exclude_none=True)
+    if p.character_id is not None:
+        if p.face_index is not None:
+            raise ApiError(422, f"{where}.face_index: a character's face is already chosen", "validation_error")
+        if key is not None:
+            _owned(request, key, p.character_id)
+        else:
+            _chars(request).get(p.character_id)
+    else:
+        out["face"] = _image_bytes(p.face, f"{where}.face", settings)
+    return out
 
 
 async def _sync(op: str, body: CharacterBody, request: Request, service: Service, settings, key, idem: str | None,  # noqa: ANN001
@@ -289,7 +350,7 @@ async def character_id_photo(body: CharacterBody, request: Request, service: Ser
 
 
 @router.post("/v1/character/generate", responses=_SYNC_ERRORS, summary="Generate with a character or a face photo and wait")
-async def character_generate(body: CharacterBody, request: Request, service: ServiceDep, settings: SettingsDep, key: SubmittingKey,
+async def character_generate(body: GenerateCharacterBody, request: Request, service: ServiceDep, settings: SettingsDep, key: SubmittingKey,
                              idempotency_key: IdempotencyKey = None, timeout: JobTimeout = None) -> JSONResponse:
     return await _sync("generate", body, request, service, settings, key, idempotency_key, timeout)
 
@@ -323,7 +384,7 @@ def queue_id_photo(body: CharacterBody, request: Request, service: ServiceDep, s
 
 
 @router.post("/queue/character/generate", response_model=QueueSubmitted, responses=_QUEUE_ERRORS, summary="Queue a character generation")
-def queue_generate(body: CharacterBody, request: Request, service: ServiceDep, settings: SettingsDep, key: SubmittingKey,
+def queue_generate(body: GenerateCharacterBody, request: Request, service: ServiceDep, settings: SettingsDep, key: SubmittingKey,
                    idempotency_key: IdempotencyKey = None, timeout: JobTimeout = None) -> QueueSubmitted:
     return _submit("generate", body, request, service, settings, key, idempotency_key, timeout)
 

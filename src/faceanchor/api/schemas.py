@@ -94,6 +94,7 @@ class ImageOut(BaseModel):
     seed: int
     identity_score: float | None = None
     identity_reason: str | None = None
+    identity_scores: list[float | None] | None = Field(None, description="Several people: one score per person, in request order (identity_score is the lowest).")
     signed_url: str | None = Field(None, description="The image without the API key, until it expires (?expires=&sig=).")
     trust: dict[str, Any] | None = Field(None, description="What was done to this output: job_id, watermark (payload), credentials (C2PA), safety.")
 

@@ -12,7 +12,7 @@ from typing import Any, List, Optional
 
 import typer
 
-from faceanchor.cli.generate import weights_option, write_results
+from faceanchor.cli.generate import parse_box, weights_option, write_results
 
 
 def _service(settings):  # noqa: ANN001, ANN202
@@ -121,7 +121,10 @@ def register(app: typer.Typer) -> None:
     @ch.command("generate")
     def generate(
         ctx: typer.Context,
-        character_id: str = typer.Argument(...),
+        character_ids: List[str] = typer.Argument(..., help="A character, or up to 4 in one picture (the first on the left)."),
+        layout: Optional[str] = typer.Option(None, "--layout", help="Several characters: left-right (side by side, in order; needs --width/--height)."),
+        box: List[str] = typer.Option([], "--box", metavar="X1,Y1,X2,Y2", help="Several characters: where each face goes, output pixels (one per ID)."),
+        pose_image: Optional[str] = typer.Option(None, "--pose-image", help="Several characters: placed on this photo's faces, left to right."),
         prompt: str = typer.Option("", "--prompt", "-p"),
         out: Path = typer.Option(Path("out"), "--out", "-o"),
         negative_prompt: str = typer.Option("", "--negative-prompt", "-n"),
@@ -142,12 +145,33 @@ def register(app: typer.Typer) -> None:
         face_pack: Optional[str] = typer.Option(None, "--pack"),
         as_json: bool = typer.Option(False, "--json"),
     ) -> None:
-        """Generate with the character's stored identity (no face analysis)."""
+        """Generate with the character's stored identity (no face analysis); with several IDs, all of
+        them in one picture (--layout, --box or --pose-image), one identity score each."""
+        from faceanchor.methods.regions import LAYOUTS
+
+        if len(character_ids) > 4:
+            raise typer.BadParameter(f"at most 4 characters in one picture, got {len(character_ids)}")
+        if layout is not None and layout not in LAYOUTS:
+            raise typer.BadParameter(f"--layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+        boxes = [parse_box(b, "--box") for b in box]
+        if boxes and len(boxes) != len(character_ids):
+            raise typer.BadParameter(f"give one --box per character ({len(character_ids)} characters, {len(boxes)} boxes)")
+        if sum(x is not None and x != [] for x in (layout, boxes, pose_image)) > 1:
+            raise typer.BadParameter("place the characters one way: --layout, --box or --pose-image")
+        several = len(character_ids) > 1 or boxes or layout or pose_image
+        if several and not (layout or boxes or pose_image):
+            raise typer.BadParameter("several characters need a place: --layout left-right, one --box each or --pose-image")
         svc = _service(ctx.obj)
         engine = _engine(ctx.obj, weights, face_pack)
         fields = _fields(prompt, negative_prompt, style, steps, guidance, seed, samples, width, height, identity_strength,
                          adapter_strength, scheduler, face_detail, output_format)
-        res = svc.generate(engine, fields, character_id=character_id, references=references)
+        if several:
+            if pose_image is not None:
+                fields["pose_image"] = pose_image
+            people = [dict(character_id=cid, **({"box": boxes[i]} if boxes else {})) for i, cid in enumerate(character_ids)]
+            res = svc.generate(engine, fields, people=people, layout=layout, references=references)
+        else:
+            res = svc.generate(engine, fields, character_id=character_ids[0], references=references)
         write_results(res, out, "character", output_format, as_json, settings=ctx.obj)
 
     @ch.command("edit")

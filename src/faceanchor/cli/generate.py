@@ -102,7 +102,7 @@ def register(app: typer.Typer) -> None:
         settings = ctx.obj
         if not face:
             raise InvalidInputError("give a reference photo with --face PHOTO")
-        boxes = [_box(b) for b in face_box]
+        boxes = [parse_box(b) for b in face_box]
         persons: list = []
         if boxes or people:
             from faceanchor.types import PlacedIdentity
@@ -179,7 +179,8 @@ def write_results(result, out: Path, stem: str, fmt: str, as_json: bool, names: 
         return paths
     for p, im in zip(paths, result.images):
         score = f"{im.identity_score:.3f}" if im.identity_score is not None else f"n/a ({im.identity_reason})"
-        typer.echo(f"{p}  seed={im.seed}  identity={score}")
+        people = "" if im.identity_scores is None else "  per_person=" + ",".join("n/a" if v is None else f"{v:.3f}" for v in im.identity_scores)
+        typer.echo(f"{p}  seed={im.seed}  identity={score}{people}")
     return paths
 
 
@@ -202,13 +203,13 @@ def write_whole(path: Path, data: bytes) -> None:
         raise
 
 
-def _box(text: str) -> list[float]:
+def parse_box(text: str, option: str = "--face-box") -> list[float]:
     try:
         box = [float(v) for v in text.split(",")]
     except ValueError:
         box = []
     if len(box) != 4 or not (box[0] < box[2] and box[1] < box[3]):
-        raise typer.BadParameter(f"--face-box {text!r}: give x1,y1,x2,y2 with x1 < x2 and y1 < y2 (output pixels)")
+        raise typer.BadParameter(f"{option} {text!r}: give x1,y1,x2,y2 with x1 < x2 and y1 < y2 (output pixels)")
     return box
 
 

@@ -120,7 +120,7 @@ class FaceIDFamily(Method):
         further person, each placed by its box (FaceID has no keypoints to follow)."""
         import torch
 
-        from faceanchor.methods.regions import box_mask, check_no_overlap, clip_box, strengths
+        from faceanchor.methods.regions import box_mask, check_no_overlap, clip_box, fit_box, requested_size, strengths
 
         request = ctx.request
         if not ctx.more and request.face_box is None:
@@ -129,7 +129,8 @@ class FaceIDFamily(Method):
         missing = [j for j, b in enumerate(boxes, start=1) if b is None]
         if missing:
             raise InvalidInputError(f"{self.name} places each person by a box: give person {missing[0]} one (face_box for the first)")
-        boxes = [clip_box(b, width, height, j) for j, b in enumerate(boxes, start=1)]
+        asked = requested_size(request, ctx.identity.image_size, ctx.family, ctx.tools.loader.default_size(ctx.family))
+        boxes = [clip_box(fit_box(b, asked, width, height), width, height, j) for j, b in enumerate(boxes, start=1)]
         check_no_overlap(boxes)
         ctx.regions = [[float(v) for v in b] for b in boxes]
         active = [strengths(request, p)[1] != 0.0 for _, p in ctx.more]

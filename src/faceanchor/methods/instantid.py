@@ -148,7 +148,7 @@ class InstantID(Method):
         (several people act); they must not overlap.
         """
         from faceanchor.face.kps import draw_kps
-        from faceanchor.methods.regions import box_mask, check_no_overlap, clip_box, fit_into_box
+        from faceanchor.methods.regions import box_mask, check_no_overlap, clip_box, fit_box, fit_into_box, requested_size
         from faceanchor.methods.sizing import output_size
 
         people = [(ident, request.face_box, None, request)] + [(i, p.box, p.pose_index, p) for i, p in more]
@@ -161,12 +161,13 @@ class InstantID(Method):
         src_size = pose_size or ident.image_size
         width, height = output_size(src_size, request.width, request.height, "sdxl", tools.loader.default_size("sdxl"),
                                     self.work_pixels("sdxl", tools.settings, tools.loader))
+        asked = requested_size(request, src_size, "sdxl", tools.loader.default_size("sdxl"))
         out = []
         for j, (person, box, pose_index, _) in enumerate(people, start=1):
             if box is not None:
                 if person.kps is None:
                     raise InvalidInputError(f"person {j} needs face keypoints (a photo or face_kps) to be placed in its box")
-                box = clip_box(box, width, height, j)
+                box = clip_box(fit_box(box, asked, width, height), width, height, j)
                 kps = fit_into_box(np.asarray(person.kps, np.float64), np.asarray(person.bbox, np.float64), box)
             elif pose_faces is not None:
                 k = (j - 1) if pose_index is None else pose_index

@@ -12,6 +12,44 @@ import numpy as np
 from faceanchor.errors import InvalidInputError
 
 FEATHER_PX = 3  # Gaussian radius of the inward feather of several people's regions
+LAYOUTS = ("left-right",)
+
+
+def layout_boxes(layout: str, n: int, width: int, height: int) -> list[list[float]]:
+    """Face boxes for ``n`` people in a ``width`` x ``height`` output by ``layout``.
+
+    ``left-right``: the output cut into ``n`` equal columns, person 1 leftmost; each face a
+    square of 60% of its column's width (at most 60% of the height), centred in the column,
+    its centre at 40% of the height (where a portrait's face sits)."""
+    if layout not in LAYOUTS:
+        raise InvalidInputError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+    if n < 1:
+        raise InvalidInputError("a layout needs at least one person")
+    col = width / n
+    side = min(0.6 * col, 0.6 * height)
+    cy = 0.4 * height
+    y1 = max(0.0, cy - side / 2)
+    return [[round(col * (i + 0.5) - side / 2, 2), round(y1, 2), round(col * (i + 0.5) + side / 2, 2), round(y1 + side, 2)]
+            for i in range(n)]
+
+
+def requested_size(request: Any, photo_size: tuple[int, int] | None, family: str, native: int | None) -> tuple[float, float]:
+    """The size the request's boxes are in: its width x height as asked, else the size from the photo
+    before the working-size cap."""
+    from faceanchor.methods.sizing import output_size
+
+    if request.width is not None and request.height is not None:
+        return float(request.width), float(request.height)
+    return tuple(float(v) for v in output_size(photo_size, request.width, request.height, family, native))  # type: ignore[return-value]
+
+
+def fit_box(box: Sequence[float], asked: tuple[float, float], width: int, height: int) -> list[float]:
+    """``box`` (in the pixels of the size asked for) in the pixels of the ``width`` x ``height``
+    output, which grid rounding and the working-size cap may have made smaller."""
+    sx, sy = width / asked[0], height / asked[1]
+    if sx == 1 and sy == 1:
+        return [float(v) for v in box]
+    return [box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy]
 
 
 def clip_box(box: Sequence[float], width: int, height: int, person: int) -> np.ndarray:

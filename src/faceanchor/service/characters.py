@@ -137,9 +137,13 @@ class CharacterService:
         given = [k for k in IDENTITY_FIELDS if fields.get(k) not in (None, [], ())]
         if given:
             raise InvalidInputError(f"{given[0]}: a character supplies the face; leave {', '.join(given)} out")
+        base = parse_request({k: v for k, v in fields.items() if k not in IDENTITY_FIELDS})
+        return base.model_copy(update=self._stored_identity(character, base, engine, references))
+
+    def _stored_identity(self, character: CharacterView, base: GenerationRequest, engine: Any, references: str) -> dict[str, Any]:
+        """The identity fields (embedding, keypoints, box, photo size) ``character`` supplies to ``base``."""
         if references not in REFERENCE_SOURCES:
             raise InvalidInputError(f"references must be one of {', '.join(REFERENCE_SOURCES)}, got {references!r}")
-        base = parse_request({k: v for k, v in fields.items() if k not in IDENTITY_FIELDS})
         space = self.default_space(engine, base.method)
         idents = character.identities_for(space, references)
         if not idents:
@@ -154,10 +158,77 @@ class CharacterService:
         combine = base.combine if base.combine != "concat" else "average"
         emb = embs[0] if len(embs) == 1 else combine_embeddings(embs, combine)
         main = next((i for i in idents if i.source.startswith("photo:")), idents[0])
-        return base.model_copy(update=dict(
-            face_embedding=[float(v) for v in np.asarray(emb, np.float32)], face_embedding_space=space,
-            face_kps=main.kps.tolist(), face_bbox=[float(v) for v in main.bbox], face_image_size=tuple(main.image_size),
-        ))
+        return dict(face_embedding=[float(v) for v in np.asarray(emb, np.float32)], face_embedding_space=space,
+                    face_kps=main.kps.tolist(), face_bbox=[float(v) for v in main.bbox], face_image_size=tuple(main.image_size))
+
+    def request_for_people(self, people: list[dict[str, Any]], fields: dict[str, Any], engine: Any = None, references: str = "photos",
+                           layout: str | None = None, owner_check: Any = None) -> tuple[GenerationRequest, list[str]]:
+        """One request with several people (2 to 4) and the characters it names.
+
+        Each person is ``{"character_id"}`` or ``{"face": photo}`` (with ``face_index``), placed by
+        its ``box`` (output pixels), by ``layout`` (``left-right``: side by side, in order) or, with
+        the request's ``pose_image``, on the pose photo's faces left to right (``pose_index``
+        picks another for persons 2 and up); ``identity_strength`` / ``adapter_strength`` are its
+        own (default: the request's). Person 1 is the request's own face. ``owner_check(id)``
+        raises for a character its caller may not use."""
+        from faceanchor.methods.regions import LAYOUTS, layout_boxes
+        from faceanchor.types import PlacedIdentity
+
+        if not 1 <= len(people) <= 4:
+            raise InvalidInputError(f"people: 1 to 4 persons, got {len(people)}")
+        taken = [k for k in (*IDENTITY_FIELDS, "face_box", "more_identities") if fields.get(k) not in (None, [], ())]
+        if taken:
+            raise InvalidInputError(f"{taken[0]}: with people each person brings its own face and place; leave {', '.join(taken)} out")
+        base = parse_request(fields)
+        if layout is not None:
+            if layout not in LAYOUTS:
+                raise InvalidInputError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+            if base.width is None or base.height is None:
+                raise InvalidInputError(f"layout {layout} needs the output size: give width and height")
+            if base.pose_image is not None:
+                raise InvalidInputError("give either a layout or a pose_image, not both")
+        boxes = layout_boxes(layout, len(people), base.width, base.height) if layout else [None] * len(people)
+        resolved: list[dict[str, Any]] = []
+        names: list[str] = []
+        for j, (p, layout_box) in enumerate(zip(people, boxes)):
+            where = f"people[{j}]"
+            unknown = set(p) - {"character_id", "face", "face_index", "box", "pose_index", "identity_strength", "adapter_strength"}
+            if unknown:
+                raise InvalidInputError(f"{where}: unknown field {sorted(unknown)[0]!r}")
+            cid, face = p.get("character_id"), p.get("face")
+            if (cid is None) == (face is None):
+                raise InvalidInputError(f"{where}: give a character_id or a face, one of the two")
+            if layout is not None and (p.get("box") is not None or p.get("pose_index") is not None):
+                raise InvalidInputError(f"{where}: the layout places everyone; leave box and pose_index out")
+            box = layout_box if layout is not None else p.get("box")
+            if box is None and base.pose_image is None:
+                raise InvalidInputError(f"{where}: give a box, a layout or a pose_image to place this person")
+            if j == 0 and p.get("pose_index") not in (None, 0):
+                raise InvalidInputError(f"{where}: the first person takes the pose photo's first face (left to right); order the people that way")
+            if cid is not None:
+                if owner_check is not None:
+                    owner_check(cid)
+                ident = self._stored_identity(self.store.get(cid), base, engine, references)
+                names.append(cid)
+            else:
+                ident = {"face_image": face, "face_index": p.get("face_index")}
+            resolved.append(dict(ident, box=box, pose_index=p.get("pose_index"),
+                                 identity_strength=p.get("identity_strength"), adapter_strength=p.get("adapter_strength")))
+        first, rest = resolved[0], resolved[1:]
+        more = []
+        for j, r in enumerate(rest, start=1):
+            try:
+                more.append(PlacedIdentity(**{k: v for k, v in r.items() if v is not None}))
+            except ValidationError as e:
+                msg = str(e.errors()[0].get("msg", "invalid value")).removeprefix("Value error, ")
+                raise InvalidInputError(f"people[{j}]: {msg}") from None
+        own = {k: first[k] for k in IDENTITY_FIELDS if first.get(k) is not None}
+        strengths = {k: first[k] for k in ("identity_strength", "adapter_strength") if first.get(k) is not None}
+        # the others default to the request's strengths, not to person 1's own
+        more = [m.model_copy(update={k: getattr(base, k) for k in ("identity_strength", "adapter_strength") if getattr(m, k) is None})
+                for m in more]
+        data = dict(fields, **own, **strengths, face_box=first["box"], more_identities=more)
+        return parse_request(data), list(dict.fromkeys(names))
 
     def _one_off(self, fields: dict[str, Any], face: Any) -> GenerationRequest:
         if face is None and not fields.get("face_image") and fields.get("face_embedding") is None:
@@ -188,23 +259,42 @@ class CharacterService:
 
     # ------------------------------------------------------------------ operations
     def generate(self, engine: Any, fields: dict[str, Any], *, character_id: str | None = None, face: Any = None,
-                 references: str = "photos", on_progress: Any = None, cancel: Any = None) -> GenerationResult:
-        """Generate from a character (stored identity, recorded in its history) or from a face photo."""
-        if character_id is not None:
+                 references: str = "photos", on_progress: Any = None, cancel: Any = None,
+                 people: list[dict[str, Any]] | None = None, layout: str | None = None, owner_check: Any = None) -> GenerationResult:
+        """Generate from a character (stored identity, recorded in its history) or from a face photo;
+        with ``people`` (see :meth:`request_for_people`) several persons in one picture, the
+        generation recorded in each named character's history."""
+        if people:
+            if character_id is not None or face is not None:
+                raise InvalidInputError("with people give each person's character_id or face inside people, not on the request")
+            request, characters = self.request_for_people(people, fields, engine, references, layout, owner_check)
+        elif layout is not None:
+            raise InvalidInputError("a layout places several people: give people (or several character ids)")
+        elif character_id is not None:
             if face is not None:
                 raise InvalidInputError("give either character_id or a face image, not both")
             ch = self.store.get(character_id)
             request = self.request_for(ch, fields, engine, references)
+            characters = [character_id]
         else:
             request = self._one_off(fields, face)
+            characters = []
         result = engine.generate(request, on_progress, cancel)
-        result.params["character_id"] = character_id
-        if character_id is not None:
-            meta = dict(result.metadata(), character_id=character_id)
+        result.params["character_id"] = characters[0] if characters and not people else None
+        if people:
+            result.params["people"] = [{"character_id": p.get("character_id")} for p in people]
+        if characters:
+            meta = dict(result.metadata(), character_id=result.params["character_id"])
+            if people:
+                meta["character_ids"] = characters
             outputs = self._outputs(result.images, meta)
-            entry = self.store.add_generation(character_id, "generate", request.public_params(), outputs,
-                                              {"timings": meta["timings"], "face_detail": result.params.get("face_detail")})
-            result.params["history_id"] = entry.id
+            entries = [self.store.add_generation(cid, "generate", request.public_params(), outputs,
+                                                 {"timings": meta["timings"], "face_detail": result.params.get("face_detail"),
+                                                  **({"people": result.params["people"]} if people else {})})
+                       for cid in characters]
+            result.params["history_id"] = entries[0].id
+            if people:
+                result.params["history_ids"] = [e.id for e in entries]
         return result
 
     def id_photo(self, engine: Any, fields: dict[str, Any], *, character_id: str | None = None, face: Any = None,
@@ -301,15 +391,18 @@ class CharacterService:
     def _check_owner(self, job: dict[str, Any]) -> None:
         """A queued job names a character of its submitter (checked at submit; again here, as the
         character may have changed hands or the job been written by something else)."""
-        cid, owner = job.get("character_id"), job.get("owner")
-        if cid is None or "owner" not in job or job.get("admin"):
+        owner = job.get("owner")
+        if "owner" not in job or job.get("admin"):
             return
-        self.store.get_owned(cid, lambda o: o == owner)
+        for cid in [job.get("character_id")] + [p.get("character_id") for p in job.get("people") or []]:
+            if cid is not None:
+                self.store.get_owned(cid, lambda o: o == owner)
 
     def _run_generate(self, engine: Any, job: dict[str, Any], on_progress: Any, cancel: Any) -> GenerationResult:
         self._check_owner(job)
         return self.generate(engine, job.get("fields", {}), character_id=job.get("character_id"), face=job.get("face"),
-                             references=job.get("references", "photos"), on_progress=on_progress, cancel=cancel)
+                             references=job.get("references", "photos"), on_progress=on_progress, cancel=cancel,
+                             people=job.get("people"), layout=job.get("layout"))
 
     def _run_id_photo(self, engine: Any, job: dict[str, Any], on_progress: Any, cancel: Any) -> GenerationResult:
         self._check_owner(job)

@@ -65,6 +65,8 @@ def _image_entry(file_id: str, im: Any, output_format: str) -> dict[str, Any]:
         "seed": int(im.seed),
         "identity_score": None if im.identity_score is None else float(im.identity_score),
         "identity_reason": im.identity_reason,
+        **({"identity_scores": [None if v is None else float(v) for v in im.identity_scores]}
+           if im.identity_scores is not None else {}),  # several people: one per person, the lowest is identity_score
     }
 
 

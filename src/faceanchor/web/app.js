@@ -1,10 +1,12 @@
 // The faceanchor studio: generate (controls from the API's schema), live progress (SSE, polling
-// fallback, cancel), results and history (GET v1/jobs), characters, edit, a code panel, health.
+// fallback, cancel), results and history (GET v1/jobs), characters (two in one picture: people.js),
+// edit, a code panel, health.
 // Plain ES modules, no build step; every request goes through call() in api.js.
 import { API_ROOT, apiPath, call, errorLine, errorOf, fileUrl, follow, key, readDataUri } from "./api.js";
 import { snippet } from "./code.js";
 import { detectFaces, drawFaces, faceAt, qualityLine } from "./faces.js";
 import { buildForm, formBody, setField, showFields } from "./form.js";
+import { fillPeople, peopleBody, peopleOn, peopleScores } from "./people.js";
 
 const $ = (id) => document.getElementById(id);
 const STAGES = {
@@ -204,6 +206,7 @@ async function currentRequest() {
   const style = document.querySelector('input[name="style"]:checked');
   if (style && !$("styles").hidden) body.style = style.value;
   if (!$("seed-lock").checked && body.seed !== undefined && body.seed !== -1) body.seed = -1;
+  if (peopleOn()) return { queue: "character/generate", body: peopleBody(body), files };
   const character = $("identity-source").value;
   if (character) {
     delete body.face_index;
@@ -233,14 +236,24 @@ function updateCode() {
 }
 $("gen-form").addEventListener("input", updateCode);
 $("gen-form").addEventListener("change", updateCode);
-// A character as the identity: no photo picker, its reference set instead.
+// A character as the identity: no photo picker, its reference set instead (none of it in two-character mode).
 function showIdentity() {
-  $("photo-box").hidden = !!$("identity-source").value;
-  $("char-refs-box").hidden = !$("identity-source").value;
+  const on = peopleOn();
+  $("photo-box").hidden = on || !!$("identity-source").value;
+  $("char-refs-box").hidden = on || !$("identity-source").value;
   $("edit-face-box").hidden = !!$("edit-identity").value;
   $("edit-refs-box").hidden = !$("edit-identity").value;
 }
 $("identity-source").addEventListener("change", () => { showIdentity(); updateCode(); });
+$("people-mode").addEventListener("change", () => {
+  const on = peopleOn();
+  $("people-box").hidden = !on;
+  $("identity-source").disabled = on;
+  showIdentity();
+  if (on) loadCharacters();
+  updateCode();
+});
+for (const id of ["person-1", "person-2", "people-layout"]) $(id).addEventListener("change", updateCode);
 for (const b of document.querySelectorAll("[data-lang]")) {
   b.addEventListener("click", () => {
     state.lang = b.dataset.lang;
@@ -346,7 +359,7 @@ $("gen-form").addEventListener("submit", async (ev) => {
   ev.preventDefault();
   let req;
   try { req = await currentRequest(); } catch (err) { banner(err.message); return; }
-  if (!req.body.face_image && !req.body.character_id && !req.body.face_embedding && !req.body.face_embeddings) {
+  if (!req.body.people && !req.body.face_image && !req.body.character_id && !req.body.face_embedding && !req.body.face_embeddings) {
     banner("Choose a face photo (or a character) first.", "warn");
     return;
   }
@@ -357,6 +370,8 @@ $("gen-form").addEventListener("submit", async (ev) => {
 // ------------------------------------------------------------------ results
 
 function scoreText(image) {
+  const people = peopleScores(image);  // several people: one score each, identity_score the lowest
+  if (people) return `identity per person: ${people} (lowest ${image.identity_score == null ? "n/a" : image.identity_score.toFixed(3)})`;
   if (image.identity_score == null) return `identity: none (${image.identity_reason || "not scored"})`;
   return `identity ${image.identity_score.toFixed(3)}`;
 }
@@ -495,6 +510,7 @@ async function loadCharacters() {
   const resp = await call("GET", "v1/characters");
   if (!resp.ok) { explain(await errorOf(resp)); return; }
   state.characters = (await resp.json()).characters;
+  fillPeople(state.characters);
   for (const sel of [$("identity-source"), $("edit-identity")]) {
     const keep = sel.value;
     while (sel.options.length > 1) sel.remove(1);
