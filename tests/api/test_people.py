@@ -37,7 +37,8 @@ OBAMA, BIDEN = _b64("obama.jpg"), _b64("biden.jpg")
 def h(tmp_path_factory):
     n = torch.get_num_threads()
     torch.set_num_threads(1)
-    settings = Settings(home=tmp_path_factory.mktemp("home"), device="cpu", rate_limit_per_minute=0, job_lease_seconds=30)
+    # watermark off: these tests compare pixels across jobs, and each job's mark carries its own id (tests/trust tests the mark)
+    settings = Settings(home=tmp_path_factory.mktemp("home"), device="cpu", rate_limit_per_minute=0, job_lease_seconds=30, watermark=False)
     app = create_app(settings, Engine(settings, weights="tiny", face_pack="dlib"), load_in_background=False, serve_web=False)
     keys = app.state.service.keys
     with TestClient(app) as client:

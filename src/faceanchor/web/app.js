@@ -488,6 +488,7 @@ $("char-form").addEventListener("submit", async (ev) => {
     if ($("char-face-index").value !== "") req.face_index = Number($("char-face-index").value);
     const spaces = $("char-spaces").value.split(",").map((x) => x.trim()).filter(Boolean);
     if (spaces.length) req.spaces = spaces;
+    if ($("char-allow-different").checked) req.allow_different_people = true;  // else a blend is refused (422 naming the pair)
     const resp = await call("POST", "v1/characters", { body: req });
     if (!resp.ok) {
       const e = await errorOf(resp);
