@@ -378,11 +378,11 @@ def test_edit_with_a_mask(ctx):
     assert body["mode"] == "face" and body["images"]["target"].startswith("data:image/") and body["character_id"]
     assert body["method"] == "instantid" and body["reference_set"] == "photos" and "images" in body and "face" not in body["images"]
     shot(page, "10-edit-before-after")
-    # the character's history holds its ID photo, generation and edit
+    # the character's history holds its creation (two photos: the same-person verdicts), ID photo, generation and edit
     page.click("#tab-characters")
     page.click(".card button:has-text('History')")
     page.wait_for_selector(".char-history h4")
-    assert page.inner_text(".char-history h4") == "History (3)"
+    assert page.inner_text(".char-history h4") == "History (4)"
 
 
 def test_history_survives_a_reload(ctx):
