@@ -233,3 +233,17 @@ def test_wrong_links_and_missing_inputs_are_one_clear_error(pack):
         FaceReference()
     with pytest.raises(InvalidInputError, match="expected an IMAGE tensor"):
         from_images([[1.0, 2.0]])
+
+
+def test_per_controlnet_strengths_reach_the_request():
+    from faceanchor.comfyui.widgets import request_fields, request_widgets
+    from faceanchor.types import GenerationRequest
+
+    values = {name: spec[1].get("default") for name, spec in request_widgets().items() if len(spec) > 1}
+    values.update(controlnet_pose=True, controlnet_canny=True, controlnet_pose_scale=0.6, controlnet_depth_scale=1.5)
+    fields, ignored = request_fields(values, "instantid")
+    assert fields["controlnet_selection"] == ["pose", "canny"]
+    assert fields["controlnet_scales"] == {"pose": 0.6}  # canny unset (-1) takes the shared scale; depth is not selected
+    assert GenerationRequest(**fields).controlnet_scales == {"pose": 0.6} and not ignored
+    values.update(controlnet_pose_scale=-1.0)
+    assert "controlnet_scales" not in request_fields(values, "instantid")[0]

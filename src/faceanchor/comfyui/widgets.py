@@ -23,7 +23,7 @@ IDENTITY_FIELDS = frozenset({
     "face_kps", "face_bbox", "face_image_size", "face_index",
 })
 #: Fields another socket supplies: the method COMBO (from the registry) and the pose IMAGE.
-SOCKET_FIELDS = frozenset({"method", "pose_image", "controlnet_selection"})
+SOCKET_FIELDS = frozenset({"method", "pose_image", "controlnet_selection", "controlnet_scales"})
 #: Fields the node pack does not offer, and why.
 NOT_OFFERED = {
     "output_format": "outputs are IMAGE tensors; save them with ComfyUI's Save Image",
@@ -118,6 +118,9 @@ def request_widgets() -> dict[str, tuple[Any, ...]]:
     out = {name: field_widget(name) for name in widget_fields()}
     for c in control_names():
         out[f"controlnet_{c}"] = ("BOOLEAN", {"default": False, "tooltip": f"Add the {c} ControlNet (InstantID)."})
+    for c in control_names():  # controlnet_scales, one FLOAT per ControlNet (last, so saved workflows keep their order)
+        out[f"controlnet_{c}_scale"] = ("FLOAT", {"default": UNSET_FLOAT, "min": UNSET_FLOAT, "max": 2.0, "step": 0.05,
+                                                  "tooltip": f"Strength of the {c} ControlNet; -1: controlnet_conditioning_scale."})
     return out
 
 
@@ -137,6 +140,10 @@ def request_fields(values: dict[str, Any], method: str | None = None) -> tuple[d
     chosen = [c for c in control_names() if values.get(f"controlnet_{c}")]
     if chosen:
         fields["controlnet_selection"] = chosen
+        scales = {c: float(values[f"controlnet_{c}_scale"]) for c in chosen
+                  if values.get(f"controlnet_{c}_scale", UNSET_FLOAT) != UNSET_FLOAT}
+        if scales:
+            fields["controlnet_scales"] = scales
     ignored: list[str] = []
     if method is not None:
         from faceanchor.methods.registry import get
