@@ -103,6 +103,7 @@ def test_gpu_too_small_names_cpu_offload_and_8bit_with_figures(tmp_path, monkeyp
     bf16, off, q8, both = _est(2), _est(2, stages=stages), _est(2, q), _est(2, q, stages)
     assert (round(bf16, 1), round(off, 1), round(q8, 1), round(both, 1)) == (44.4, 33.4, 22.4, 16.7)  # official peaks: 43 / 30 / 24 / 16 GB
     _gpu(monkeypatch, 24 * GB)
+    monkeypatch.setattr(loading, "available_memory_bytes", lambda: 128 * GB)  # host memory enough to build in (8bit / offload)
     built = []
     monkeypatch.setattr("faceanchor.models.flux.build_components", lambda *a, **k: built.append(a) or 1 / 0)
     method = get("infiniteyou")
@@ -133,3 +134,12 @@ def test_full_size_flux_on_a_24_gb_cpu_machine_refuses_in_one_line(tmp_path, mon
         loader.check_fits(get("infiniteyou"), "flux")
     msg = str(e.value)
     assert "\n" not in msg and "needs about 48.4 GB of memory in bfloat16, 24.0 GB is available" in msg and "--weights tiny" in msg, msg
+
+
+def test_8bit_or_offload_on_a_gpu_builds_in_host_memory_first_and_checks_it(tmp_path, monkeypatch):
+    _gpu(monkeypatch, 140 * GB)
+    monkeypatch.setattr(loading, "available_memory_bytes", lambda: 24 * GB)
+    DummyLoader(_settings(tmp_path), "cuda", torch.bfloat16, size="full").check_fits(get("infiniteyou"), "flux")  # built on the GPU
+    for kw in (dict(flux_quantize="8bit"), dict(speed_cpu_offload=True)):
+        with pytest.raises(InvalidInputError, match=r"needs about 48.4 GB of memory in bfloat16, 24.0 GB is available"):
+            DummyLoader(_settings(tmp_path, **kw), "cuda", torch.bfloat16, size="full").check_fits(get("infiniteyou"), "flux")

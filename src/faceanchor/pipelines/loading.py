@@ -391,7 +391,9 @@ class DummyLoader(WeightsLoader):
         if self.size == "tiny":
             return
         if str(self.device) != "cpu":
-            return self.check_gpu_fits(method, family)
+            self.check_gpu_fits(method, family)
+            if family != "flux" or self.flux_load_device() != "cpu":
+                return  # else FLUX is built in host memory first (to quantise or offload it): check that too
         available = available_memory_bytes()
         if available is None:
             return
