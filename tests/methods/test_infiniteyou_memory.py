@@ -82,7 +82,13 @@ def test_offload_hooks_keep_the_image(tmp_path):
     pipe.enable_model_cpu_offload(device="cpu")
     for m in (pipe.base.text_encoder, pipe.base.text_encoder_2, pipe.base.vae, pipe.base.transformer, pipe.infusenet):
         assert hasattr(m, "_hf_hook")
+    log = []
+    for name, hook in zip(("clip", "t5", "vae", "infusenet", "transformer"), pipe._offload_hooks):
+        hook.offload = (lambda h, n: lambda: (log.append(n), type(h).offload(h)))(hook, name)
     assert np.array_equal(_render(pipe), want)
+    # InfuseNet and the transformer go back before the VAE decodes, then every model (accelerate's own chain,
+    # each stage sending the previous one back, acts only on a GPU: it skips models already on the CPU)
+    assert log == ["infusenet", "transformer", "clip", "t5", "vae", "infusenet", "transformer"], log
 
 
 def _gpu(monkeypatch, free):
