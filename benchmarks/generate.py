@@ -10,6 +10,7 @@ on one loaded base.
     python benchmarks/generate.py --size 1024 --steps 5 --scheduler lcm --device cuda --dtype fp16
     python benchmarks/generate.py --weights tiny --size 64          # seconds; checks the script itself
     python benchmarks/generate.py --methods infiniteyou --size 1024 --steps 30 --device cuda --dtype bf16   # FLUX.1-dev dummy (~40 GB)
+    python benchmarks/generate.py --methods infiniteyou --size 1024 --steps 30 --device cuda --dtype bf16 --quantize 8bit --cpu-offload
 
 InfiniteYou (FLUX.1-dev, ~20 B parameters with T5 and InfuseNet) is left out of the default list on a
 CPU with dummy weights (it would not fit); ask for it with --methods, or use --weights tiny.
@@ -101,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
 
     ap.add_argument("--methods", nargs="+", default=None, choices=names(), help="default: every method (InfiniteYou not for dummy on a CPU)")
     ap.add_argument("--repeat", type=int, default=1, help="timed runs per method (median reported)")
+    ap.add_argument("--quantize", choices=["none", "8bit"], default="none", help="FLUX: 8-bit transformer, T5 and InfuseNet (InfiniteYou's --quantize_8bit)")
+    ap.add_argument("--cpu-offload", action="store_true", help="model CPU offload (CUDA only)")
     args = ap.parse_args(argv)
 
     import torch
@@ -117,10 +120,11 @@ def main(argv: list[str] | None = None) -> int:
 
         args.methods = [n for n in names() if n != "faceid-portrait-unnorm"
                         and not (get(n).families[0] == "flux" and args.weights == "dummy" and device == "cpu")]
-    settings = Settings(home=Path(tempfile.mkdtemp(prefix="faceanchor-bench-")), device=device)
+    settings = Settings(home=Path(tempfile.mkdtemp(prefix="faceanchor-bench-")), device=device, flux_quantize=args.quantize,
+                        speed_cpu_offload=args.cpu_offload)
     engine = Engine(settings, weights=args.weights, face_pack="dlib", device=device, dtype=dtype)
     print(f"# generate benchmark: weights={args.weights} size={args.size}² steps={args.steps} scheduler={args.scheduler} "
-          f"device={device} dtype={dtype_name} torch={torch.__version__}")
+          f"device={device} dtype={dtype_name} quantize={args.quantize} cpu_offload={args.cpu_offload} torch={torch.__version__}")
     print(f"{'method':<16}{'load s':>9}{'face s':>8}{'prompt s':>10}{'denoise s':>11}{'decode s':>10}{'score s':>9}"
           f"{'steps/s':>9}{'plain steps/s':>15}{'ratio':>7}{'peak MB':>10}")
     baselines: dict[str, float] = {}

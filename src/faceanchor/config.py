@@ -85,6 +85,8 @@ class Settings(BaseSettings):
     speed_vae_slicing: bool = Field(default=False, description="Decode a batch one image at a time (memory).")
     speed_vae_tiling: bool = Field(default=False, description="Decode large images in tiles (memory).")
     speed_cpu_offload: bool = Field(default=False, description="diffusers model CPU offload (CUDA only).")
+    flux_quantize: Literal["none", "8bit"] = Field(default="none", description=(
+        "8bit: InfuseNet, the FLUX transformer and T5 with optimum-quanto qint8 weights, as InfiniteYou's --quantize_8bit (the quant extra)."))
     speed_cross_attention_cache: bool = Field(default=True, description="Cross-attention keys/values once per generation.")
 
     # Bounded work per request (README "Bounded work").

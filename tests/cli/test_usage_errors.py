@@ -120,6 +120,14 @@ def test_missing_arguments_and_values(run_main):
 def test_root_setting_errors(run_main):
     assert_one_line(*run_main("--dtype", "fp8", "methods")[::2], "dtype")
     assert_one_line(*run_main("--device", "tpu", "methods")[::2], "device")
+    assert_one_line(*run_main("--quantize", "4bit", "methods")[::2], "flux_quantize", "8bit")
+
+
+def test_missing_quanto_names_the_quant_extra():
+    from faceanchor.cli.extras import install_hint
+
+    hint = install_hint(ModuleNotFoundError("No module named 'optimum'", name="optimum.quanto"), "--quantize 8bit")
+    assert hint == '--quantize 8bit needs the "quant" extra (optimum is not installed): pip install "faceanchor[quant]"'
 
 
 @pytest.mark.parametrize("path", [("generate",), ("character", "generate"), ("serve",)], ids=" ".join)

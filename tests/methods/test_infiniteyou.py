@@ -121,3 +121,28 @@ def test_dummy_full_size_refuses_in_one_line_when_memory_lacks(fx_settings, monk
     e = Engine(fx_settings, weights="dummy", face_pack="facexlib", dtype=torch.bfloat16)
     with pytest.raises(InvalidInputError, match=r"infiniteyou on flux \(transformer, vae, text_encoder, text_encoder_2, infusenet\) needs about 4[0-9]\.[0-9] GB of memory in bfloat16"):
         e.generate(GenerationRequest(**BASE))
+
+
+def test_8bit_runs_through_the_engine_and_the_real_loader(fx_settings, engine, tmp_path):
+    from diffusers import FluxPipeline
+    from optimum.quanto import QTensor
+
+    from faceanchor.models import flux
+
+    q8 = Engine(fx_settings.model_copy(update={"flux_quantize": "8bit"}), weights="tiny", face_pack="facexlib")
+    r, want = q8.generate(GenerationRequest(**BASE)), engine.generate(GenerationRequest(**BASE))
+    assert r.models["base"] == "tiny:flux-8bit"
+    d = float(np.abs(_px(r)[0] - _px(want)[0]).max())
+    assert 0 < d < 0.1, d  # int8 weights: close, not equal
+    FluxPipeline(**flux.build_components("tiny", seed=0)).save_pretrained(tmp_path / "FLUX.1-dev")  # the official layouts, read back
+    version = tmp_path / "aes_stage2"
+    flux.build_infusenet("tiny", seed=0).save_pretrained(version / "InfuseNetModel")
+    write_bin(infiniteyou_projection_checkpoint(dim=64, depth=2, dim_head=64, heads=2, output_dim=32), version / "image_proj_model.bin")
+    real = Engine(fx_settings.model_copy(update={"flux_quantize": "8bit"}), weights="real")
+    out = real.generate(GenerationRequest(**BASE, model_name=str(tmp_path / "FLUX.1-dev"), adapter_model=str(version), width=64, height=64))
+    pipe = next(iter(real._loaded.values())).pipe
+    assert out.images[0].image.size == (64, 64)
+    for m in (pipe.base.transformer, pipe.base.text_encoder_2, pipe.infusenet):
+        linears = [mod for mod in m.modules() if isinstance(mod, torch.nn.Linear)]
+        assert linears and all(isinstance(mod.weight, QTensor) for mod in linears)
+    assert not any(isinstance(p, QTensor) for p in pipe.base.vae.parameters())

@@ -33,13 +33,14 @@ def build_app() -> typer.Typer:
         home: Optional[str] = typer.Option(None, "--home", envvar="FACEANCHOR_HOME", help="Models, cache and data directory."),
         device: Optional[str] = typer.Option(None, "--device", help="auto, cuda, mps or cpu."),
         dtype: Optional[str] = typer.Option(None, "--dtype", help="auto, fp16, bf16 or fp32 (fp32 on CPU)."),
+        quantize: Optional[str] = typer.Option(None, "--quantize", help="FLUX weights: none or 8bit (optimum-quanto qint8 transformer, T5, InfuseNet)."),
     ) -> None:
         from pydantic import ValidationError
 
         from faceanchor.config import load_settings
 
         try:
-            ctx.obj = load_settings(home=home, device=device, dtype=dtype)
+            ctx.obj = load_settings(home=home, device=device, dtype=dtype, flux_quantize=quantize)
         except ValidationError as e:
             first = e.errors()[0]
             raise FaceAnchorError(f"bad setting {'.'.join(map(str, first['loc']))}: {first['msg']}") from None

@@ -35,11 +35,13 @@ MODULE_EXTRAS: dict[str, str] = {
     "mcp_types": "mcp",
     "c2pa": "trust",
     "pywt": "trust",
+    "optimum": "quant",
 }
 
 #: Distribution names whose import name differs from the normalised distribution name.
 DISTRIBUTION_MODULES: dict[str, str] = {"python-multipart": "python_multipart", "prometheus-client": "prometheus_client",
-                                        "huggingface-hub": "huggingface_hub", "c2pa-python": "c2pa", "pywavelets": "pywt"}
+                                        "huggingface-hub": "huggingface_hub", "c2pa-python": "c2pa", "pywavelets": "pywt",
+                                        "optimum-quanto": "optimum"}
 
 
 def missing_extra(error: ImportError) -> tuple[str, str] | None:

@@ -18,6 +18,11 @@ parts (``FluxPipeline.encode_prompt`` / ``prepare_latents`` / ``_pack_latents`` 
   ``[guidance_start, guidance_end]`` (``i/n < start or (i+1)/n > end``); the transformer gets them
   with ``guidance_scale`` as its distilled guidance; a flow-matching Euler step. Outside the window
   InfuseNet is not run (its residuals would be multiplied by 0).
+
+Memory: :meth:`InfiniteYouFluxPipeline.enable_model_cpu_offload` keeps one stage at a time on the
+GPU, the official ``cpu_offload`` stages (CLIP + T5, the VAE for the control image, InfuseNet with
+the transformer while denoising, the VAE to decode), with accelerate's hooks as diffusers' own
+model CPU offload; 8-bit weights come from the loaders (:mod:`faceanchor.pipelines.quantization`).
 """
 
 from __future__ import annotations
@@ -73,6 +78,32 @@ class InfiniteYouFluxPipeline:
         self.base = base
         self.infusenet = infusenet
         self.projection = projection
+        self._offload_hooks: list[Any] = []
+
+    def enable_model_cpu_offload(self, gpu_id: int | None = None, device: str | torch.device = "cuda") -> None:
+        """Model CPU offload in the official stages: each model moves to ``device`` when it runs and the
+        previous stage goes back to the CPU; InfuseNet and the transformer share the denoising stage."""
+        from accelerate import cpu_offload_with_hook
+
+        dev = torch.device(device)
+        if gpu_id is not None:
+            dev = torch.device(dev.type, gpu_id)
+        base = self.base
+        for m in (base.text_encoder, base.text_encoder_2, base.vae, base.transformer, self.infusenet):
+            m.to("cpu")
+        if dev.type == "cuda":
+            torch.cuda.empty_cache()
+        _, clip = cpu_offload_with_hook(base.text_encoder, dev)
+        _, t5 = cpu_offload_with_hook(base.text_encoder_2, dev, prev_module_hook=clip)
+        _, vae = cpu_offload_with_hook(base.vae, dev, prev_module_hook=t5)
+        _, net = cpu_offload_with_hook(self.infusenet, dev, prev_module_hook=vae)
+        _, tr = cpu_offload_with_hook(base.transformer, dev, prev_module_hook=vae)
+        self._offload_hooks = [clip, t5, vae, net, tr]
+
+    def _offload(self, which: slice = slice(None)) -> None:
+        """Send the offloaded models of ``which`` stages back to the CPU (no-op without offload)."""
+        for hook in self._offload_hooks[which]:
+            hook.offload()
 
     @property
     def device(self) -> torch.device:
@@ -183,6 +214,7 @@ class InfiniteYouFluxPipeline:
             if callback_on_step_end is not None:
                 out = callback_on_step_end(base, i, t, {"latents": latents}) or {}
                 latents = out.pop("latents", latents)
+        self._offload(slice(3, None))  # InfuseNet and the transformer off the GPU before the VAE decodes
         if output_type == "latent":
             return latents
         return self.decode(latents, width, height, output_type)
@@ -194,4 +226,5 @@ class InfiniteYouFluxPipeline:
             z = base._unpack_latents(latents, height, width, base.vae_scale_factor)
             z = (z / vae.config.scaling_factor + vae.config.shift_factor).to(vae.dtype)
             image = vae.decode(z, return_dict=False)[0]
+        self._offload()  # all models back on the CPU, as diffusers' maybe_free_model_hooks
         return base.image_processor.postprocess(image, output_type=output_type)

@@ -83,7 +83,65 @@ class WeightsLoader(ABC):
         return min(1.0, (self.render_size / 1024) ** 2)
 
     def check_fits(self, method: Any, family: str) -> None:
-        """Refuse, in one line, to load ``method``'s models when they cannot fit in memory (default: no check)."""
+        """Refuse, in one line, to load ``method``'s models when they cannot fit in memory (default: FLUX
+        on a CUDA GPU, see :meth:`check_gpu_fits`)."""
+        self.check_gpu_fits(method, family)
+
+    # ------------------------------------------------------------------ FLUX memory options
+
+    @property
+    def flux_quantize(self) -> str:
+        return str(getattr(self.settings, "flux_quantize", "none"))
+
+    @property
+    def cpu_offload(self) -> bool:
+        return bool(getattr(self.settings, "speed_cpu_offload", False))
+
+    def flux_load_device(self) -> str:
+        """Where FLUX parts are built / read: the CPU when they are quantised there first or offloaded
+        (as the official code: ``quantize`` then ``pipe.to('cuda')`` unless ``cpu_offload``), else the device."""
+        return "cpu" if self.flux_quantize == "8bit" or self.cpu_offload else self.device
+
+    def place_flux(self, modules: dict[str, Any]) -> None:
+        """Quantise the parts the official code quantises (``flux_quantize="8bit"``), then move every
+        module to the device unless model CPU offload will move them itself."""
+        from faceanchor.pipelines.quantization import QUANTISED_COMPONENTS, quantize_8bit
+
+        for name, m in modules.items():
+            if not isinstance(m, torch.nn.Module):
+                continue
+            if self.flux_quantize == "8bit" and name in QUANTISED_COMPONENTS:
+                quantize_8bit(m)
+            if not self.cpu_offload:
+                m.to(self.device)
+
+    def check_gpu_fits(self, method: Any, family: str) -> None:
+        """FLUX on CUDA: estimate the GPU memory of the full-size models (parameters × bytes per parameter
+        of the dtype, 1 for 8-bit weights; with CPU offload the largest stage) and refuse in one line,
+        naming ``cpu_offload`` and ``8bit`` with their figures, when it exceeds what the GPU has free."""
+        if family != "flux" or not str(self.device).startswith("cuda") or getattr(self, "size", "full") == "tiny":
+            return
+        if not torch.cuda.is_available():
+            return
+        free, _total = torch.cuda.mem_get_info(torch.device(self.device))
+        infusenet = "controlnet" in _kinds(method, family)
+        need = lambda q, o: flux_gpu_bytes(self.dtype, q, o, infusenet)  # noqa: E731
+        needed = need(self.flux_quantize, self.cpu_offload)
+        if needed <= free:
+            return
+        gb = lambda b: f"{b / 1e9:.1f} GB"  # noqa: E731
+        q, o = self.flux_quantize == "8bit", self.cpu_offload
+        labels = {(False, True): "cpu_offload (FACEANCHOR_SPEED_CPU_OFFLOAD=true)", (True, False): "8bit (--quantize 8bit)",
+                  (True, True): "cpu_offload and 8bit together"}  # fmt: skip
+        hints = [f"{label} about {gb(need('8bit' if k[0] else 'none', k[1]))}"
+                 + ("" if need("8bit" if k[0] else "none", k[1]) <= free else " (does not fit either)")
+                 for k, label in labels.items() if k != (q, o) and k[0] >= q and k[1] >= o]
+        dtype = str(self.dtype).removeprefix("torch.")
+        mode = " and ".join(x for x, on in (("8bit", q), ("cpu_offload", o)) if on)
+        raise InvalidInputError(
+            f"{method.name} on FLUX.1 needs about {gb(needed)} of GPU memory in {dtype}{' with ' + mode if mode else ''}, "
+            f"{gb(free)} is free on {self.device}; " + ("try " + "; ".join(hints) if hints else "use a larger GPU, or --weights tiny")
+        )
 
     def default_size(self, family: str) -> int | None:
         """The output side of a request that gives no width/height (None: sized from the face photo,
@@ -236,14 +294,15 @@ class RealLoader(WeightsLoader):
         else:
             raise ModelNotFoundError(f"FLUX base '{ref}' is neither an existing folder nor a hub repo id (org/name)")
         try:
-            pipe = diffusers.FluxPipeline.from_pretrained(source, torch_dtype=self.dtype, **kwargs)
+            pipe = diffusers.FluxPipeline.from_pretrained(source, torch_dtype=self.dtype, **kwargs)  # on the CPU; place_flux moves it
         except (OSError, ValueError) as e:
             first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
             raise ModelNotFoundError(
                 f"FLUX base {source} could not be loaded: {first}. FLUX.1-dev is gated: accept its licence on "
                 "huggingface.co/black-forest-labs/FLUX.1-dev and log in (hf auth login), or give a local folder as model_name"
             ) from None
-        comps = {k: (v.to(self.device) if isinstance(v, torch.nn.Module) else v) for k, v in pipe.components.items() if v is not None}
+        comps = {k: v for k, v in pipe.components.items() if v is not None}
+        self.place_flux(comps)
         return comps, {"base": str(ref)}
 
     def infiniteyou(self, spec: Any, variant: str, embedding_dim: int, model: str | None = None) -> tuple[Any, Any, str]:
@@ -276,9 +335,10 @@ class RealLoader(WeightsLoader):
 
         try:
             with quiet_flux_deprecation():
-                net = FluxControlNetModel.from_pretrained(str(folder / "InfuseNetModel"), torch_dtype=self.dtype).to(self.device)
+                net = FluxControlNetModel.from_pretrained(str(folder / "InfuseNetModel"), torch_dtype=self.dtype)
         except OSError as e:
             raise ModelNotFoundError(f"InfuseNet in {folder / 'InfuseNetModel'} could not be loaded: {str(e).splitlines()[0]}") from None
+        self.place_flux({"infusenet": net})
         proj = load_projection(folder / CHECKPOINT_NAME, output_dim=int(net.config.joint_attention_dim), embedding_dim=embedding_dim,
                                device=self.device, dtype=self.dtype)
         return net, proj, name
@@ -306,10 +366,8 @@ class DummyLoader(WeightsLoader):
         """Bytes the full-size random models of ``method`` on ``family`` take in ``self.dtype`` (parameter
         counts on the meta device, no memory allocated), with the components counted."""
         from faceanchor.models.dummy import parameter_count
-        from faceanchor.models.registry import default_registry
 
-        registry = default_registry().with_extra(method.model_specs())
-        kinds = {registry.get(n).kind for n in method.model_names(family) if not registry.get(n).optional}
+        kinds = _kinds(method, family)
         parts: list[tuple[str, str]] = []
         if "base" in kinds:
             encoders = ["text_encoder", "text_encoder_2"] if family == "sdxl" else ["text_encoder"]
@@ -330,8 +388,12 @@ class DummyLoader(WeightsLoader):
     def check_fits(self, method: Any, family: str) -> None:
         """Full-size random weights on a CPU: estimate the memory first and refuse in one line when the
         models (plus a working margin) exceed the memory available, instead of being killed by the OS."""
-        if self.size == "tiny" or str(self.device) != "cpu":
+        if self.size == "tiny":
             return
+        if str(self.device) != "cpu":
+            self.check_gpu_fits(method, family)
+            if family != "flux" or self.flux_load_device() != "cpu":
+                return  # else FLUX is built in host memory first (to quantise or offload it): check that too
         available = available_memory_bytes()
         if available is None:
             return
@@ -397,8 +459,9 @@ class DummyLoader(WeightsLoader):
         from faceanchor.models.flux import build_components
 
         guidance = not (model_name and "schnell" in str(model_name).lower())  # schnell: no guidance embedding
-        comps = build_components(self.size, seed=self.seed, dtype=self.dtype, device=self.device, guidance=guidance)
-        return comps, {"base": f"{self.kind}:flux" + ("" if guidance else "-schnell")}
+        comps = build_components(self.size, seed=self.seed, dtype=self.dtype, device=self.flux_load_device(), guidance=guidance)
+        self.place_flux(comps)
+        return comps, {"base": f"{self.kind}:flux" + ("" if guidance else "-schnell") + ("-8bit" if self.flux_quantize == "8bit" else "")}
 
     def infiniteyou(self, spec: Any, variant: str, embedding_dim: int, model: str | None = None) -> tuple[Any, Any, str]:
         from dataclasses import replace
@@ -407,7 +470,8 @@ class DummyLoader(WeightsLoader):
         from faceanchor.models.flux import build_infusenet
 
         offset = 0 if variant == "aes_stage2" else 100  # the two versions are different random models
-        net = build_infusenet(self.size, seed=self.seed + _OFFSET["infusenet"] + offset, dtype=self.dtype, device=self.device)
+        net = build_infusenet(self.size, seed=self.seed + _OFFSET["infusenet"] + offset, dtype=self.dtype, device=self.flux_load_device())
+        self.place_flux({"infusenet": net})
         width = int(net.config.joint_attention_dim)
         cfg = tiny_projection_config(embedding_dim, width) if self.size == "tiny" else replace(OFFICIAL_PROJECTION, embedding_dim=embedding_dim, output_dim=width)
         proj = random_projection(cfg, seed=self.seed + _OFFSET["infiniteyou_projection"] + offset, device=self.device, dtype=self.dtype)
@@ -422,6 +486,34 @@ class DummyLoader(WeightsLoader):
 
 #: Memory a loaded pipeline takes beyond its weights (activations, buffers): the estimate's factor.
 MEMORY_MARGIN = 1.2
+
+#: The same factor for FLUX on a GPU, from the official InfiniteYou README's measured peaks at 864 × 1152
+#: (bf16 43 GB, offload 30 GB, 8-bit 24 GB, both 16 GB) against the weights alone (40.4 / 30.4 / 20.4 / 15.2 GB).
+GPU_MARGIN = 1.1
+
+
+def _kinds(method: Any, family: str) -> set[str]:
+    """The kinds of the models ``method`` needs on ``family`` (optional ones left out)."""
+    from faceanchor.models.registry import default_registry
+
+    registry = default_registry().with_extra(method.model_specs())
+    return {registry.get(n).kind for n in method.model_names(family) if not registry.get(n).optional}
+
+
+def flux_gpu_bytes(dtype: torch.dtype, quantize: str = "none", offload: bool = False, infusenet: bool = True) -> int:
+    """GPU memory of full-size FLUX.1 (+ InfuseNet) in ``dtype``: parameters × bytes per parameter (1 for
+    the 8-bit transformer, T5 and InfuseNet), times :data:`GPU_MARGIN`. With model CPU offload only one
+    stage is on the GPU at a time: the text encoders, the VAE, or the transformer with InfuseNet."""
+    from faceanchor.models import flux
+    from faceanchor.pipelines.quantization import QUANTISED_COMPONENTS
+
+    size = torch.empty((), dtype=dtype).element_size()
+    per = {c: flux.parameter_count(c, "full") * (1 if quantize == "8bit" and c in QUANTISED_COMPONENTS else size)
+           for c in ("transformer", "vae", "text_encoder", "text_encoder_2", *(("infusenet",) if infusenet else ()))}
+    if offload:
+        stages = [per["text_encoder"] + per["text_encoder_2"], per["vae"], per["transformer"] + per.get("infusenet", 0)]
+        return int(max(stages) * GPU_MARGIN)
+    return int(sum(per.values()) * GPU_MARGIN)
 
 
 def available_memory_bytes() -> int | None:
