@@ -41,7 +41,8 @@ def live(tmp_path_factory):
     from faceanchor.config import Settings
     from faceanchor.engine import Engine
 
-    settings = Settings(home=tmp_path_factory.mktemp("home"), rate_limit_per_minute=0, face_pack="dlib", device="cpu")
+    # watermark off: the remote image is compared pixel for pixel with the engine's (the mark is tested in tests/trust)
+    settings = Settings(home=tmp_path_factory.mktemp("home"), rate_limit_per_minute=0, face_pack="dlib", device="cpu", watermark=False)
     with LiveServer(settings, Engine(settings, weights="tiny", face_pack="dlib")) as server:
         yield server
 

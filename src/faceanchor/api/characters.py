@@ -340,7 +340,7 @@ async def _sync(op: str, body: CharacterBody, request: Request, service: Service
 
 
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)]
-_SYNC_ERRORS = error_responses(400, 401, 403, 404, 409, 413, 415, 422, 429, 503, 504)
+_SYNC_ERRORS = error_responses(400, 401, 403, 404, 409, 413, 415, 422, 429, 501, 503, 504)
 
 
 @router.post("/v1/character/id-photo", responses=_SYNC_ERRORS, summary="The 4-in-1 ID photo (sheet + 4 views) and wait")

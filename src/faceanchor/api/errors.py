@@ -31,6 +31,7 @@ STATUS_TYPES = {
     415: "unsupported_media_type",
     422: "validation_error",
     429: "rate_limited",
+    501: "not_implemented",
     503: "unavailable",
     504: "deadline_exceeded",
 }
