@@ -30,7 +30,7 @@ from faceanchor.cancel import checkpoint
 from faceanchor.errors import InvalidInputError, NoFaceError
 from faceanchor.face.choose import choose_face, sort_faces
 from faceanchor.face.quality import assess_quality
-from faceanchor.face.similarity import Verdict, compare_embeddings, space_info
+from faceanchor.face.similarity import InSpace, space_info
 from faceanchor.imageio import ImageLimits, load_image
 from faceanchor.types import Face
 
@@ -76,7 +76,7 @@ def _ordered(faces: list[Face], order: str) -> list[Face]:
     raise InvalidInputError(f"face order {order!r} is unknown; use {' or '.join(ORDERS)}")
 
 
-class FaceAnalyzer:
+class FaceAnalyzer(InSpace):
     """Detect, embed and assess faces with one face pack.
 
     ``pack``: ``dlib`` (default from ``settings.face_pack``), ``antelopev2``, ``buffalo_l`` or
@@ -173,14 +173,6 @@ class FaceAnalyzer:
         if self.encoder is not None:
             return int(self.encoder.dim)
         return space_info(self.space).dim
-
-    @property
-    def metric(self) -> str:
-        return space_info(self.space, self.dim).metric
-
-    @property
-    def threshold(self) -> float:
-        return space_info(self.space, self.dim).threshold
 
     # ------------------------------------------------------------------ work
 
@@ -302,6 +294,3 @@ class FaceAnalyzer:
 
         return replace(self.embed(rgb, face), faces_in_image=len(faces))
 
-    def compare(self, a: np.ndarray, b: np.ndarray) -> Verdict:
-        """Judge two embeddings of this analyzer's space."""
-        return compare_embeddings(a, b, self.space)

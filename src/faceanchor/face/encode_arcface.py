@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from faceanchor.face.align import norm_crop
-from faceanchor.face.similarity import Verdict, compare_embeddings, space_info
+from faceanchor.face.similarity import InSpace
 from faceanchor.types import Face
 
 
@@ -36,7 +36,7 @@ def graph_normalises_itself(model_path: Path) -> bool:
     return find_sub and find_mul
 
 
-class ArcFaceEncoder:
+class ArcFaceEncoder(InSpace):
     """``prepare()`` opens the session; ``encode(rgb, face)`` returns the raw embedding."""
 
     def __init__(self, model_path: Path, space: str, providers: list[str] | None = None, session: Any = None):
@@ -65,14 +65,6 @@ class ArcFaceEncoder:
             self.dim = out_dim
         self._output_name = self._session.get_outputs()[0].name
         return self
-
-    @property
-    def metric(self) -> str:
-        return space_info(self.space, self.dim).metric
-
-    @property
-    def threshold(self) -> float:
-        return space_info(self.space, self.dim).threshold
 
     def align(self, rgb: np.ndarray, face: Face) -> np.ndarray:
         """The RGB crop the model sees (input size², ArcFace template)."""
@@ -104,5 +96,3 @@ class ArcFaceEncoder:
         """Cosine similarity (higher is closer; same person at or above :attr:`threshold`)."""
         return self.compare(a, b).score
 
-    def compare(self, a: np.ndarray, b: np.ndarray) -> Verdict:
-        return compare_embeddings(a, b, self.space)

@@ -27,7 +27,7 @@ import numpy as np
 
 from faceanchor.errors import CheckpointError, ModelNotFoundError
 from faceanchor.face.align import norm_crop
-from faceanchor.face.similarity import Verdict, compare_embeddings, space_info
+from faceanchor.face.similarity import InSpace
 from faceanchor.types import Face
 
 SPACE = "facexlib"
@@ -166,7 +166,7 @@ def load_backbone(source: str | Path | dict[str, Any], config: IRSEConfig | None
     return model.to(device).eval()
 
 
-class FacexlibArcFaceEncoder:
+class FacexlibArcFaceEncoder(InSpace):
     """The encoder of the ``facexlib`` space: ``encode(rgb, face)`` → unit-length 512-D embedding."""
 
     input_size = 112
@@ -185,14 +185,6 @@ class FacexlibArcFaceEncoder:
             self._model = load_backbone(self.model_path, device=self.device)
             self.dim = int(self._model.config.embedding_dim)
         return self
-
-    @property
-    def metric(self) -> str:
-        return space_info(self.space, self.dim).metric
-
-    @property
-    def threshold(self) -> float:
-        return space_info(self.space, self.dim).threshold
 
     def align(self, rgb: np.ndarray, face: Face) -> np.ndarray:
         """The 112² crop of the **BGR** photo the model sees (InfiniteYou aligns the cv2 image)."""
@@ -224,5 +216,3 @@ class FacexlibArcFaceEncoder:
     def similarity(self, a: np.ndarray, b: np.ndarray) -> float:
         return self.compare(a, b).score
 
-    def compare(self, a: np.ndarray, b: np.ndarray) -> Verdict:
-        return compare_embeddings(a, b, self.space)

@@ -111,3 +111,23 @@ def compare_embeddings(a: np.ndarray, b: np.ndarray, space: str) -> Verdict:
     else:
         score, same = cos, cos >= info.threshold
     return Verdict(space=info.name, metric=info.metric, score=score, threshold=info.threshold, same=bool(same), cosine=cos, distance=dist)
+
+
+class InSpace:
+    """``metric``, ``threshold`` and ``compare`` of an embedding space, for a class that has
+    ``space`` (its name) and ``dim`` (analyzers and encoders)."""
+
+    space: str
+    dim: int
+
+    @property
+    def metric(self) -> str:
+        return space_info(self.space, self.dim).metric
+
+    @property
+    def threshold(self) -> float:
+        return space_info(self.space, self.dim).threshold
+
+    def compare(self, a: np.ndarray, b: np.ndarray) -> Verdict:
+        """Judge two embeddings of this space."""
+        return compare_embeddings(a, b, self.space)
