@@ -170,6 +170,26 @@ class PlacedIdentity(BaseModel):
         return self
 
 
+#: Most user LoRAs one request may apply.
+MAX_LORAS = 4
+
+
+class LoraRef(BaseModel):
+    """One user LoRA applied for one request (methods that take ``loras``: InfiniteYou).
+
+    ``model``: a LoRA the registry names (``realism`` / ``anti_blur``: the official InfiniteYou
+    examples), a local ``.safetensors`` file or a folder holding one, or a hub repo id (with
+    ``weight_name`` when it holds several files). Layouts: diffusers' / PEFT's and kohya's, as
+    diffusers' FLUX LoRA loader reads them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(..., min_length=1, max_length=1000, description="realism, anti_blur, a local .safetensors file or folder, or a hub repo id.")
+    weight: float = Field(1.0, ge=-2.0, le=2.0, description="The LoRA's scale, -2 to 2 (0: as if not given).")
+    weight_name: str | None = Field(None, min_length=1, max_length=255, pattern=r"^[^/\\]+\.safetensors$",
+                                    description="The .safetensors file inside a folder or hub repo holding several.")
+
+
 class GenerationRequest(BaseModel):
     """Everything one generation needs. Names follow the hosted InstantID APIs.
 
@@ -230,6 +250,9 @@ class GenerationRequest(BaseModel):
     face_detail: bool = Field(False, description="Re-render small faces at higher resolution.")
     face_box: list[float] | None = Field(None, description="Several people: where this request's face goes, (x1, y1, x2, y2) in output pixels.")
     more_identities: list[PlacedIdentity] = Field(default_factory=list, max_length=3, description="More people in the picture, each in its own region (InstantID).")
+    loras: list[LoraRef] = Field(default_factory=list, max_length=MAX_LORAS, description=(
+        "User LoRAs for this request only (InfiniteYou on FLUX), e.g. [{\"model\": \"realism\", \"weight\": 1.0}]; "
+        "the base weights are never changed."))
 
     @model_validator(mode="after")
     def _check(self) -> "GenerationRequest":
@@ -250,6 +273,9 @@ class GenerationRequest(BaseModel):
             raise ValueError("face_box must be (x1, y1, x2, y2) with x1 < x2 and y1 < y2, in output pixels")
         if self.face_image_size is not None and not all(0 < v <= MAX_COORD for v in self.face_image_size):
             raise ValueError(f"face_image_size must be a (width, height) between 1 and {MAX_COORD}")
+        seen = [(r.model, r.weight_name) for r in self.loras]
+        if len(set(seen)) != len(seen):
+            raise ValueError("loras: each LoRA once (give one weight per LoRA)")
         if self.face_embedding is not None and len(self.face_embedding) == 0:
             raise ValueError("face_embedding must not be empty")
         if self.face_embeddings is not None:

@@ -11,7 +11,12 @@ black; black without one. Defaults as the official ``test.py``: guidance 3.5 (FL
 distilled guidance), 30 steps, 864 × 1152. ``adapter_model``: the model version ``aes_stage2``
 (default) or ``sim_stage1``, or a folder / hub id holding it; ``model_name``: the FLUX base
 (FLUX.1-dev by default; a FLUX.1-dev fine-tune or FLUX.1-schnell, which the official README says
-the weights plug into — schnell: 4 steps).
+the weights plug into — schnell: 4 steps). ``loras``: user LoRAs on the FLUX transformer for this
+request only, as the official ``load_loras`` loads them (diffusers' ``load_lora_weights`` +
+``set_adapters``): ``realism`` and ``anti_blur`` (the official ``--enable_realism_lora`` /
+``--enable_anti_blur_lora`` files of ByteDance/InfiniteYou ``supports/optional_loras``, examples the
+paper does not use), a local ``.safetensors`` file / folder or a hub id; a request without them gives
+the no-LoRA image exactly (:mod:`faceanchor.pipelines.loras`).
 """
 
 from __future__ import annotations
@@ -32,6 +37,14 @@ DEFAULT_SIZE = (864, 1152)
 DEFAULT_GUIDANCE = 3.5
 DEFAULT_SCALE = 1.0
 GRID = 16  # FLUX: VAE factor 8 × 2×2 packing
+#: The official optional LoRAs (test.py ``--enable_realism_lora`` / ``--enable_anti_blur_lora``): request name →
+#: (registry name, file in ByteDance/InfiniteYou, what it is).
+OFFICIAL_LORAS = {
+    "realism": ("infiniteyou-realism-lora", "supports/optional_loras/flux_realism_lora.safetensors",
+                "Realism LoRA for FLUX.1 (civitai 631986)"),
+    "anti_blur": ("infiniteyou-anti-blur-lora", "supports/optional_loras/flux_anti_blur_lora.safetensors",
+                  "Anti-blur LoRA for FLUX.1 (civitai 675581)"),
+}
 
 
 def _flux_files() -> tuple[Any, ...]:
@@ -63,13 +76,14 @@ class InfiniteYou(Method):
     families = ("flux",)
     space = "facexlib"
     normalised = True
-    fields = frozenset({"identity_strength", "pose_image", "control_guidance_start", "control_guidance_end"})
+    fields = frozenset({"identity_strength", "pose_image", "control_guidance_start", "control_guidance_end", "loras"})
     max_references = 5
     concat_references = False
     order = 20
 
     def model_names(self, family: str | None = None) -> tuple[str, ...]:
-        return ("facexlib", "antelopev2", "flux1-dev-base", "infiniteyou-aes_stage2", "infiniteyou-sim_stage1")
+        return ("facexlib", "antelopev2", "flux1-dev-base", "infiniteyou-aes_stage2", "infiniteyou-sim_stage1",
+                *(name for name, _, _ in OFFICIAL_LORAS.values()))
 
     def model_specs(self) -> tuple[Any, ...]:
         from faceanchor.models.registry import ModelFile, ModelSpec
@@ -80,6 +94,9 @@ class InfiniteYou(Method):
             *(ModelSpec(name=f"infiniteyou-{v}", kind="controlnet", repo_id=REPO, files=_variant_files(v), family="flux", space="facexlib",
                         optional=v != "aes_stage2",
                         description=f"InfiniteYou-FLUX v1.0 {v}: InfuseNetModel + image_proj_model.bin (CC BY-NC 4.0)") for v in VARIANTS),
+            *(ModelSpec(name=name, kind="lora", repo_id=REPO, files=(ModelFile(file),), family="flux", optional=True,
+                        description=f"{what}: the official InfiniteYou example LoRA (loras: {short}; not used in the paper)")
+              for short, (name, file, what) in OFFICIAL_LORAS.items()),
             ModelSpec(name="facexlib", kind="face_pack", files=(ModelFile("recognition_arcface_ir_se50.pth"),), space="facexlib",
                       description="facexlib's ArcFace IR-SE50 (github.com/xinntao/facexlib release v0.1.0); detects with antelopev2's SCRFD"),
         )
@@ -93,6 +110,11 @@ class InfiniteYou(Method):
             raise InvalidInputError("infiniteyou (guidance-distilled FLUX.1) takes no negative_prompt; leave it empty")
         if request.combine == "concat":
             raise InvalidInputError("infiniteyou takes one identity embedding; combine references with average or norm-average")
+        from faceanchor.models.resolve import check_lora_ref
+
+        registry, aliases = self._lora_registry()
+        for ref in request.loras:  # a mistyped path: refused before anything loads
+            check_lora_ref(ref.model, registry=registry, aliases=aliases)
 
     def _spec(self, name: str) -> Any:
         return next(s for s in self.model_specs() if s.name == name)
@@ -146,6 +168,24 @@ class InfiniteYou(Method):
             raise NoFaceError("no face found in pose_image (resized and padded to the output size; also tried other scales)")
         return control_image(width, height, np.asarray(faces[0].kps))
 
+    def lora_files(self, request: GenerationRequest, settings: Any) -> list[Any]:
+        """The request's LoRAs as local files (official names, paths, hub ids; see ``resolve_lora``)."""
+        from faceanchor.models.resolve import resolve_lora
+        from faceanchor.pipelines.loras import LoraFile
+
+        registry, aliases = self._lora_registry()
+        out = []
+        for ref in request.loras:
+            path, name = resolve_lora(ref.model, settings, weight_name=ref.weight_name, registry=registry, aliases=aliases)
+            out.append(LoraFile(path, ref.weight, name))
+        return out
+
+    def _lora_registry(self) -> tuple[Any, dict[str, str]]:
+        from faceanchor.models.registry import Registry
+
+        registry = Registry({s.name: s for s in self.model_specs() if s.kind == "lora"})
+        return registry, {short: name for short, (name, _, _) in OFFICIAL_LORAS.items()}
+
     def settings_for(self, request: GenerationRequest, schnell: bool = False) -> tuple[int, float, float]:
         """``(steps, guidance, InfuseNet scale)``: the request's, else the official defaults (30 / 3.5 / 1.0;
         FLUX.1-schnell 4 steps)."""
@@ -167,6 +207,13 @@ class InfiniteYou(Method):
             raise InvalidInputError("infiniteyou takes one identity embedding; combine references with average or norm-average")
         schnell = "schnell" in str(request.model_name or "").lower() or not pipe.base.transformer.config.guidance_embeds
         steps, guidance, scale = self.settings_for(request, schnell)
+        if request.loras or pipe.loras.loaded:  # every request sets them: the LoRAs it names, or none at all
+            with ctx.stage("loras"):
+                loras = self.lora_files(request, tools.settings)
+                pipe.set_loras(loras)
+                for k in [k for k in loaded.models if k.startswith("lora_")]:
+                    del loaded.models[k]
+                loaded.models.update({f"lora_{i}": lf.name for i, lf in enumerate(loras, start=1)})
         with ctx.stage("controls"):
             width, height = self.size(request, tools.loader, tools.settings)
             control = self._control(request, tools, width, height)

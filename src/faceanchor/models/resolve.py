@@ -557,3 +557,75 @@ def _config_only(default: ModelSpec, settings: "Settings") -> Path | None:
 def iter_status(settings: "Settings", specs: Iterable[ModelSpec]) -> list[tuple[ModelSpec, ResolvedModel | None]]:
     """Each spec with where it was found (or None), without network."""
     return [(s, find_model(s, settings)) for s in specs]
+
+
+# ----------------------------------------------------------------------------- user LoRAs
+
+#: The file a diffusers-trained LoRA folder or hub repo holds when it holds one.
+DEFAULT_LORA_FILE = "pytorch_lora_weights.safetensors"
+
+
+def resolve_lora(
+    ref: str,
+    settings: "Settings",
+    *,
+    weight_name: str | None = None,
+    registry: Registry | None = None,
+    aliases: dict[str, str] | None = None,
+    download: bool | None = None,
+) -> tuple[Path, str]:
+    """The local ``.safetensors`` file of a user LoRA and the name results show for it.
+
+    ``ref``: a ``kind="lora"`` registry name (found like every registry model: ``FACEANCHOR_HOME``,
+    the HF cache, the hub unless offline), an existing ``.safetensors`` file, a folder holding one
+    (``weight_name``, else its only ``.safetensors``, else ``pytorch_lora_weights.safetensors``), or a
+    hub repo id (its ``weight_name`` or ``pytorch_lora_weights.safetensors``, through the HF cache).
+    A path that does not exist is an :class:`InvalidInputError` (the caller's to fix); a registry or
+    hub LoRA that is not there a :class:`ModelNotFoundError` naming how to get it. ``aliases``: short
+    names of registry LoRAs (``realism`` → ``infiniteyou-realism-lora``)."""
+    reg = registry or default_registry()
+    aliases = aliases or {}
+    short, ref = ref, aliases.get(ref, ref)
+    if ref in reg and reg.get(ref).kind == "lora":
+        spec = reg.get(ref)
+        r = resolve_model(spec, settings, download=download)
+        return r.path(), f"{spec.repo_id or spec.name}:{spec.required_files[0].path}"
+    p = Path(ref).expanduser()
+    if p.is_file():
+        if p.suffix != ".safetensors":
+            raise InvalidInputError(f"LoRA {ref}: only .safetensors files are read (no pickled .bin / .pt / .ckpt)")
+        return p, str(p)
+    if p.is_dir():
+        if weight_name:
+            f = p / weight_name
+            if not f.is_file():
+                raise InvalidInputError(f"LoRA folder {p} has no {weight_name}")
+            return f, str(f)
+        files = sorted(p.glob("*.safetensors"))
+        if len(files) == 1:
+            return files[0], str(files[0])
+        if (p / DEFAULT_LORA_FILE).is_file():
+            return p / DEFAULT_LORA_FILE, str(p / DEFAULT_LORA_FILE)
+        what = f"{len(files)} .safetensors files" if files else "no .safetensors file"
+        raise InvalidInputError(f"LoRA folder {p} holds {what}; name the file (weight_name) or give the file itself")
+    if _looks_like_repo_id(ref):
+        file = weight_name or DEFAULT_LORA_FILE
+        spec = ModelSpec(name=ref, kind="lora", description=f"LoRA {ref}", repo_id=ref, files=(ModelFile(file),), optional=True)
+        r = resolve_model(spec, settings, download=download)
+        return r.path(), f"{ref}:{file}"
+    check_lora_ref(short, registry=reg, aliases=aliases)
+    raise AssertionError("unreachable")  # check_lora_ref raises for what is none of the above
+
+
+def check_lora_ref(ref: str, *, registry: Registry | None = None, aliases: dict[str, str] | None = None) -> None:
+    """Refuse at once (no network, nothing loaded) a LoRA reference that is no registry LoRA, no
+    existing path and no hub repo id: a mistyped path is the caller's error, found before any model loads."""
+    reg = registry or default_registry()
+    aliases = aliases or {}
+    name = aliases.get(ref, ref)
+    if (name in reg and reg.get(name).kind == "lora") or Path(ref).expanduser().exists() or _looks_like_repo_id(ref):
+        return
+    known = list(aliases) or [s.name for s in reg if s.kind == "lora"]
+    raise InvalidInputError(
+        f"LoRA {ref!r}: no such file or folder, and neither a registry LoRA ({', '.join(known) or 'none'}) nor a hub repo id (org/name)"
+    )

@@ -19,6 +19,10 @@ parts (``FluxPipeline.encode_prompt`` / ``prepare_latents`` / ``_pack_latents`` 
   with ``guidance_scale`` as its distilled guidance; a flow-matching Euler step. Outside the window
   InfuseNet is not run (its residuals would be multiplied by 0).
 
+User LoRAs (:meth:`InfiniteYouFluxPipeline.set_loras`, :mod:`faceanchor.pipelines.loras`): adapters on
+the FLUX transformer as the official ``load_loras`` adds them, active for the requests that ask for
+them only; the base weights are never changed.
+
 Memory: :meth:`InfiniteYouFluxPipeline.enable_model_cpu_offload` keeps one stage at a time on the
 GPU, the official ``cpu_offload`` stages (CLIP + T5, the VAE for the control image, InfuseNet with
 the transformer while denoising, the VAE to decode), with accelerate's hooks as diffusers' own
@@ -79,6 +83,10 @@ class InfiniteYouFluxPipeline:
         self.infusenet = infusenet
         self.projection = projection
         self._offload_hooks: list[Any] = []
+        self._offload_device: torch.device | None = None
+        from faceanchor.pipelines.loras import LoraSet
+
+        self.loras = LoraSet()
 
     def enable_model_cpu_offload(self, gpu_id: int | None = None, device: str | torch.device = "cuda") -> None:
         """Model CPU offload in the official stages: each model moves to ``device`` when it runs and the
@@ -99,6 +107,26 @@ class InfiniteYouFluxPipeline:
         _, net = cpu_offload_with_hook(self.infusenet, dev, prev_module_hook=vae)
         _, tr = cpu_offload_with_hook(base.transformer, dev, prev_module_hook=vae)
         self._offload_hooks = [clip, t5, vae, net, tr]
+        self._offload_device = dev
+
+    def set_loras(self, loras: list[Any]) -> None:
+        """Exactly ``loras`` (:class:`~faceanchor.pipelines.loras.LoraFile`) active on the FLUX transformer
+        (and CLIP text encoder) for the next generations, as the official ``load_loras`` (diffusers'
+        ``load_lora_weights`` + ``set_adapters``); none: every LoRA layer off. With model CPU offload the
+        hooks come off while a LoRA loads (diffusers would put its own pipeline offload in their place)
+        and go back as they were."""
+        if not loras and not self.loras.loaded:
+            return
+        if not self._offload_hooks:
+            self.loras.apply(self.base, loras)
+            return
+        for hook in self._offload_hooks:
+            hook.remove()
+        self._offload_hooks = []
+        try:
+            self.loras.apply(self.base, loras)
+        finally:
+            self.enable_model_cpu_offload(device=self._offload_device)
 
     def _offload(self, which: slice = slice(None)) -> None:
         """Send the offloaded models of ``which`` stages back to the CPU (no-op without offload)."""
