@@ -1,7 +1,7 @@
-"""User LoRAs on a diffusers pipeline, per request, never merged into the base weights.
+"""User LoRAs on a diffusers FLUX pipeline (transformer + CLIP text encoder), per request, never merged into the base weights.
 
 diffusers' PEFT backend (``load_lora_weights`` + ``set_adapters`` with weights, the calls of the
-official InfiniteYou ``load_loras``) wraps each targeted Linear layer in a LoRA layer that adds
+official InfiniteYou ``load_loras``; here its ``load_lora_into_*`` parts, see :func:`_load`) wraps each targeted Linear layer in a LoRA layer that adds
 ``weight · B(A(x))`` to the output of the untouched base layer. Around those calls:
 
 * a LoRA file is read as ``.safetensors`` only (no pickle) and converted to diffusers' layout by
@@ -63,13 +63,14 @@ def _first_line(e: BaseException) -> str:
     return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
 
 
-def converted(pipe: Any, state: dict[str, Any], name: str) -> dict[str, Any]:
-    """``state`` in diffusers' layout, as the pipeline's own loader converts it (kohya, XLabs ...)."""
+def converted(pipe: Any, state: dict[str, Any], name: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """``state`` in diffusers' layout as the pipeline's own loader converts it (kohya, XLabs ...), and
+    its network alphas."""
     try:
-        out = type(pipe).lora_state_dict(dict(state))
+        sd, alphas = type(pipe).lora_state_dict(dict(state), return_alphas=True)
     except (ValueError, KeyError, RuntimeError, AssertionError) as e:
         raise InvalidInputError(f"LoRA {name} is in a layout diffusers cannot read: {_first_line(e)}") from None
-    return out[0] if isinstance(out, tuple) else out
+    return sd, alphas
 
 
 def check_fits(pipe: Any, state: dict[str, Any], name: str, required: str = "transformer") -> None:
@@ -147,8 +148,8 @@ class LoraSet:
         if adapter in self.loaded:
             self.loaded.move_to_end(adapter)
             return adapter
-        state = read_lora(lf.path, lf.name)
-        check_fits(pipe, converted(pipe, state, lf.name), lf.name)
+        state, alphas = converted(pipe, read_lora(lf.path, lf.name), lf.name)
+        check_fits(pipe, state, lf.name)
         while len(self.loaded) >= self.capacity:
             old = next((a for a in self.loaded if a not in keep), None)
             if old is None:
@@ -157,13 +158,28 @@ class LoraSet:
             del self.loaded[old]
         try:
             with _quiet_diffusers():
-                pipe.load_lora_weights(state, adapter_name=adapter)
+                _load(pipe, state, alphas, adapter)
         except (ValueError, KeyError, RuntimeError) as e:
             with contextlib.suppress(Exception):
                 pipe.delete_adapters([adapter])
             raise InvalidInputError(f"LoRA {lf.name} could not be loaded: {_first_line(e)}") from None
         self.loaded[adapter] = lf.name
         return adapter
+
+
+def _load(pipe: Any, state: dict[str, Any], alphas: dict[str, Any] | None, adapter: str) -> None:
+    """What ``load_lora_weights`` does for a checked LoRA, through the same diffusers calls
+    (``load_lora_into_transformer`` / ``load_lora_into_text_encoder``) minus its shape-expansion pass:
+    every shape already fits, and that pass cannot read quantised (8-bit quanto) transformer weights."""
+    for part in getattr(type(pipe), "_lora_loadable_modules", ()):
+        model = getattr(pipe, part, None)
+        if model is None or not any(k.startswith(f"{part}.") for k in state):
+            continue
+        if part == "transformer":
+            pipe.load_lora_into_transformer(state, network_alphas=alphas, transformer=model, adapter_name=adapter, _pipeline=pipe)
+        else:  # FLUX: the CLIP text encoder
+            pipe.load_lora_into_text_encoder(state, network_alphas=alphas, text_encoder=model, prefix=part, adapter_name=adapter,
+                                             _pipeline=pipe)
 
 
 @contextlib.contextmanager
