@@ -67,6 +67,8 @@ class Settings(BaseSettings):
     url_fetch_timeout: float = Field(default=10.0, gt=0, description="Seconds for each URL input (connect, read and whole transfer).")
     allow_private_urls: bool = Field(default=False, description="Test mode: URL inputs and webhooks may reach loopback (127.0.0.0/8, ::1) only; every other private or link-local address stays refused.")
     api_model_names: list[str] = Field(default_factory=list, description="model_name values HTTP clients may ask for; empty: none.")
+    api_lora_names: list[str] = Field(default_factory=list, description=(
+        "loras[].model values HTTP clients may ask for besides the registry's (realism, anti_blur): LoRA files, folders or hub ids of this server."))
     engine_factory: str | None = Field(default=None, description="'module:function' building the engine for `faceanchor serve`.")
     # Service (issue 11): tenancy, signed URLs, retention, quotas.
     url_signing_secret: str | None = Field(default=None, description="HMAC secret of signed download URLs; default a random one in <data_dir>/url_signing_secret.")

@@ -28,7 +28,7 @@ from starlette.concurrency import run_in_threadpool
 from faceanchor.api.deps import CurrentKey, OptionalKey, ServiceDep, SettingsDep, SubmittingKey
 from faceanchor.api.errors import ApiError, error_responses
 from faceanchor.api.inputs import decode_image_ref, resolve_images
-from faceanchor.api.jobs import JobTimeout, base_url, cancel_job, check_spaces, check_style, job_urls, raise_job_error, result_body, result_response, status_body
+from faceanchor.api.jobs import JobTimeout, base_url, cancel_job, check_loras, check_spaces, check_style, job_urls, raise_job_error, result_body, result_response, status_body
 from faceanchor.api.schemas import CancelOut, Coordinate, GenerateBody, ImageRef, JobStatusBody, QueueSubmitted
 from faceanchor.errors import InvalidInputError
 from faceanchor.imageio import ImageLimits, probe_image
@@ -258,6 +258,7 @@ def _prepare(op: str, body: CharacterBody, request: Request, settings, key=None)
     if body.model_name is not None and body.model_name not in settings.api_model_names:
         raise InvalidInputError(f"model_name {body.model_name!r} is not offered by this server")
     check_style(body.style)
+    check_loras(body.loras, settings)
     images = body.images or CharacterImages()
     job: dict[str, Any] = {}
     people = getattr(body, "people", None)

@@ -42,6 +42,19 @@ def check_style(style: str | None) -> None:
         raise validation_error(f"style: {e}; styles: {', '.join(style_names())}") from None
 
 
+def check_loras(loras: list[Any], settings: Settings) -> None:
+    """LoRAs HTTP clients may ask for: the methods' registry LoRAs (``realism``, ``anti_blur``) and the
+    server's ``api_lora_names``; any other server path or hub id is a 422 at submit, never opened."""
+    from faceanchor.methods.registry import methods
+
+    named = [n for m in methods() for n in m.lora_names()]
+    offered = set(named) | set(settings.api_lora_names)
+    for i, ref in enumerate(loras):
+        if ref.model not in offered:
+            listed = ", ".join(dict.fromkeys([*named, *settings.api_lora_names]))
+            raise validation_error(f"loras[{i}].model: {ref.model!r} is not offered by this server; offered: {listed or 'none'}")
+
+
 def check_spaces(spaces: list[str] | None) -> None:
     """Embedding spaces must be face packs this project knows (422 naming them, never a server path)."""
     from faceanchor.face.packs import PACK_NAMES
@@ -59,6 +72,7 @@ def prepare_request(app: str, body: GenerateBody, settings: Settings) -> dict[st
     method = body.method or methods[0]
     if method not in methods:
         raise validation_error(f"method: {method!r} is not served by /{app}; use one of {', '.join(methods)}")
+    check_loras(body.loras, settings)  # before check_fields looks for a LoRA's path on this server
     try:  # fields the method would ignore, a base it has no weights for: refused at submit, not after a queue wait
         m = get(method)
         m.check_fields(body.model_copy(update={"method": method}))

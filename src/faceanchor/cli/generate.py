@@ -90,6 +90,9 @@ def register(app: typer.Typer) -> None:
         face_box: List[str] = typer.Option([], "--face-box", metavar="X1,Y1,X2,Y2",
                                            help="Several people: where each --face goes in output pixels (one per --face; InstantID)."),
         people: bool = typer.Option(False, "--people", help="Each --face is another person, placed on --pose-image's faces left to right."),
+        lora: List[str] = typer.Option([], "--lora", metavar="LORA[:WEIGHT]",
+                                       help="A user LoRA for this run (InfiniteYou, repeatable): realism, anti_blur (the official ones), "
+                                            "a .safetensors file or folder, or a hub id; ':0.8' sets its weight (default 1)."),
     ) -> None:
         """Generate images of the person in --face (or of several people: --face-box / --people)."""
         from pydantic import ValidationError
@@ -124,7 +127,7 @@ def register(app: typer.Typer) -> None:
                 control_guidance_end=control_end, negative_embedding_noise=negative_noise, scheduler=scheduler,
                 s_scale=s_scale, lora_scale=lora_scale, combine=combine, face_index=face_index, allow_different_people=allow_different_people, base=base,
                 model_name=model_name, output_format=output_format, prompt_weighting=prompt_weighting,
-                adapter_model=adapter_model, identitynet_model=identitynet_model,
+                adapter_model=adapter_model, identitynet_model=identitynet_model, loras=[parse_lora(x) for x in lora],
             )
         except ValidationError as e:
             raise InvalidInputError(validation_message(e)) from None
@@ -211,6 +214,19 @@ def parse_box(text: str, option: str = "--face-box") -> list[float]:
     if len(box) != 4 or not (box[0] < box[2] and box[1] < box[3]):
         raise typer.BadParameter(f"{option} {text!r}: give x1,y1,x2,y2 with x1 < x2 and y1 < y2 (output pixels)")
     return box
+
+
+def parse_lora(text: str) -> dict:
+    """``--lora REF[:WEIGHT]``: the reference and its weight (a trailing ``:number``; else 1.0)."""
+    ref, sep, tail = text.rpartition(":")
+    if sep and ref:
+        try:
+            return {"model": ref, "weight": float(tail)}
+        except ValueError:
+            pass
+    if not text.strip():
+        raise typer.BadParameter("--lora: give realism, anti_blur, a .safetensors file or folder, or a hub id")
+    return {"model": text, "weight": 1.0}
 
 
 def validation_message(e) -> str:

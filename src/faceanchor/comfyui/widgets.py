@@ -29,6 +29,7 @@ NOT_OFFERED = {
     "output_format": "outputs are IMAGE tensors; save them with ComfyUI's Save Image",
     "more_identities": "several people per picture are not offered by the node pack (use the API or the CLI)",
     "face_box": "several people per picture are not offered by the node pack (use the API or the CLI)",
+    "loras": "user LoRAs (InfiniteYou) are given through the API (loras) or the CLI (--lora), not as node widgets",
 }
 #: Sentinel meaning "unset" for each kind of optional field.
 UNSET_INT = 0

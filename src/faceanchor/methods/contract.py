@@ -194,6 +194,10 @@ class Method(ABC):
         """Registry entries this method adds (a new method brings its own ModelSpecs)."""
         return ()
 
+    def lora_names(self) -> tuple[str, ...]:
+        """Names of the registry LoRAs a request's ``loras`` may give (methods that honour ``loras``)."""
+        return ()
+
     def describe(self) -> dict[str, Any]:
         """A JSON-ready description (``GET /v1/methods``, ``faceanchor methods``)."""
         return {

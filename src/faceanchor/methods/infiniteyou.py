@@ -101,6 +101,9 @@ class InfiniteYou(Method):
                       description="facexlib's ArcFace IR-SE50 (github.com/xinntao/facexlib release v0.1.0); detects with antelopev2's SCRFD"),
         )
 
+    def lora_names(self) -> tuple[str, ...]:
+        return (*OFFICIAL_LORAS, *(name for name, _, _ in OFFICIAL_LORAS.values()))
+
     def check_fields(self, request: GenerationRequest) -> None:
         """Also refuse, before anything loads, what FLUX.1 here cannot take."""
         super().check_fields(request)
