@@ -124,3 +124,46 @@ def test_resize_and_pad_geometry_and_keypoint_control_image():
     kp = np.asarray(control_image(W, H, KPS))
     assert tuple(kp[26, 22]) == (255, 0, 0) and tuple(kp[36, 32]) == (0, 0, 255)  # circles: point colours at the points
     assert tuple(kp[46, 40]) == (255, 0, 255) and kp[0, 0].sum() == 0
+
+
+def test_a_lora_is_applied_as_the_official_load_loras_applies_it(tmp_path):
+    """InfuseNet at scale 0 with a LoRA equals diffusers' FluxPipeline after the official ``load_loras``
+    calls (``load_lora_weights`` + ``set_adapters`` with its weight); fresh parts: LoRAs stay out of the shared ones."""
+    from diffusers import FluxPipeline
+    from safetensors.torch import save_file
+
+    from faceanchor.models import flux
+    from faceanchor.pipelines.loras import LoraFile
+
+    g = torch.Generator().manual_seed(0)
+    layers = {"transformer_blocks.0.attn.to_k": (32, 32), "transformer_blocks.0.ff_context.net.2": (128, 32),
+              "single_transformer_blocks.0.proj_mlp": (32, 128)}
+    sd = {}
+    for name, (i, o) in layers.items():
+        sd[f"transformer.{name}.lora_A.weight"] = torch.randn(4, i, generator=g) * 0.5
+        sd[f"transformer.{name}.lora_B.weight"] = torch.randn(o, 4, generator=g) * 0.5
+    save_file(sd, str(tmp_path / "l.safetensors"))
+    _, _, proj = parts()
+    net = flux.build_infusenet("tiny", seed=0)
+    base = FluxPipeline(**flux.build_components("tiny", seed=0))
+    base.set_progress_bar_config(disable=True)
+    ours = InfiniteYouFluxPipeline(base, net, proj)
+    plain = FluxPipeline(**flux.build_components("tiny", seed=0))
+    plain.set_progress_bar_config(disable=True)
+    plain.load_lora_weights(str(tmp_path / "l.safetensors"), adapter_name="realism")
+    plain.set_adapters(["realism"], adapter_weights=[0.7])
+    want = plain(height=H, width=W, prompt="a portrait", num_inference_steps=3, guidance_scale=3.5, max_sequence_length=SEQ,
+                 generator=torch.Generator().manual_seed(5), output_type="np").images
+    kw = dict(prompt="a portrait", width=W, height=H, num_inference_steps=3, max_sequence_length=SEQ, output_type="np", conditioning_scale=0.0)
+    ids = ours.identity_tokens(_embedding(1))
+    before = ours.generate(ids, generator=torch.Generator().manual_seed(5), **kw)
+    ours.set_loras([LoraFile(tmp_path / "l.safetensors", 0.7, "l")])
+    got = ours.generate(ids, generator=torch.Generator().manual_seed(5), **kw)
+    assert float(np.abs(got - want).max()) <= 1e-5 and float(np.abs(got - before).max()) > 1e-3
+    ours.set_loras([])
+    assert np.array_equal(ours.generate(ids, generator=torch.Generator().manual_seed(5), **kw), before)
+    # with model CPU offload the hooks come off while the LoRA loads and go back (CPU stands in for the GPU)
+    ours.enable_model_cpu_offload(device="cpu")
+    ours.set_loras([LoraFile(tmp_path / "l.safetensors", 0.7, "l")])
+    assert len(ours._offload_hooks) == 5 and all(hasattr(m, "_hf_hook") for m in (base.transformer, base.vae, net))
+    assert float(np.abs(ours.generate(ids, generator=torch.Generator().manual_seed(5), **kw) - want).max()) <= 1e-5
