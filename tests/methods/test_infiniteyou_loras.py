@@ -231,3 +231,24 @@ def test_api_offers_the_registry_loras_and_the_servers_own_only(files, tmp_path)
         r = h.post("/v1/character/generate", json={"prompt": "x", "character_id": c.json()["id"], "method": "infiniteyou",
                                                    "loras": [{"model": "/etc/passwd"}], "width": 64, "height": 64, "num_inference_steps": 1})
         assert r.status_code == 422 and "is not offered" in r.text
+
+
+def test_models_list_shows_the_official_loras(tmp_path, monkeypatch, capsys):
+    from faceanchor.cli.app import main
+
+    monkeypatch.setenv("FACEANCHOR_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    official = tmp_path / "home" / "models" / "ByteDance" / "InfiniteYou" / "supports" / "optional_loras"
+    official.mkdir(parents=True)
+    diffusers_lora(official / "flux_anti_blur_lora.safetensors", TINY)
+    try:
+        main(["models", "list", "--method", "infiniteyou", "--json"])
+    except SystemExit as e:
+        assert e.code in (0, None)
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    for name, file in (("infiniteyou-realism-lora", "flux_realism_lora"), ("infiniteyou-anti-blur-lora", "flux_anti_blur_lora")):
+        r = rows[name]
+        assert (r["kind"], r["optional"], r["repo_id"], r["methods"], r["family"]) == ("lora", True, "ByteDance/InfiniteYou", ["infiniteyou"], "flux")
+        assert [f["path"] for f in r["files"]] == [f"supports/optional_loras/{file}.safetensors"]
+    assert rows["infiniteyou-realism-lora"]["status"] == "optional" and "models pull infiniteyou-realism-lora" in rows["infiniteyou-realism-lora"]["how_to_get"]
+    assert rows["infiniteyou-anti-blur-lora"]["present"] and rows["infiniteyou-anti-blur-lora"]["found_at"] == str(official.parents[1])
