@@ -179,7 +179,7 @@ class LoraRef(BaseModel):
 
     ``model``: a LoRA the registry names (``realism`` / ``anti_blur``: the official InfiniteYou
     examples), a local ``.safetensors`` file or a folder holding one, or a hub repo id (with
-    ``weight_name`` when it holds several files). Layouts: diffusers' / PEFT's and kohya's, as
+    ``weight_name`` when it holds several files). Layouts: diffusers' / PEFT's, kohya's and XLabs', as
     diffusers' FLUX LoRA loader reads them."""
 
     model_config = ConfigDict(extra="forbid")

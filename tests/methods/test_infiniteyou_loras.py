@@ -1,8 +1,8 @@
 """User LoRAs with InfiniteYou on tiny FLUX weights: per request, never in the base weights.
 
 The LoRA files are written here with torch + safetensors only, in diffusers' FLUX LoRA layout
-(``transformer.<module>.lora_A/B.weight``) and in kohya's (``lora_unet_double_blocks_<i>_...``,
-``lora_down``/``lora_up``/``alpha``), for the tiny transformer's layer shapes written out below."""
+(``transformer.<module>.lora_A/B.weight``), kohya's (``lora_unet_double_blocks_<i>_...``,
+``lora_down``/``lora_up``/``alpha``) and XLabs' (``double_blocks.<i>.processor.qkv_lora1...``), for the tiny transformer's layer shapes written out below."""
 
 from __future__ import annotations
 
@@ -98,27 +98,33 @@ def test_loras_in_sequence_never_add_up(engine, settings, files):
     assert np.abs(_px(both) - b).max() > 1e-3 and set(both.models) >= {"lora_1", "lora_2"}
 
 
-def test_the_kohya_layout_reads_as_its_diffusers_equivalent(engine, files, tmp_path):
+@pytest.mark.parametrize("layout", ["kohya", "xlabs"])
+def test_kohya_and_xlabs_layouts_read_as_their_diffusers_equivalents(engine, tmp_path, layout):
+    """kohya (``lora_down``/``lora_up``, scaled by ``alpha / rank``) and XLabs (``processor.*_lora1``, the
+    layout of the realism LoRA): one output projection and one fused q/k/v projection of the double block."""
     g = torch.Generator().manual_seed(5)
-    rank, alpha = 4, 2.0  # kohya scales by alpha / rank
+    rank, alpha = 4, 2.0
     down_p, up_p = torch.randn(rank, 32, generator=g), torch.randn(32, rank, generator=g)
     down_qkv, up_qkv = torch.randn(rank, 32, generator=g), torch.randn(96, rank, generator=g)  # one fused q/k/v projection
-    kohya = {
-        "lora_unet_double_blocks_0_img_attn_proj.lora_down.weight": down_p, "lora_unet_double_blocks_0_img_attn_proj.lora_up.weight": up_p,
-        "lora_unet_double_blocks_0_img_attn_proj.alpha": torch.tensor(alpha),
-        "lora_unet_double_blocks_0_img_attn_qkv.lora_down.weight": down_qkv, "lora_unet_double_blocks_0_img_attn_qkv.lora_up.weight": up_qkv,
-        "lora_unet_double_blocks_0_img_attn_qkv.alpha": torch.tensor(alpha),
-    }
-    save_file(kohya, str(tmp_path / "kohya.safetensors"))
-    s = alpha / rank
+    if layout == "kohya":
+        pre = "lora_unet_double_blocks_0_img_attn_"
+        written = {f"{pre}proj.lora_down.weight": down_p, f"{pre}proj.lora_up.weight": up_p, f"{pre}proj.alpha": torch.tensor(alpha),
+                   f"{pre}qkv.lora_down.weight": down_qkv, f"{pre}qkv.lora_up.weight": up_qkv, f"{pre}qkv.alpha": torch.tensor(alpha)}
+        s = alpha / rank
+    else:
+        pre = "double_blocks.0.processor."
+        written = {f"{pre}proj_lora1.down.weight": down_p, f"{pre}proj_lora1.up.weight": up_p,
+                   f"{pre}qkv_lora1.down.weight": down_qkv, f"{pre}qkv_lora1.up.weight": up_qkv}
+        s = 1.0
+    save_file(written, str(tmp_path / "theirs.safetensors"))
     same = {"transformer.transformer_blocks.0.attn.to_out.0.lora_A.weight": down_p * s, "transformer.transformer_blocks.0.attn.to_out.0.lora_B.weight": up_p}
     for i, proj in enumerate(("to_q", "to_k", "to_v")):  # the fused projection: the same A, B split by rows
         same[f"transformer.transformer_blocks.0.attn.{proj}.lora_A.weight"] = down_qkv * s
         same[f"transformer.transformer_blocks.0.attn.{proj}.lora_B.weight"] = up_qkv[32 * i: 32 * (i + 1)]
     save_file({k: v.contiguous() for k, v in same.items()}, str(tmp_path / "same.safetensors"))
-    k = _px(_gen(engine, loras=[{"model": str(tmp_path / "kohya.safetensors")}]))
+    theirs = _px(_gen(engine, loras=[{"model": str(tmp_path / "theirs.safetensors")}]))
     d = _px(_gen(engine, loras=[{"model": str(tmp_path / "same.safetensors")}]))
-    assert np.abs(k - d).max() <= 1 / 255 and np.abs(k - _px(_gen(engine))).max() > 1e-2
+    assert np.abs(theirs - d).max() <= 1 / 255 and np.abs(theirs - _px(_gen(engine))).max() > 1e-2
 
 
 def test_bad_loras_are_clear_errors_and_leave_the_pipeline_as_it_was(settings, engine, files, tmp_path):
