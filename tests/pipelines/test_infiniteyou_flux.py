@@ -167,3 +167,7 @@ def test_a_lora_is_applied_as_the_official_load_loras_applies_it(tmp_path):
     ours.set_loras([LoraFile(tmp_path / "l.safetensors", 0.7, "l")])
     assert len(ours._offload_hooks) == 5 and all(hasattr(m, "_hf_hook") for m in (base.transformer, base.vae, net))
     assert float(np.abs(ours.generate(ids, generator=torch.Generator().manual_seed(5), **kw) - want).max()) <= 1e-5
+    hooks = list(ours._offload_hooks)
+    ours.set_loras([LoraFile(tmp_path / "l.safetensors", 0.0, "l")])  # loaded already: only its weight changes, the hooks stay
+    assert ours._offload_hooks == hooks
+    assert np.array_equal(ours.generate(ids, generator=torch.Generator().manual_seed(5), **kw), before)

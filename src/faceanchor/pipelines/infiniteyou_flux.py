@@ -117,7 +117,7 @@ class InfiniteYouFluxPipeline:
         and go back as they were."""
         if not loras and not self.loras.loaded:
             return
-        if not self._offload_hooks:
+        if not self._offload_hooks or not self.loras.needs_loading(loras):
             self.loras.apply(self.base, loras)
             return
         for hook in self._offload_hooks:

@@ -139,6 +139,10 @@ class LoraSet:
         pipe.enable_lora()
         pipe.set_adapters(names, adapter_weights=[float(lf.weight) for lf in loras])
 
+    def needs_loading(self, loras: list[LoraFile]) -> bool:
+        """Whether any of ``loras`` is not loaded yet (switching weights alone loads nothing)."""
+        return any(_adapter_name(lf.path) not in self.loaded for lf in loras)
+
     def deactivate(self, pipe: Any) -> None:
         if self.loaded:
             pipe.disable_lora()
