@@ -27,7 +27,8 @@ InfuseNet-shaped ``FluxControlNetModel``, VAE, CLIP + T5, flow-match scheduler) 
 
 Cases: default (black control), pose control image, InfuseNet window start/end 0.34/0.67, scale 0
 (also compared with diffusers ``FluxPipeline``: plain FLUX), batch of 2 (``num_images_per_prompt=2``,
-the identity tokens repeated per image).
+the identity tokens repeated per image), a LoRA loaded by the official ``InfUFluxPipeline.load_loras``
+(weight 0.8), and no LoRA again (must equal the default case exactly).
 
 Shims (imports only, nothing the pipelines call): ``diffusers.models.controlnet_flux`` (moved to
 ``diffusers.models.controlnets.controlnet_flux``); ``facexlib.recognition`` and ``optimum.quanto``
@@ -179,8 +180,52 @@ def _compare(resampler, infusenet, infu, tmp: Path) -> int:
             dd = float(np.abs(other - want).max())
             print(f"{'control: other identity':22s} max |Δ| = {dd:.2e} {'ok (differs)' if dd > 10 * max(base_d, 1e-6) else 'FAIL (same)'}")
             failures += dd <= 10 * max(base_d, 1e-6)
+    failures += _lora_case(infusenet, infu, ours, ids, off_ids, first, tmp)
     print("all cases within tolerance" if not failures else f"{failures} failure(s)")
     return 0 if not failures else 1
+
+
+def _lora_case(infusenet, infu, ours, ids, off_ids, plain_image, tmp: Path) -> int:
+    """A LoRA as the official ``InfUFluxPipeline.load_loras`` loads it (its own code, called on the
+    official ``FluxInfuseNetPipeline`` of separate, equal tiny parts) against ``set_loras``; then no LoRA
+    again, which must give the default case's image."""
+    from PIL import Image
+    from safetensors.torch import save_file
+
+    from faceanchor.models import flux
+    from faceanchor.pipelines.loras import LoraFile
+
+    g = torch.Generator().manual_seed(11)
+    sd = {}
+    for name, (i, o) in {"transformer_blocks.0.attn.to_q": (32, 32), "transformer_blocks.0.attn.to_add_out": (32, 32),
+                         "single_transformer_blocks.0.proj_out": (160, 32)}.items():
+        sd[f"transformer.{name}.lora_A.weight"] = torch.randn(4, i, generator=g) * 0.5
+        sd[f"transformer.{name}.lora_B.weight"] = torch.randn(o, 4, generator=g) * 0.5
+    path = tmp / "flux_realism_lora.safetensors"
+    save_file(sd, str(path))
+    off_pipe = infusenet.FluxInfuseNetPipeline(**flux.build_components("tiny", seed=0), controlnet=flux.build_infusenet("tiny", seed=0))
+    off_pipe.set_progress_bar_config(disable=True)
+    infu.InfUFluxPipeline.load_loras(types.SimpleNamespace(pipe=off_pipe), [[str(path), "realism", 0.8]])
+    latents = torch.randn(1, (H // 4) * (W // 4), 16, generator=torch.Generator().manual_seed(3))
+    black = Image.fromarray(np.zeros([H, W, 3]).astype(np.uint8))
+    torch.manual_seed(7)
+    want = off_pipe(prompt=PROMPT, controlnet_prompt_embeds=off_ids, control_image=black, guidance_scale=3.5, num_inference_steps=STEPS,
+                    controlnet_guidance_scale=1.0, controlnet_conditioning_scale=1.0, height=H, width=W, latents=latents.clone(),
+                    max_sequence_length=flux.TINY_MAX_SEQUENCE_LENGTH, output_type="np").images
+    kw = dict(prompt=PROMPT, width=W, height=H, num_inference_steps=STEPS, guidance_scale=3.5, max_sequence_length=flux.TINY_MAX_SEQUENCE_LENGTH,
+              output_type="np")
+    ours.set_loras([LoraFile(path, 0.8, "realism")])
+    torch.manual_seed(7)
+    got = ours.generate(ids, latents=latents.clone(), control_generator=torch.default_generator, **kw)
+    d, moved = float(np.abs(got - want).max()), float(np.abs(got - plain_image).max())
+    ok = d <= TOL and moved > 1e-3
+    print(f"{'LoRA (load_loras)':22s} max |Δ| = {d:.2e} {'ok' if ok else 'FAIL'} (vs default case: {moved:.2e})")
+    ours.set_loras([])
+    torch.manual_seed(7)
+    back = ours.generate(ids, latents=latents.clone(), control_generator=torch.default_generator, **kw)
+    d0 = float(np.abs(back - plain_image).max())
+    print(f"{'no LoRA again':22s} max |Δ| = {d0:.2e} vs the default case {'ok' if d0 == 0.0 else 'FAIL'}")
+    return (not ok) + (d0 != 0.0)
 
 
 if __name__ == "__main__":
