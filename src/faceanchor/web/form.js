@@ -23,6 +23,7 @@ const LABELS = {
   pose_image: "Pose image (keypoints and body pose from this photo)", face_detail: "Face detail (re-render small faces)",
   s_scale: "Structure scale (PlusV2)", lora_scale: "LoRA scale", best_of: "Best of (keep the best by identity score)",
   scheduler: "Scheduler (lcm: LCM-LoRA, few steps)",
+  loras: "LoRAs (InfiniteYou), e.g. [{\"model\": \"realism\", \"weight\": 1}]",
 };
 const IMAGE_HINT = "data: URI";
 
