@@ -60,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dtype", choices=["fp16", "bf16", "fp32"], default="fp16")
     ap.add_argument("--size", type=int, default=1024, help="SDXL size (SD1.5 runs at half)")
     ap.add_argument("--repeat", type=int, default=2, help="interleaved pairs per case")
+    ap.add_argument("--steps", type=int, default=30, help="steps of the Euler cases (CPU: 2); LCM keeps min(5, steps)")
     ap.add_argument("--compile", choices=["off", "unet", "all"], default="off", help="torch.compile on the fast side")
     ap.add_argument("--cases", nargs="*", default=list(SD_CASES), choices=SD_CASES, help="SD cases to run (none: --cases)")
     ap.add_argument("--flux", action="store_true", help="also the FLUX (InfiniteYou) memory/speed table")
@@ -127,18 +128,20 @@ def main(argv: list[str] | None = None) -> int:
             return GenerationRequest(method=method, **identity_fields(space, 1024), **kw)
 
         specs = {
-            "instantid_sdxl_30_euler_b1": dict(method="instantid", width=s, height=s, num_inference_steps=30, samples=1),
-            "instantid_sdxl_5_lcm_b1": dict(method="instantid", width=s, height=s, num_inference_steps=5, scheduler="lcm", guidance_scale=1.5, samples=1),
-            "instantid_sdxl_30_euler_b4": dict(method="instantid", width=s, height=s, num_inference_steps=30, samples=4),
-            "faceid_sd15_30_euler_b1": dict(method="faceid", width=max(64, s // 2), height=max(64, s // 2), num_inference_steps=30, samples=1),
+            "instantid_sdxl_30_euler_b1": dict(method="instantid", width=s, height=s, num_inference_steps=args.steps, samples=1),
+            "instantid_sdxl_5_lcm_b1": dict(method="instantid", width=s, height=s, num_inference_steps=min(5, args.steps), scheduler="lcm", guidance_scale=1.5, samples=1),
+            "instantid_sdxl_30_euler_b4": dict(method="instantid", width=s, height=s, num_inference_steps=args.steps, samples=4),
+            "faceid_sd15_30_euler_b1": dict(method="faceid", width=max(64, s // 2), height=max(64, s // 2), num_inference_steps=args.steps, samples=1),
         }
-        print(f"{'case':<30}{'baseline s':>11}{'fast s':>9}{'ratio':>7}{'fast s/step':>12}{'max|Δ|':>9}{'peak GiB':>10}{'warmup s':>10}")
+        print(f"{'case':<30}{'baseline s':>11}{'fast s':>9}{'ratio':>7}{'base s/step':>12}{'fast s/step':>12}{'step ratio':>11}"
+              f"{'max|Δ|':>9}{'peak GiB':>10}{'warmup s':>10}")
         for name in [c for c in SD_CASES if c in args.cases and c in specs]:
             if over_budget(name, results["cases"]):
                 continue
             kw = specs[name]
             req = request(**kw)
             times: dict[str, list[float]] = {"baseline": [], "fast": []}
+            steps: dict[str, list[float]] = {"baseline": [], "fast": []}  # s/step between step ends (set-up excluded)
             images: dict[str, np.ndarray] = {}
             peaks: dict[str, float | None] = {}
             warm = {}
@@ -153,18 +156,25 @@ def main(argv: list[str] | None = None) -> int:
                     torch.backends.cuda.matmul.allow_tf32 = side == "fast"
                     peak_reset()
                     t0 = time.perf_counter()
-                    res = sides[side].generate(req)
+                    marks: list[float] = []
+                    res = sides[side].generate(req, on_progress=lambda e: (sync(), marks.append(time.perf_counter()))
+                                               if e.stage == "denoise" and e.total else None)
                     sync()
                     times[side].append(time.perf_counter() - t0)
+                    if len(marks) >= 2:
+                        steps[side].append((marks[-1] - marks[0]) / (len(marks) - 1))
                     peaks[side] = peak()
                     images[side] = np.asarray(res.images[0].image, dtype=np.float32) / 255.0
             b, f = statistics.median(times["baseline"]), statistics.median(times["fast"])
             delta = float(np.abs(images["fast"] - images["baseline"]).max())
-            row = {"baseline_s": b, "fast_s": f, "ratio": f / b, "fast_s_per_step": f / kw["num_inference_steps"],
+            bs = statistics.median(steps["baseline"]) if steps["baseline"] else float("nan")
+            fs = statistics.median(steps["fast"]) if steps["fast"] else float("nan")
+            row = {"baseline_s": b, "fast_s": f, "ratio": f / b, "baseline_s_per_step": bs, "fast_s_per_step": fs,
+                   "per_step_ratio": fs / bs,
                    "max_abs_diff": delta, "peak_gib": peaks.get("fast"), "baseline_peak_gib": peaks.get("baseline"),
                    "warmup_s": warm, "times": times}
             results["cases"][name] = row
-            print(f"{name:<30}{b:>11.3f}{f:>9.3f}{f / b:>7.2f}{row['fast_s_per_step']:>12.4f}{delta:>9.4f}"
+            print(f"{name:<30}{b:>11.3f}{f:>9.3f}{f / b:>7.2f}{bs:>12.4f}{fs:>12.4f}{fs / bs:>11.2f}{delta:>9.4f}"
                   f"{(peaks.get('fast') or 0):>10.2f}{warm['fast']:>10.1f}", flush=True)
             failed |= delta > 0.05  # fp16 + TF32 rounding stays far below this; a wrong fast path does not
             save()
@@ -174,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
                 results["cases"]["batched_b4"] = {"skipped": "this tree has no Engine.generate_many"}
                 print("batched_b4 skipped (no Engine.generate_many)", flush=True)
             else:
-                reqs = [request("instantid", width=s, height=s, num_inference_steps=30, seed=i,
+                reqs = [request("instantid", width=s, height=s, num_inference_steps=args.steps, seed=i,
                                 prompt=p) for i, p in enumerate(["a portrait photo", "a photo in a cafe", "an oil painting", "a photo at the beach"])]
                 eng.generate_many(reqs)  # warm-up at batch 4
                 one, many = [], []
