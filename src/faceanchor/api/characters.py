@@ -293,8 +293,9 @@ def _prepare(op: str, body: CharacterBody, request: Request, settings, key=None)
         job["target"] = _image_bytes(images.target, "images.target", settings)
         assert isinstance(body, EditBody)
         job.update(mode=body.mode, strength=body.strength, mask_source=body.mask_source)
+    unset = {"identity_strength"} - body.model_fields_set  # stays unset: the method's default (InstantID 0.8, InfiniteYou 1.0)
     fields = body.model_dump(mode="json", exclude={"base64", "character_id", "images", "reference_set", "mode", "strength", "mask_source",
-                                                   "people", "layout"}, exclude_none=True)
+                                                   "people", "layout"} | unset, exclude_none=True)
     fields.setdefault("method", "instantid")
     job["fields"] = resolve_images(fields, settings)
     job["references"] = body.reference_set
