@@ -101,7 +101,7 @@ class PersonBody(BaseModel):
     face_index: int | None = Field(None, ge=0, description="With face: which face of the photo (largest first).")
     box: list[Coordinate] | None = Field(None, min_length=4, max_length=4, description="Where this face goes: (x1, y1, x2, y2) in output pixels.")
     pose_index: int | None = Field(None, ge=0, description="With pose_image: which of its faces (left to right); default the person's place in the list.")
-    identity_strength: float | None = Field(None, ge=0.0, le=2.0, description="This person's IdentityNet scale (default the request's).")
+    identity_strength: float | None = Field(None, ge=0.0, le=2.0, description="This person's IdentityNet (InstantID) or InfuseNet (InfiniteYou) scale (default the request's).")
     adapter_strength: float | None = Field(None, ge=0.0, le=2.0, description="This person's adapter scale (default the request's).")
 
     @field_validator("box")
