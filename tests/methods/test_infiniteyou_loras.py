@@ -161,6 +161,8 @@ def test_the_official_loras_resolve_from_the_registry_and_folders(settings, engi
         _gen(engine, loras=[{"model": "realism"}])
     with pytest.raises(ModelNotFoundError, match="someone/flux-lora"):
         _gen(engine, loras=[{"model": "someone/flux-lora"}])  # a hub id, not in the cache, offline
+    with pytest.raises(InvalidInputError, match="the same LoRA file is given twice"):
+        _gen(engine, loras=[{"model": files["b"]}, {"model": str(files["dir"]), "weight_name": "b.safetensors"}])
     official = settings.models_dir / "ByteDance" / "InfiniteYou" / "supports" / "optional_loras"  # a copy of the hub repo
     official.mkdir(parents=True)
     diffusers_lora(official / "flux_realism_lora.safetensors", TINY, seed=1)  # the same tensors as files["a"]

@@ -128,6 +128,9 @@ class LoraSet:
 
     def apply(self, pipe: Any, loras: list[LoraFile]) -> None:
         """Make exactly ``loras`` (with their weights) active on ``pipe``; none: every LoRA layer off."""
+        files = [lf.path.resolve() for lf in loras]
+        if len(set(files)) != len(files):
+            raise InvalidInputError("loras: the same LoRA file is given twice; give it once with one weight")
         try:
             names = [self._ensure(pipe, lf, keep={_adapter_name(x.path) for x in loras}) for lf in loras]
         except BaseException:
