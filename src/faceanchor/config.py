@@ -95,6 +95,9 @@ class Settings(BaseSettings):
     job_timeout_seconds: float = Field(default=1800.0, gt=0, description="A job running longer is stopped and fails with error type timeout; a request's `timeout` may lower it.")
     job_stuck_grace_seconds: float = Field(default=10.0, gt=0, description="A job still running this long after its cancel or time limit is stuck in native code: its worker process is recycled.")
     worker_processes: bool = Field(default=False, description="Run each worker's engine in a supervised child process (generation apps), recycled when a job is stuck in native code.")
+    worker_write_queue: int = Field(default=1, ge=0, description=(
+        "Finished results waiting to be encoded and stored by each worker's background writer while its engine runs the next "
+        "job (a job is COMPLETED once its files are stored); 0: each result is stored before the next job starts."))
 
     # Trust (issue 16; README "Trust"): every output is marked; references must be one person.
     watermark: bool = Field(default=True, description="An invisible watermark (job id) on every output.")
