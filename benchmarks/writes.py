@@ -1,9 +1,13 @@
 """Queue throughput with results written in the background vs before the next job starts.
 
     python benchmarks/writes.py [--weights tiny|dummy] [--size 512] [--steps 2] [--jobs 6] [--rounds 3]
+    python benchmarks/writes.py --engine gpu-like --gen-seconds 0.5 --size 1024   # a GPU's time profile
 
-One real :class:`~faceanchor.engine.Engine` (loaded once, dlib face pack) serves every round;
-each round runs ``--jobs`` queued generation jobs through the in-process service twice,
+``--engine real`` (default): one :class:`~faceanchor.engine.Engine` (loaded once, dlib face
+pack, ``--weights``) serves every round. ``--engine gpu-like``: an engine whose generation
+waits ``--gen-seconds`` with the CPU idle (as a CUDA run waits on the device) and returns the
+face photo resized to ``--size`` with per-seed noise (a photo-like PNG to encode), to show the
+overlap a GPU server gets; the encoding, trust steps and file writes are the real ones. Each round runs ``--jobs`` queued generation jobs through the in-process service twice,
 interleaved: ``worker_write_queue=0`` (each result encoded — PNG with metadata, watermark — and
 stored before the worker claims the next job, the old behaviour) and ``worker_write_queue=1``
 (the background writer stores a result while the engine runs the next job). Time runs from
@@ -23,6 +27,30 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+
+
+class GpuLikeEngine:
+    """Generation = ``seconds`` of waiting (the GPU's time; the CPU is free), then a photo-like image."""
+
+    def __init__(self, settings, photo: bytes, size: int, seconds: float):  # noqa: ANN001
+        import numpy as np
+        from PIL import Image
+
+        self.settings, self.seconds = settings, seconds
+        self.base = np.asarray(Image.open(io.BytesIO(photo)).convert("RGB").resize((size, size)), dtype=np.int16)
+
+    def generate(self, request, on_progress=None, cancel=None):  # noqa: ANN001
+        import numpy as np
+        from PIL import Image
+
+        from faceanchor.types import GeneratedImage, GenerationResult
+
+        t0 = time.perf_counter()
+        time.sleep(self.seconds)
+        rng = np.random.default_rng(request.seed)
+        img = np.clip(self.base + rng.integers(-6, 7, self.base.shape), 0, 255).astype(np.uint8)
+        return GenerationResult(images=[GeneratedImage(Image.fromarray(img), request.seed, identity_score=0.8)], seed=request.seed,
+                                params=request.public_params(), models={"gpu-like": "1"}, timings={"denoise": time.perf_counter() - t0})
 
 
 def run_queue(engine, home: Path, write_queue: int, photo: bytes, fields: dict, jobs: int) -> float:  # noqa: ANN001
@@ -53,6 +81,8 @@ def run_queue(engine, home: Path, write_queue: int, photo: bytes, fields: dict, 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--engine", default="real", choices=["real", "gpu-like"])
+    ap.add_argument("--gen-seconds", type=float, default=0.5, help="gpu-like: seconds one generation waits")
     ap.add_argument("--weights", default="tiny", choices=["tiny", "dummy"])
     ap.add_argument("--size", type=int, default=512, help="output width and height (multiple of 64)")
     ap.add_argument("--steps", type=int, default=2)
@@ -73,8 +103,11 @@ def main() -> None:
 
     base = Path(tempfile.mkdtemp(prefix="faceanchor-writes-"))
     settings = Settings(home=base / "engine", device=args.device)
-    engine = Engine(settings, weights=args.weights, face_pack="dlib")
     photo = Path(args.photo).read_bytes()
+    if args.engine == "real":
+        engine = Engine(settings, weights=args.weights, face_pack="dlib")
+    else:
+        engine = GpuLikeEngine(settings, photo, args.size, args.gen_seconds)
     fields = dict(prompt="a portrait", width=args.size, height=args.size, num_inference_steps=args.steps)
     t0 = time.perf_counter()
     warm = engine.generate(GenerationRequest(face_image=photo, seed=0, **fields))  # loads every model
@@ -93,7 +126,7 @@ def main() -> None:
         order = (0, 1) if r % 2 == 0 else (1, 0)  # interleaved, alternating which goes first
         for wq in order:
             times[wq].append(run_queue(engine, base / f"r{r}-q{wq}", wq, photo, fields, args.jobs))
-    print(f"weights={args.weights} size={args.size} steps={args.steps} jobs={args.jobs} rounds={args.rounds} "
+    print(f"engine={args.engine}{f' ({args.gen_seconds} s per generation)' if args.engine != 'real' else ''} weights={args.weights} size={args.size} steps={args.steps} jobs={args.jobs} rounds={args.rounds} "
           f"device={args.device} threads={args.threads}")
     print(f"first call (loads) {t_load:.2f} s; one generation {t_gen * 1000:.0f} ms; "
           f"encode + trust + store of its image {t_store * 1000:.0f} ms ({t_store / (t_gen + t_store):.0%} of a job)")
