@@ -172,22 +172,26 @@ def test_cancel_between_steps(engine):
 def test_precomputed_embedding_skips_face_analysis(engine, monkeypatch):
     ident = engine.identity(req())
     an = engine.analyzer("dlib")
-    calls = {"detect": 0}
-    real_detect = an.detect
+    calls = {"detect": 0, "detect_many": 0}
 
-    def counting(*a, **k):
-        calls["detect"] += 1
-        return real_detect(*a, **k)
+    def counting(name):
+        real = getattr(an, name)
 
-    monkeypatch.setattr(an, "detect", counting)
+        def count(*a, **k):
+            calls[name] += 1
+            return real(*a, **k)
+        return count
+
+    monkeypatch.setattr(an, "detect", counting("detect"))
+    monkeypatch.setattr(an, "detect_many", counting("detect_many"))
     r = GenerationRequest(
         prompt="x", face_embedding=ident.embedding.tolist(), face_embedding_space="dlib",
         face_kps=ident.kps.tolist(), face_image_size=ident.image_size, width=64, height=64, num_inference_steps=1, seed=1,
     )
     ident2 = engine.identity(r)
-    assert calls["detect"] == 0 and np.allclose(ident2.embedding, ident.embedding)
-    engine.generate(r)  # scoring may detect on the output, analysis of a reference may not
-    assert calls["detect"] == 1
+    assert calls == {"detect": 0, "detect_many": 0} and np.allclose(ident2.embedding, ident.embedding)
+    engine.generate(r)  # scoring may detect on the output (all outputs in one call), analysis of a reference may not
+    assert calls == {"detect": 0, "detect_many": 1}
     # with the stored face box too, the stored identity reproduces the photo path exactly
     from_photo = engine.generate(req(prompt="x", seed=1, num_inference_steps=1)).images[0]
     stored = engine.generate(r.model_copy(update={"face_bbox": ident.bbox.tolist()})).images[0]

@@ -66,6 +66,16 @@ def _shift(faces: list[Face], dx: float, dy: float, scale: float, w: int, h: int
 ORDERS = ("size", "score")
 
 
+def _each(fn: Any, items: list[Any], where: str = "face detection") -> list[Any]:
+    """``fn`` of every item, a cancel checkpoint between two of them."""
+    out = []
+    for i, item in enumerate(items):
+        if i:
+            checkpoint(where)
+        out.append(fn(item))
+    return out
+
+
 def _ordered(faces: list[Face], order: str) -> list[Face]:
     """``size``: largest box first (:func:`sort_faces`); ``score``: highest detection score
     first, equal scores in the detector's order (InsightFace's ``FaceAnalysis.get`` order)."""
@@ -244,12 +254,16 @@ class FaceAnalyzer(InSpace):
         return [_ordered(f, order) if f else [] for f in found]
 
     def _attempt(self, kind: str, arg: Any, rgbs: list[np.ndarray]) -> list[list[Face]]:
-        """One rung of the retry ladder (see :meth:`_attempts`) on each image."""
+        """One rung of the retry ladder (see :meth:`_attempts`) on each image: in one call where
+        the detector takes a batch, else image by image (a cancel lands between two images)."""
         scrfd = self.detector_kind == "scrfd"
+        batch = scrfd and self.detector.batchable
         if kind == "size":
-            return self.detector.detect_many(rgbs, det_size=arg)
+            if batch:
+                return self.detector.detect_many(rgbs, det_size=arg)
+            return _each(lambda rgb: self.detector.detect(rgb, det_size=arg), rgbs)
         if kind == "up":
-            return [self._detect_dlib_fast(rgb, arg) for rgb in rgbs]
+            return _each(lambda rgb: self._detect_dlib_fast(rgb, arg), rgbs)
         # pad, then shrink so the longer side is at most `arg`
         import cv2
 
@@ -261,10 +275,12 @@ class FaceAnalyzer(InSpace):
                 padded = cv2.resize(padded, (max(1, int(padded.shape[1] * scale)), max(1, int(padded.shape[0] * scale))), interpolation=cv2.INTER_AREA)
             copies.append(padded)
             shifts.append((px, py, scale, rgb.shape[1], rgb.shape[0]))
-        if scrfd:
+        if batch:
             found = self.detector.detect_many(copies, det_size=arg)
+        elif scrfd:
+            found = _each(lambda c: self.detector.detect(c, det_size=arg), copies)
         else:
-            found = [self.detector.detect(c, upsample=1) for c in copies]
+            found = _each(lambda c: self.detector.detect(c, upsample=1), copies)
         return [_shift(f, px, py, scale, w, h) for f, (px, py, scale, w, h) in zip(found, shifts)]
 
     def _detect_dlib_fast(self, rgb: np.ndarray, upsample: int) -> list[Face]:
@@ -302,7 +318,7 @@ class FaceAnalyzer(InSpace):
         if len(items) > 1 and hasattr(enc, "encode_crops") and hasattr(enc, "align"):
             embs = list(enc.encode_crops(np.stack([enc.align(rgb, f) for rgb, f in zip(rgbs, faces)])))
         else:
-            embs = [enc.encode(rgb, f) for rgb, f in zip(rgbs, faces)]
+            embs = _each(lambda pair: enc.encode(*pair), list(zip(rgbs, faces)), "face embedding")
         return [f.with_(embedding=e, space=self.space, quality=assess_quality(rgb, f) if with_quality else f.quality)
                 for rgb, f, e in zip(rgbs, faces, embs)]
 
