@@ -229,7 +229,7 @@ class GenerationRequest(BaseModel):
     output_format: OutputFormat = "png"
     face_detail: bool = Field(False, description="Re-render small faces at higher resolution.")
     face_box: list[float] | None = Field(None, description="Several people: where this request's face goes, (x1, y1, x2, y2) in output pixels.")
-    more_identities: list[PlacedIdentity] = Field(default_factory=list, max_length=3, description="More people in the picture, each in its own region (InstantID).")
+    more_identities: list[PlacedIdentity] = Field(default_factory=list, max_length=3, description="More people in the picture, each in its own region (InstantID, the FaceID family, InfiniteYou).")
 
     @model_validator(mode="after")
     def _check(self) -> "GenerationRequest":

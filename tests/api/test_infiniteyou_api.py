@@ -86,3 +86,58 @@ def test_cli_generate_writes_images_with_metadata_and_scores(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "faceanchor", "generate", "--method", "infiniteyou", "--weights", "tiny", "--face", str(small),
                           "--prompt", "x", "--negative-prompt", "ugly", "--steps", "1"], capture_output=True, text=True, env=env, timeout=600)
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "negative_prompt" in bad.stderr
+
+
+LEFT, RIGHT = [0, 0, 64, 64], [64, 0, 128, 64]
+TWO = dict(OPTS, width=128, height=64)
+
+
+def test_two_people_on_its_own_app(h):
+    body = {"face_image": _b64("obama.jpg"), "prompt": "two friends", "face_box": LEFT, **TWO,
+            "more_identities": [{"face_image": _b64("biden.jpg"), "box": RIGHT, "identity_strength": 0.7}]}
+    r = h.post("/v1/infiniteyou", json=body)
+    assert r.status_code == 200, r.text
+    meta = read_metadata(r.content)
+    assert Image.open(io.BytesIO(r.content)).size == (128, 64) and len(meta["identity_scores_per_person"][0]) == 2
+    assert meta["params"]["method"] == "infiniteyou" and meta["params"]["more_identities"][0]["identity_strength"] == 0.7
+    assert meta["params"]["identity_strength"] == 1.0  # unset over HTTP too: InfiniteYou's default InfuseNet scale, not 0.8
+    r = h.post("/v1/infiniteyou", json=dict(body, more_identities=[{"face_image": _b64("biden.jpg"), "box": [32, 0, 128, 64]}]))
+    assert 400 <= r.status_code < 500 and "overlap" in r.text
+
+
+def test_two_characters_with_it(h):
+    ids = []
+    for name, photo in (("Barack", "obama.jpg"), ("Joe", "biden.jpg")):
+        c = h.post("/v1/characters", json={"name": name, "images": {"face": _b64(photo)}})
+        assert c.status_code == 201, c.text
+        ids.append(c.json()["id"])
+    body = {"prompt": "two friends", "method": "infiniteyou", "layout": "left-right", **TWO,
+            "people": [{"character_id": ids[0], "identity_strength": 0.5}, {"character_id": ids[1]}]}
+    r = h.post("/v1/character/generate", json=body)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["params"]["method"] == "infiniteyou" and len(out["images"][0]["identity_scores"]) == 2
+    # person 1's own strength is on the request; person 2 keeps InfiniteYou's default InfuseNet scale (1.0), not 0.8
+    assert out["params"]["identity_strength"] == 0.5 and out["params"]["more_identities"][0]["identity_strength"] == 1.0
+    assert h.get(out["images"][0]["url"]).status_code == 200
+
+
+def test_cli_two_people_with_face_boxes(tmp_path):
+    from typer.testing import CliRunner
+
+    from faceanchor.cli.app import build_app
+
+    faces = []
+    for name in ("obama.jpg", "biden.jpg"):
+        faces.append(tmp_path / name)
+        Image.open(io.BytesIO(base64.b64decode(_b64(name)))).save(faces[-1])
+    out = tmp_path / "out"
+    r = CliRunner().invoke(build_app(), [
+        "--home", str(tmp_path / "home"), "--device", "cpu", "generate", "--method", "infiniteyou", "--weights", "tiny",
+        "--face", str(faces[0]), "--face-box", "0,0,64,64", "--face", str(faces[1]), "--face-box", "64,0,128,64",
+        "--prompt", "two friends", "--width", "128", "--height", "64", "--steps", "1", "--seed", "2", "--out", str(out), "--json"])
+    assert r.exit_code == 0, r.output
+    meta = json.loads(r.stdout.strip().splitlines()[-1])
+    embedded = read_metadata(open(meta["files"][0], "rb").read())
+    assert embedded["params"]["method"] == "infiniteyou" and len(embedded["identity_scores_per_person"][0]) == 2
+    assert embedded["params"]["face_box"] == [0, 0, 64, 64] and embedded["params"]["more_identities"][0]["box"] == [64, 0, 128, 64]

@@ -146,3 +146,57 @@ def test_8bit_runs_through_the_engine_and_the_real_loader(fx_settings, engine, t
         linears = [mod for mod in m.modules() if isinstance(mod, torch.nn.Linear)]
         assert linears and all(isinstance(mod.weight, QTensor) for mod in linears)
     assert not any(isinstance(p, QTensor) for p in pipe.base.vae.parameters())
+
+
+# ---------------------------------------------------------------------- several people
+
+BIDEN = small_copy("biden.jpg")
+LEFT, RIGHT = [0, 0, 64, 64], [64, 0, 128, 64]
+PEOPLE = dict(BASE, width=128, height=64, prompt="two friends at a cafe")
+
+
+def test_one_person_whose_box_is_the_whole_image_is_the_single_person_path(engine):
+    from faceanchor.types import PlacedIdentity
+
+    plain = engine.generate(GenerationRequest(**BASE, samples=2, width=64, height=64))
+    boxed = engine.generate(GenerationRequest(**BASE, samples=2, width=64, height=64, face_box=[0, 0, 64, 64]))
+    assert all(np.array_equal(a, b) for a, b in zip(_px(plain), _px(boxed)))
+    # two people, the second at strength 0: the first one's picture, bit for bit
+    alone = engine.generate(GenerationRequest(**PEOPLE, face_box=LEFT))
+    silent = engine.generate(GenerationRequest(**PEOPLE, face_box=LEFT, more_identities=[
+        PlacedIdentity(face_image=BIDEN, box=RIGHT, identity_strength=0.0)]))
+    assert np.array_equal(_px(alone)[0], _px(silent)[0])
+    two = engine.generate(GenerationRequest(**PEOPLE, face_box=LEFT, more_identities=[PlacedIdentity(face_image=BIDEN, box=RIGHT)]))
+    assert np.abs(_px(two)[0] - _px(alone)[0]).max() > 1e-3
+    assert len(two.images[0].identity_scores) == 2 and two.metadata()["params"]["more_identities"][0]["box"] == RIGHT
+    stronger = engine.generate(GenerationRequest(**PEOPLE, face_box=LEFT, more_identities=[
+        PlacedIdentity(face_image=BIDEN, box=RIGHT, identity_strength=1.5)]))
+    assert np.abs(_px(stronger)[0] - _px(two)[0]).max() > 1e-3  # its own InfuseNet scale (default: the request's, 1.0)
+
+
+def test_people_on_a_pose_photo_and_refusals(engine, tmp_path):
+    from PIL import Image
+
+    from faceanchor.errors import NoFaceError
+    from faceanchor.types import PlacedIdentity
+
+    a, b = Image.open(OBAMA).convert("RGB"), Image.open(BIDEN).convert("RGB")
+    h = min(a.height, b.height)
+    a, b = a.resize((a.width * h // a.height, h)), b.resize((b.width * h // b.height, h))
+    group = Image.new("RGB", (a.width + b.width, h))
+    group.paste(a, (0, 0))
+    group.paste(b, (a.width, 0))
+    pose = tmp_path / "group.jpg"
+    group.save(pose)
+    res = engine.generate(GenerationRequest(**PEOPLE, pose_image=str(pose), more_identities=[PlacedIdentity(face_image=BIDEN)]))
+    assert len(res.images[0].identity_scores) == 2
+    with pytest.raises(InvalidInputError, match="overlap"):
+        engine.generate(GenerationRequest(**PEOPLE, pose_image=str(pose), more_identities=[PlacedIdentity(face_image=BIDEN, pose_index=0)]))
+    with pytest.raises(NoFaceError, match="2 face"):
+        engine.generate(GenerationRequest(**PEOPLE, pose_image=str(pose), more_identities=[PlacedIdentity(face_image=BIDEN, pose_index=2)]))
+    with pytest.raises(InvalidInputError, match="needs a place"):
+        engine.generate(GenerationRequest(**PEOPLE, more_identities=[PlacedIdentity(face_image=BIDEN)]))
+    with pytest.raises(InvalidInputError, match="overlap"):
+        engine.generate(GenerationRequest(**PEOPLE, face_box=LEFT, more_identities=[PlacedIdentity(face_image=BIDEN, box=[32, 0, 128, 64])]))
+    with pytest.raises(InvalidInputError, match="leave pose_image out"):
+        engine.generate(GenerationRequest(**PEOPLE, pose_image=str(pose), face_box=LEFT, more_identities=[PlacedIdentity(face_image=BIDEN, box=RIGHT)]))

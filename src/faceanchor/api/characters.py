@@ -101,7 +101,7 @@ class PersonBody(BaseModel):
     face_index: int | None = Field(None, ge=0, description="With face: which face of the photo (largest first).")
     box: list[Coordinate] | None = Field(None, min_length=4, max_length=4, description="Where this face goes: (x1, y1, x2, y2) in output pixels.")
     pose_index: int | None = Field(None, ge=0, description="With pose_image: which of its faces (left to right); default the person's place in the list.")
-    identity_strength: float | None = Field(None, ge=0.0, le=2.0, description="This person's IdentityNet scale (default the request's).")
+    identity_strength: float | None = Field(None, ge=0.0, le=2.0, description="This person's IdentityNet (InstantID) or InfuseNet (InfiniteYou) scale (default the request's).")
     adapter_strength: float | None = Field(None, ge=0.0, le=2.0, description="This person's adapter scale (default the request's).")
 
     @field_validator("box")
@@ -293,8 +293,9 @@ def _prepare(op: str, body: CharacterBody, request: Request, settings, key=None)
         job["target"] = _image_bytes(images.target, "images.target", settings)
         assert isinstance(body, EditBody)
         job.update(mode=body.mode, strength=body.strength, mask_source=body.mask_source)
+    unset = {"identity_strength"} - body.model_fields_set  # stays unset: the method's default (InstantID 0.8, InfiniteYou 1.0)
     fields = body.model_dump(mode="json", exclude={"base64", "character_id", "images", "reference_set", "mode", "strength", "mask_source",
-                                                   "people", "layout"}, exclude_none=True)
+                                                   "people", "layout"} | unset, exclude_none=True)
     fields.setdefault("method", "instantid")
     job["fields"] = resolve_images(fields, settings)
     job["references"] = body.reference_set

@@ -74,7 +74,8 @@ def prepare_request(app: str, body: GenerateBody, settings: Settings) -> dict[st
         raise InvalidInputError(f"model_name {body.model_name!r} is not offered by this server")
     if body.face_image is None and not body.face_images and body.face_embedding is None:
         raise validation_error("face_image: a face photo (or face_images / face_embedding) is required")
-    data = body.model_dump(mode="json", exclude={"base64"})
+    # an unset identity_strength stays unset: its default is the method's (InstantID 0.8, InfiniteYou 1.0)
+    data = body.model_dump(mode="json", exclude={"base64"} | ({"identity_strength"} - body.model_fields_set))
     data["method"] = method
     return resolve_images(data, settings)
 

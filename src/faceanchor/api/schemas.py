@@ -39,7 +39,7 @@ class GenerateBody(GenerationRequest):
     face_kps: list[Annotated[list[Coordinate], Field(min_length=2, max_length=2)]] | None = Field(None, min_length=5, max_length=5)
     face_bbox: list[Coordinate] | None = Field(None, min_length=4, max_length=4, description="Face box (x1, y1, x2, y2) in the photo face_kps came from.")
     face_image_size: tuple[Side, Side] | None = Field(None, description="(width, height) of the photo face_kps came from.")
-    more_identities: list[PlacedIdentityBody] = Field(default_factory=list, max_length=3, description="More people in the picture, each in its own region (InstantID).")
+    more_identities: list[PlacedIdentityBody] = Field(default_factory=list, max_length=3, description="More people in the picture, each in its own region (InstantID, the FaceID family, InfiniteYou).")
     base64: bool = Field(False, description="Synchronous calls: true returns JSON with base64 images; false returns the image bytes (several samples: a JSON list of image links).")
 
 

@@ -88,7 +88,7 @@ def register(app: typer.Typer) -> None:
         face_pack: Optional[str] = typer.Option(None, "--pack", help="Face pack (default: the method's; dlib for dummy/tiny)."),
         as_json: bool = typer.Option(False, "--json", help="Print the result metadata as JSON."),
         face_box: List[str] = typer.Option([], "--face-box", metavar="X1,Y1,X2,Y2",
-                                           help="Several people: where each --face goes in output pixels (one per --face; InstantID)."),
+                                           help="Several people: where each --face goes in output pixels (one per --face; InstantID, FaceID, InfiniteYou)."),
         people: bool = typer.Option(False, "--people", help="Each --face is another person, placed on --pose-image's faces left to right."),
     ) -> None:
         """Generate images of the person in --face (or of several people: --face-box / --people)."""

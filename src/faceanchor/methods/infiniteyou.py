@@ -12,6 +12,16 @@ distilled guidance), 30 steps, 864 × 1152. ``adapter_model``: the model version
 (default) or ``sim_stage1``, or a folder / hub id holding it; ``model_name``: the FLUX base
 (FLUX.1-dev by default; a FLUX.1-dev fine-tune or FLUX.1-schnell, which the official README says
 the weights plug into — schnell: 4 steps).
+
+Several people (up to 4, ``face_box`` + ``more_identities``): one InfuseNet pass per person with
+its own identity tokens and control image, its residuals weighted by its region in FLUX's
+packed-latent token space and summed (:mod:`faceanchor.pipelines.infiniteyou_flux`); its scale
+is its own ``identity_strength`` (default: the request's InfuseNet scale). A person goes where
+its ``box`` says (control image black, as InfiniteYou without a pose photo) or, with
+``pose_image``, onto the pose photo's faces (resized and padded to the output) taken left to
+right (``pose_index`` picks another): that face's keypoints alone are drawn for it and its face
+box is its region. Regions are feathered inwards a few pixels when several people act; they
+must not overlap.
 """
 
 from __future__ import annotations
@@ -63,7 +73,8 @@ class InfiniteYou(Method):
     families = ("flux",)
     space = "facexlib"
     normalised = True
-    fields = frozenset({"identity_strength", "pose_image", "control_guidance_start", "control_guidance_end"})
+    fields = frozenset({"identity_strength", "pose_image", "control_guidance_start", "control_guidance_end", "face_box", "more_identities"})
+    max_identities = 4
     max_references = 5
     concat_references = False
     order = 20
@@ -122,16 +133,19 @@ class InfiniteYou(Method):
 
     # ------------------------------------------------------------------ request facts
 
-    def size(self, request: GenerationRequest, loader: Any, settings: Any) -> tuple[int, int]:
-        from faceanchor.methods.sizing import cap_size
-
+    def asked_size(self, request: GenerationRequest, loader: Any) -> tuple[int, int]:
+        """The size asked for (before the working-size cap and grid rounding): the request's, the
+        other side following the default aspect, else the default (the tiny weights' native size)."""
         native = loader.default_size("flux")
         dw, dh = (native, native) if native else DEFAULT_SIZE
         if request.width is None and request.height is None:
-            w, h = dw, dh
-        else:
-            w = request.width or int(round(request.height * dw / dh))
-            h = request.height or int(round(request.width * dh / dw))
+            return dw, dh
+        return request.width or int(round(request.height * dw / dh)), request.height or int(round(request.width * dh / dw))
+
+    def size(self, request: GenerationRequest, loader: Any, settings: Any) -> tuple[int, int]:
+        from faceanchor.methods.sizing import cap_size
+
+        w, h = self.asked_size(request, loader)
         return cap_size(w, h, self.work_pixels("flux", settings, loader), GRID)
 
     def _control(self, request: GenerationRequest, tools: Any, width: int, height: int) -> Any:
@@ -145,6 +159,41 @@ class InfiniteYou(Method):
         if not faces:
             raise NoFaceError("no face found in pose_image (resized and padded to the output size; also tried other scales)")
         return control_image(width, height, np.asarray(faces[0].kps))
+
+    def placements(self, request: GenerationRequest, more: list, tools: Any, width: int, height: int,
+                   scale: float) -> list[tuple[list[float], Any, Any, float]]:
+        """``(box, control image or None for black, region mask, InfuseNet scale)`` per person
+        (request order; the request's own face first). Boxes are in the pixels asked for (they
+        follow the working-size cap); without one a person takes a face of ``pose_image`` (left to
+        right, or ``pose_index``). Regions are feathered inwards when several people act."""
+        from faceanchor.methods.regions import box_mask, check_no_overlap, clip_box, fit_box
+        from faceanchor.pipelines.infiniteyou_flux import control_image, resize_and_pad
+
+        people = [(request.face_box, None, scale)] + [
+            (p.box, p.pose_index, scale if p.identity_strength is None else float(p.identity_strength)) for _, p in more]
+        faces = None
+        if request.pose_image is not None:
+            if all(box is not None for box, _, _ in people):
+                raise InvalidInputError("pose_image places the people without a box, and every person here has one; leave pose_image out")
+            an = tools.analyzer(tools.pack())
+            padded = resize_and_pad(an.load(request.pose_image, name="pose_image"), (width, height))
+            faces = sorted(an.detect(padded), key=lambda f: f.bbox[0] + f.bbox[2])  # left to right
+        asked = self.asked_size(request, tools.loader)
+        placed = []
+        for j, (box, pose_index, s) in enumerate(people, start=1):
+            if box is not None:
+                placed.append((clip_box(fit_box(box, asked, width, height), width, height, j), None, s))
+            elif faces is not None:
+                k = (j - 1) if pose_index is None else pose_index
+                if k >= len(faces):
+                    raise NoFaceError(f"pose_image has {len(faces)} face(s) (resized and padded to the output); person {j} needs face {k + 1} (left to right)")
+                f = faces[k]
+                placed.append((clip_box(np.asarray(f.bbox, np.float64), width, height, j), control_image(width, height, np.asarray(f.kps)), s))
+            else:
+                raise InvalidInputError(f"with several people each needs a place: give person {j} a box (face_box for the first) or a pose_image")
+        check_no_overlap([b for b, _, _ in placed])
+        feather = any(s != 0.0 for _, _, s in placed[1:])  # as InstantID: feathered once a second person acts
+        return [([float(v) for v in b], c, box_mask(b, width, height, feather), s) for b, c, s in placed]
 
     def settings_for(self, request: GenerationRequest, schnell: bool = False) -> tuple[int, float, float]:
         """``(steps, guidance, InfuseNet scale)``: the request's, else the official defaults (30 / 3.5 / 1.0;
@@ -167,10 +216,23 @@ class InfiniteYou(Method):
             raise InvalidInputError("infiniteyou takes one identity embedding; combine references with average or norm-average")
         schnell = "schnell" in str(request.model_name or "").lower() or not pipe.base.transformer.config.guidance_embeds
         steps, guidance, scale = self.settings_for(request, schnell)
+        region, more = None, []
         with ctx.stage("controls"):
             width, height = self.size(request, tools.loader, tools.settings)
-            control = self._control(request, tools, width, height)
             tokens = pipe.identity_tokens(ident.embedding)
+            if ctx.more or request.face_box is not None:
+                from faceanchor.pipelines.infiniteyou_flux import RegionIdentity
+
+                placed = self.placements(request, ctx.more, tools, width, height, scale)
+                ctx.regions = [box for box, _, _, _ in placed]
+                _, control, region, _ = placed[0]
+                for (person, _), (_, c, m, s) in zip(ctx.more, placed[1:]):
+                    if person.embedding.ndim == 2:
+                        raise InvalidInputError("infiniteyou takes one identity embedding per person; combine references with average or norm-average")
+                    if s != 0.0:  # a person at strength 0 adds nothing: left out
+                        more.append(RegionIdentity(pipe.identity_tokens(person.embedding), c, m, s))
+            else:
+                control = self._control(request, tools, width, height)
         seq = 512 if tools.loader.kind != "tiny" else 32
         if schnell:
             seq = min(seq, 256)  # schnell's T5 length
@@ -185,6 +247,7 @@ class InfiniteYou(Method):
                     guidance_start=request.control_guidance_start, guidance_end=request.control_guidance_end,
                     generator=tools.generators(part), control_generator=torch.Generator(device=device.type).manual_seed(int(part[0])),
                     max_sequence_length=seq, callback_on_step_end=ctx.step_callback(chunk), output_type="latent",
+                    region=region, more_identities=more,
                 )
             with ctx.stage("decode"):
                 images.extend(pipe.decode(latents, width, height))

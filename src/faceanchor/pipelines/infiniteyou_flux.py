@@ -19,6 +19,13 @@ parts (``FluxPipeline.encode_prompt`` / ``prepare_latents`` / ``_pack_latents`` 
   with ``guidance_scale`` as its distilled guidance; a flow-matching Euler step. Outside the window
   InfuseNet is not run (its residuals would be multiplied by 0).
 
+Several people (issue 15): ``region`` is the first identity's mask and each :class:`RegionIdentity`
+adds one InfuseNet pass with its own identity tokens, control image (keypoints drawn for that
+person alone, or black) and scale. Each pass's residuals are multiplied by its region in the
+packed-latent token space (:func:`token_mask`: the mean of the pixel mask over each token's
+16 × 16 pixel patch, in the row-major order of ``_pack_latents``) and summed; outside every region
+no identity residual reaches the transformer. Regions must not overlap.
+
 Memory: :meth:`InfiniteYouFluxPipeline.enable_model_cpu_offload` keeps one stage at a time on the
 GPU, the official ``cpu_offload`` stages (CLIP + T5, the VAE for the control image, InfuseNet with
 the transformer while denoising, the VAE to decode), with accelerate's hooks as diffusers' own
@@ -27,10 +34,12 @@ model CPU offload; 8-bit weights come from the loaders (:mod:`faceanchor.pipelin
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from faceanchor.errors import InvalidInputError
@@ -64,6 +73,55 @@ def control_image(width: int, height: int, kps: np.ndarray | None = None) -> Ima
 def control_keep(steps: int, start: float, end: float) -> list[float]:
     """Per step 1.0 inside the InfuseNet window, else 0.0 (the official test, strict at the ends)."""
     return [1.0 - float(i / steps < start or (i + 1) / steps > end) for i in range(steps)]
+
+
+def pixel_mask(mask: Any, width: int, height: int) -> torch.Tensor:
+    """A region mask as a float ``(height, width)`` tensor in [0, 1]: ``uint8`` (PIL ``L``/``RGB``
+    images, arrays, tensors; channel 0) divided by 255, ``bool`` as 0/1, floats as they are."""
+    if isinstance(mask, Image.Image):
+        mask = np.array(mask)
+    t = torch.from_numpy(np.ascontiguousarray(mask)) if isinstance(mask, np.ndarray) else torch.as_tensor(mask)
+    if t.ndim == 3:
+        t = t[..., 0]
+    if tuple(t.shape) != (int(height), int(width)):
+        raise InvalidInputError(f"a region mask must be {height}x{width} (the output size), got {tuple(t.shape)}")
+    if t.dtype == torch.uint8:
+        return t.to(torch.float32) / 255.0
+    return t.to(torch.float32)
+
+
+def token_mask(mask: Any, width: int, height: int, patch: int = 16) -> torch.Tensor:
+    """A pixel-space region mask in FLUX's packed-latent token space: ``(tokens,)``, one weight per
+    image token, the mean of the mask over that token's ``patch`` x ``patch`` pixels (VAE factor 8 ×
+    the 2×2 latent packing), tokens in ``_pack_latents`` order (row-major over the
+    ``height/patch`` x ``width/patch`` grid). A token no pixel of the mask reaches weighs 0."""
+    m = pixel_mask(mask, width, height)
+    if width % patch or height % patch:
+        raise InvalidInputError(f"width and height must be multiples of {patch}, got {width}x{height}")
+    return F.avg_pool2d(m[None, None], kernel_size=patch)[0, 0].reshape(-1)
+
+
+@dataclass
+class RegionIdentity:
+    """One more person in the picture: its identity tokens (``(8, D)`` or ``(B, 8, D)``, from
+    :meth:`InfiniteYouFluxPipeline.identity_tokens`), its control image (keypoints drawn for it
+    alone; ``None``: black), its region ``mask`` at output size (see :func:`pixel_mask`) and its
+    InfuseNet scale."""
+
+    tokens: Any
+    control: Any
+    mask: Any
+    scale: float = 1.0
+
+
+@dataclass
+class _InfusePass:
+    tokens: torch.Tensor  # (n, T, D) identity tokens
+    token_ids: torch.Tensor  # (T, 3) zero text ids of their length
+    cond: torch.Tensor | None  # packed control latents (None until encoded)
+    control: Any  # the control image
+    scale: float
+    mask: torch.Tensor | None  # (1, image tokens, 1) region weights; None: everywhere
 
 
 class InfiniteYouFluxPipeline:
@@ -151,8 +209,15 @@ class InfiniteYouFluxPipeline:
         max_sequence_length: int = 512,
         callback_on_step_end: Callable[..., dict] | None = None,
         output_type: str = "pil",
+        region: Any = None,
+        more_identities: Sequence[RegionIdentity] = (),
     ) -> Any:
-        """Images (``output_type`` ``pil``/``np``/``pt``) or packed latents (``latent``) for ``num_images``."""
+        """Images (``output_type`` ``pil``/``np``/``pt``) or packed latents (``latent``) for ``num_images``.
+
+        ``region``: the first identity's mask (output size); its InfuseNet residuals act inside it
+        only. ``more_identities``: more people, each in its own region (:class:`RegionIdentity`);
+        then ``region`` is required and no two regions may overlap.
+        """
         from diffusers.pipelines.flux.pipeline_flux import calculate_shift, retrieve_timesteps
 
         base, net, tr = self.base, self.infusenet, self.base.transformer
@@ -169,21 +234,14 @@ class InfiniteYouFluxPipeline:
         if prompt_embeds.shape[0] != n:  # given embeddings are not repeated by encode_prompt
             prompt_embeds = prompt_embeds.repeat_interleave(n // prompt_embeds.shape[0], dim=0)
             pooled = pooled.repeat_interleave(n // pooled.shape[0], dim=0)
-        ids = torch.as_tensor(id_tokens).to(device=device, dtype=prompt_embeds.dtype)
-        if ids.ndim == 2:
-            ids = ids[None]
-        if ids.shape[-1] != net.config.joint_attention_dim:
-            raise InvalidInputError(f"identity tokens are {ids.shape[-1]} wide, InfuseNet takes {net.config.joint_attention_dim}")
-        if ids.shape[0] != n:
-            ids = ids.repeat_interleave(n // ids.shape[0], dim=0) if n % ids.shape[0] == 0 else ids[:1].repeat(n, 1, 1)
-        id_ids = torch.zeros(ids.shape[1], 3, device=device, dtype=text_ids.dtype)
-
-        if control is None:
-            control = control_image(width, height)
-        cond = self.encode_control(control, width, height, n, control_generator)
+        passes = self._passes(id_tokens, control, conditioning_scale, region, more_identities, width, height, n, prompt_embeds.dtype, text_ids.dtype)
+        first = passes[0]
+        first.cond = self.encode_control(first.control, width, height, n, control_generator)
         repeat_blocks = net.input_hint_block is not None
         c = tr.config.in_channels // 4
         latents, image_ids = base.prepare_latents(n, c, height, width, prompt_embeds.dtype, device, generator, latents)
+        for p in passes[1:]:  # after the first identity's control and the latents: those stay as with one person
+            p.cond = self.encode_control(p.control, width, height, n, control_generator)
 
         steps = int(num_inference_steps)
         sigmas = np.linspace(1.0, 1 / steps, steps)
@@ -197,14 +255,17 @@ class InfiniteYouFluxPipeline:
 
         for i, t in enumerate(timesteps):
             timestep = t.expand(n).to(latents.dtype)
-            scale = float(conditioning_scale) * keep[i]
             blocks = single = None
-            if scale != 0.0:
-                blocks, single = net(
-                    hidden_states=latents, controlnet_cond=cond, controlnet_mode=None, conditioning_scale=scale,
-                    timestep=timestep / 1000, guidance=net_guidance, pooled_projections=pooled, encoder_hidden_states=ids,
-                    txt_ids=id_ids, img_ids=image_ids, return_dict=False,
+            for p in passes:
+                scale = p.scale * keep[i]
+                if scale == 0.0:
+                    continue
+                b, sb = net(
+                    hidden_states=latents, controlnet_cond=p.cond, controlnet_mode=None, conditioning_scale=scale,
+                    timestep=timestep / 1000, guidance=net_guidance, pooled_projections=pooled, encoder_hidden_states=p.tokens,
+                    txt_ids=p.token_ids, img_ids=image_ids, return_dict=False,
                 )
+                blocks, single = _add(blocks, b, p.mask), _add(single, sb, p.mask)
             noise = tr(
                 hidden_states=latents, timestep=timestep / 1000, guidance=tr_guidance, pooled_projections=pooled,
                 encoder_hidden_states=prompt_embeds, controlnet_block_samples=blocks, controlnet_single_block_samples=single,
@@ -219,6 +280,50 @@ class InfiniteYouFluxPipeline:
             return latents
         return self.decode(latents, width, height, output_type)
 
+    def _passes(self, id_tokens: Any, control: Any, scale: float, region: Any, more: Sequence[RegionIdentity],
+                width: int, height: int, n: int, dtype: torch.dtype, ids_dtype: torch.dtype) -> list[_InfusePass]:
+        """One InfuseNet pass per identity (the call's own first), checked; people at scale 0 are left out."""
+        device = self.device
+        more = list(more)
+        if more and region is None:
+            raise InvalidInputError("with several identities each needs its region: give region for the first one too")
+        patch = self.base.vae_scale_factor * 2
+        pixels: list[torch.Tensor] = []
+        out = []
+        for j, (tokens, ctrl, mask, s) in enumerate([(id_tokens, control, region, scale)] + [(x.tokens, x.control, x.mask, x.scale) for x in more], start=1):
+            if not float(s) >= 0:
+                raise InvalidInputError(f"identity {j} InfuseNet scale must be >= 0, got {s}")
+            if j > 1 and mask is None:
+                raise InvalidInputError(f"identity {j} needs its region mask")
+            weights = None
+            if mask is not None:
+                px = pixel_mask(mask, width, height)
+                for i, earlier in enumerate(pixels, start=1):
+                    if bool(((earlier > 0) & (px > 0)).any()):
+                        raise InvalidInputError(f"the regions of identities {i} and {j} overlap; give each person its own area")
+                pixels.append(px)
+                weights = token_mask(px, width, height, patch).to(device=device, dtype=dtype)[None, :, None]
+            if j > 1 and float(s) == 0.0:
+                continue  # adds nothing: no tokens, no control image encoded
+            ids = self._tokens(tokens, n, device, dtype, j)
+            ctrl = ctrl if ctrl is not None else control_image(width, height)
+            out.append(_InfusePass(ids, torch.zeros(ids.shape[1], 3, device=device, dtype=ids_dtype), None, ctrl, float(s), weights))
+        return out
+
+    def _tokens(self, tokens: Any, n: int, device: torch.device, dtype: torch.dtype, j: int) -> torch.Tensor:
+        ids = torch.as_tensor(tokens).to(device=device, dtype=dtype)
+        if ids.ndim == 2:
+            ids = ids[None]
+        width = self.infusenet.config.joint_attention_dim
+        who = "identity tokens" if j == 1 else f"identity {j} tokens"
+        if ids.ndim != 3:
+            raise InvalidInputError(f"{who} must be (T, D) or (B, T, D), got shape {tuple(ids.shape)}")
+        if ids.shape[-1] != width:
+            raise InvalidInputError(f"{who} are {ids.shape[-1]} wide, InfuseNet takes {width}")
+        if ids.shape[0] != n:
+            ids = ids.repeat_interleave(n // ids.shape[0], dim=0) if n % ids.shape[0] == 0 else ids[:1].repeat(n, 1, 1)
+        return ids
+
     def decode(self, latents: torch.Tensor, width: int, height: int, output_type: str = "pil") -> Any:
         """Packed latents → images (unpack, ``z / scale + shift``, VAE decode)."""
         base, vae = self.base, self.base.vae
@@ -228,3 +333,12 @@ class InfiniteYouFluxPipeline:
             image = vae.decode(z, return_dict=False)[0]
         self._offload()  # all models back on the CPU, as diffusers' maybe_free_model_hooks
         return base.image_processor.postprocess(image, output_type=output_type)
+
+
+def _add(total: Any, residuals: Any, mask: torch.Tensor | None) -> Any:
+    """``total`` plus one pass's residuals (each ``(B, image tokens, D)``) weighted by its token mask."""
+    if residuals is None:
+        return total
+    if mask is not None:
+        residuals = [r * mask for r in residuals]
+    return list(residuals) if total is None else [a + b for a, b in zip(total, residuals)]

@@ -224,9 +224,13 @@ class CharacterService:
                 raise InvalidInputError(f"people[{j}]: {msg}") from None
         own = {k: first[k] for k in IDENTITY_FIELDS if first.get(k) is not None}
         strengths = {k: first[k] for k in ("identity_strength", "adapter_strength") if first.get(k) is not None}
-        # the others default to the request's strengths, not to person 1's own
-        more = [m.model_copy(update={k: getattr(base, k) for k in ("identity_strength", "adapter_strength") if getattr(m, k) is None})
-                for m in more]
+        # the others default to the request's strengths (as the method resolves them: InfiniteYou's
+        # InfuseNet scale defaults to 1.0), not to person 1's own
+        from faceanchor.methods.registry import get as method_named
+
+        defaults = {k: getattr(base, k) for k in ("identity_strength", "adapter_strength")}
+        defaults.update({k: v for k, v in method_named(base.method).effective_params(base).items() if k in defaults})
+        more = [m.model_copy(update={k: defaults[k] for k in defaults if getattr(m, k) is None}) for m in more]
         data = dict(fields, **own, **strengths, face_box=first["box"], more_identities=more)
         return parse_request(data), list(dict.fromkeys(names))
 
