@@ -9,6 +9,11 @@ available offline, so its embedding time is a lower bound); ``--cnn`` adds dlib'
 Each number is the median over ``--runs`` runs per image, then the median over images. Peak
 memory: the process's max RSS (``resource.getrusage``) after each backend, and the peak of
 Python-level allocations (``tracemalloc``) during it.
+
+Scoring (the engine's identity score of a request's outputs): every image detected and embedded
+one by one vs all at once (``ScrfdDetector.detect_many`` + ``ArcFaceEncoder.encode_crops``, one
+network call each) on batch-free copies of the same two models (the files fix batch 1;
+``tests/face/batched_onnx.py`` frees it), medians of interleaved runs and their ratio.
 """
 
 from __future__ import annotations
@@ -102,6 +107,41 @@ def bench(name: str, detect, encode, images: list[tuple[str, np.ndarray]], runs:
     return {"backend": name, "detect": med(det_ms), "align": med(align_ms), "embed": med(emb_ms), "found": f"{found}/{len(images)}", "rss": rss, "py": py_peak}
 
 
+def scoring(scrfd_path: Path, arcface_path: Path, images: list[tuple[str, np.ndarray]], runs: int, tmp: Path) -> None:
+    sys.path.insert(0, str(ROOT / "tests" / "face"))
+    from batched_onnx import batched_copy
+
+    from faceanchor.face.detect_scrfd import ScrfdDetector
+    from faceanchor.face.encode_arcface import ArcFaceEncoder
+
+    det = ScrfdDetector(batched_copy(scrfd_path, tmp / "scrfd_batched.onnx")).prepare()
+    enc = ArcFaceEncoder(batched_copy(arcface_path, tmp / "arcface_batched.onnx"), space="arcface-test-model").prepare()
+    rgbs = [rgb for _, rgb in images]
+
+    def one_by_one():
+        for rgb in rgbs:
+            faces = det.detect(rgb)
+            if faces:
+                enc.encode(rgb, faces[0])
+
+    def batched():
+        found = det.detect_many(rgbs)
+        crops = [enc.align(rgb, f[0]) for rgb, f in zip(rgbs, found) if f]
+        if crops:
+            enc.encode_crops(np.stack(crops))
+
+    one_by_one(), batched()  # warm-up
+    a, b = [], []
+    for _ in range(runs):
+        for fn, out in ((one_by_one, a), (batched, b)):
+            t = time.perf_counter()
+            fn()
+            out.append((time.perf_counter() - t) * 1000)
+    ma, mb = statistics.median(a), statistics.median(b)
+    print(f"scoring {len(rgbs)} outputs (scrfd + arcface-test-model, batch-free copies): one by one {ma:.1f} ms, "
+          f"batched {mb:.1f} ms, batched/one-by-one {mb / ma:.2f}x")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=5)
@@ -130,6 +170,7 @@ def main() -> None:
         arc = ArcFaceEncoder(tiny_arcface(Path(tmp)), space="arcface-test-model").prepare()
         scrfd = ScrfdDetector(scrfd_model()).prepare()
         rows.append(bench("scrfd + arcface-test-model", lambda x: scrfd.detect(x), arc.encode, images, args.runs))
+        scoring(scrfd_model(), tiny_arcface(Path(tmp)), images, args.runs, Path(tmp))
     base = rows[0]  # dlib HOG, the offline default, is the baseline of the ratio columns
     head = (f"{'backend':<28} {'detect ms':>10} {'align ms':>9} {'embed ms':>9} {'faces':>6} {'max RSS MiB':>12} {'py peak MiB':>12}"
             f" {'detect x':>9} {'total x':>8}")

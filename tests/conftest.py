@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -98,6 +99,31 @@ def onnx_pack_settings(tmp_path, scrfd_model_path, tiny_arcface):
     pack.mkdir(parents=True)
     shutil.copy(scrfd_model_path, pack / "det_10g.onnx")
     shutil.copy(tiny_arcface.path, pack / "w600k_r50.onnx")
+    return Settings(home=tmp_path / "home", insightface_root=root)
+
+
+@pytest.fixture(scope="session")
+def batched_models(tmp_path_factory, scrfd_model_path, tiny_arcface) -> dict[str, Path]:
+    """The real SCRFD and the tiny ArcFace with a free batch size (the files fix it at 1):
+    ``{"scrfd": ..., "arcface": ...}`` (tests/face/batched_onnx.py)."""
+    sys.path.insert(0, str(Path(__file__).parent / "face"))
+    from batched_onnx import batched_copy
+
+    d = tmp_path_factory.mktemp("batched")
+    return {"scrfd": batched_copy(scrfd_model_path, d / "scrfd_batched.onnx"),
+            "arcface": batched_copy(tiny_arcface.path, d / "arcface_batched.onnx")}
+
+
+@pytest.fixture
+def batched_pack_settings(tmp_path, batched_models):
+    """Settings with a ``buffalo_l`` pack of the batch-free copies (real SCRFD + tiny ArcFace)."""
+    from faceanchor.config import Settings
+
+    root = tmp_path / "insightface-batched"
+    pack = root / "models" / "buffalo_l"
+    pack.mkdir(parents=True)
+    shutil.copy(batched_models["scrfd"], pack / "det_10g.onnx")
+    shutil.copy(batched_models["arcface"], pack / "w600k_r50.onnx")
     return Settings(home=tmp_path / "home", insightface_root=root)
 
 

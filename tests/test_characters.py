@@ -93,17 +93,23 @@ def test_generation_from_a_character_runs_no_face_analysis(env, monkeypatch):
     an = engine.analyzer("dlib")
     calls = {"get_face": 0, "detect": [], "embed": []}
 
+    def size(img):
+        return tuple(img.size) if hasattr(img, "size") and not isinstance(img, np.ndarray) else img.shape[1::-1]
+
     def count(name, orig):
         def wrapper(*a, **k):
             if name in ("detect", "embed"):
-                img = a[0]
-                calls[name].append(tuple(img.size) if hasattr(img, "size") and not isinstance(img, np.ndarray) else img.shape[1::-1])
+                calls[name].append(size(a[0]))
+            elif name == "detect_many":  # scoring: every output in one call
+                calls["detect"].extend(size(img) for img in a[0])
+            elif name == "embed_many":
+                calls["embed"].extend(size(img) for img, _ in a[0])
             else:
                 calls[name] += 1
             return orig(*a, **k)
         return wrapper
 
-    for name in ("get_face", "detect", "embed"):
+    for name in ("get_face", "detect", "embed", "detect_many", "embed_many"):
         monkeypatch.setattr(an, name, count(name, getattr(an, name)))
     res = chars.generate(engine, FIELDS, character_id=ch.id)
     assert calls["get_face"] == 0

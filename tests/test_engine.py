@@ -172,22 +172,26 @@ def test_cancel_between_steps(engine):
 def test_precomputed_embedding_skips_face_analysis(engine, monkeypatch):
     ident = engine.identity(req())
     an = engine.analyzer("dlib")
-    calls = {"detect": 0}
-    real_detect = an.detect
+    calls = {"detect": 0, "detect_many": 0}
 
-    def counting(*a, **k):
-        calls["detect"] += 1
-        return real_detect(*a, **k)
+    def counting(name):
+        real = getattr(an, name)
 
-    monkeypatch.setattr(an, "detect", counting)
+        def count(*a, **k):
+            calls[name] += 1
+            return real(*a, **k)
+        return count
+
+    monkeypatch.setattr(an, "detect", counting("detect"))
+    monkeypatch.setattr(an, "detect_many", counting("detect_many"))
     r = GenerationRequest(
         prompt="x", face_embedding=ident.embedding.tolist(), face_embedding_space="dlib",
         face_kps=ident.kps.tolist(), face_image_size=ident.image_size, width=64, height=64, num_inference_steps=1, seed=1,
     )
     ident2 = engine.identity(r)
-    assert calls["detect"] == 0 and np.allclose(ident2.embedding, ident.embedding)
-    engine.generate(r)  # scoring may detect on the output, analysis of a reference may not
-    assert calls["detect"] == 1
+    assert calls == {"detect": 0, "detect_many": 0} and np.allclose(ident2.embedding, ident.embedding)
+    engine.generate(r)  # scoring may detect on the output (all outputs in one call), analysis of a reference may not
+    assert calls == {"detect": 0, "detect_many": 1}
     # with the stored face box too, the stored identity reproduces the photo path exactly
     from_photo = engine.generate(req(prompt="x", seed=1, num_inference_steps=1)).images[0]
     stored = engine.generate(r.model_copy(update={"face_bbox": ident.bbox.tolist()})).images[0]
@@ -371,3 +375,32 @@ def test_per_controlnet_scales(engine):
         req(controlnet_selection=["pose"], controlnet_scales={"pose": 2.5})
     with pytest.raises(InvalidInputError, match="controlnet_scales"):
         engine.generate(req(method="faceid", controlnet_selection=["pose"], controlnet_scales={"pose": 0.5}))
+
+
+@pytest.mark.parametrize("pack", ["dlib", "buffalo_l"])
+def test_scoring_all_outputs_at_once_equals_scoring_each(pack, request, tmp_path):
+    """Engine.score takes every output in one face-stack call (batched SCRFD/ArcFace where the
+    models take a batch); the scores are those of scoring each image alone."""
+    from PIL import Image
+
+    from faceanchor.face.analyzer import FaceAnalyzer
+    from faceanchor.face.similarity import identity_score
+    from faceanchor.imageio import load_image
+    from faceanchor.types import Identity
+
+    if pack == "dlib":
+        batched = fixed = Settings(home=tmp_path / "h", device="cpu")
+    else:
+        batched, fixed = request.getfixturevalue("batched_pack_settings"), request.getfixturevalue("onnx_pack_settings")
+    eng = Engine(batched, weights="tiny", face_pack="dlib")
+    one = FaceAnalyzer(fixed, pack=pack).prepare()
+    ref = one.get_face(load_image(OBAMA2)).embedding
+    images = [load_image(OBAMA), Image.new("RGB", (256, 256), (40, 40, 40)), load_image(BIDEN), load_image(OBAMA)]
+    got = eng.score(images, Identity(embedding=ref, space=pack, kps=None, bbox=None, image_size=None, reference=ref))
+    expected = []
+    for img in images:  # the per-image path
+        faces = one.detect(img, max_attempts=2)
+        expected.append(round(float(identity_score(one.embed(img, faces[0]).embedding, ref)), 4) if faces else None)
+    assert [s for s, _ in got] == expected
+    assert got[1] == (None, "no face found in the output") and None not in (got[0][0], got[2][0], got[3][0])
+    assert got[0][0] > got[2][0]  # obama scores closer to obama than biden does

@@ -90,6 +90,8 @@ class Settings(BaseSettings):
     flux_quantize: Literal["none", "8bit"] = Field(default="none", description=(
         "8bit: InfuseNet, the FLUX transformer and T5 with optimum-quanto qint8 weights, as InfiniteYou's --quantize_8bit (the quant extra)."))
     speed_cross_attention_cache: bool = Field(default=True, description="Cross-attention keys/values once per generation.")
+    speed_attention_slicing: int = Field(default=0, ge=0, description=(
+        "Attention over query chunks of this many tokens (memory; e.g. 1024), identity processors kept; 0: off."))
 
     # Bounded work per request (README "Bounded work").
     work_megapixels_sdxl: float | None = Field(default=None, gt=0, description="Working-size cap of SDXL-class methods in megapixels; None: the method's own (1.31).")
@@ -97,6 +99,9 @@ class Settings(BaseSettings):
     job_timeout_seconds: float = Field(default=1800.0, gt=0, description="A job running longer is stopped and fails with error type timeout; a request's `timeout` may lower it.")
     job_stuck_grace_seconds: float = Field(default=10.0, gt=0, description="A job still running this long after its cancel or time limit is stuck in native code: its worker process is recycled.")
     worker_processes: bool = Field(default=False, description="Run each worker's engine in a supervised child process (generation apps), recycled when a job is stuck in native code.")
+    worker_write_queue: int = Field(default=1, ge=0, description=(
+        "Finished results waiting to be encoded and stored by each worker's background writer while its engine runs the next "
+        "job (a job is COMPLETED once its files are stored); 0: each result is stored before the next job starts."))
 
     # Trust (issue 16; README "Trust"): every output is marked; references must be one person.
     watermark: bool = Field(default=True, description="An invisible watermark (job id) on every output.")

@@ -224,19 +224,21 @@ class Engine:
             an = self.analyzer(identity.space)
         except FaceAnchorError as e:
             return [(None, f"no face encoder for space {identity.space}: {e}")] * len(images)
+        cancellation.checkpoint("scoring")
+        # every output at once: one detector call per retry scale, one encoder call (where the models take a batch)
+        found = an.detect_many(images, max_attempts=SCORE_DETECT_ATTEMPTS)
+        cancellation.checkpoint("scoring")
+        with_face = [i for i, faces in enumerate(found) if faces]
+        embedded = dict(zip(with_face, an.embed_many([(images[i], found[i][0]) for i in with_face], with_quality=False)))
         out: list[tuple[float | None, str | None]] = []
-        for img in images:
-            cancellation.checkpoint("scoring")
-            faces = an.detect(img, max_attempts=SCORE_DETECT_ATTEMPTS)
-            if not faces:
+        for i in range(len(images)):
+            f = embedded.get(i)
+            if f is None:
                 out.append((None, "no face found in the output"))
-                continue
-            cancellation.checkpoint("scoring")
-            f = an.embed(img, faces[0], with_quality=False)
-            if f.embedding.shape != identity.reference.shape:
+            elif f.embedding.shape != identity.reference.shape:
                 out.append((None, f"output embedding has {f.embedding.shape[0]} dims, reference {identity.reference.shape[0]}"))
-                continue
-            out.append((round(float(identity_score(f.embedding, identity.reference)), 4), None))
+            else:
+                out.append((round(float(identity_score(f.embedding, identity.reference)), 4), None))
         return out
 
     def _more_identities(self, method: Method, request: GenerationRequest, first: Identity) -> list[tuple[Identity, Any]]:
@@ -272,9 +274,10 @@ class Engine:
 
         an = self.analyzer(people[0].space)
         outs = []
-        for img, seed in zip(images, seeds):
+        cancellation.checkpoint("scoring")
+        found = an.detect_many(images, max_attempts=SCORE_DETECT_ATTEMPTS)
+        for img, seed, faces in zip(images, seeds, found):
             cancellation.checkpoint("scoring")
-            faces = an.detect(img, max_attempts=SCORE_DETECT_ATTEMPTS)
             scores: list[float | None] = []
             why = None
             for j, (person, box) in enumerate(zip(people, regions or [None] * len(people)), start=1):

@@ -137,3 +137,57 @@ def _gif():
 def _truncated():
     data = _jpeg(Image.fromarray(np.random.default_rng(0).integers(0, 255, (300, 300, 3), dtype=np.uint8)))
     return data[: len(data) // 2]
+
+
+def _batch_photos(load_face, tight):
+    """Faces, a face only a retry finds (tight), and a blank image."""
+    return [load_face("obama.jpg"), tight, Image.new("RGB", (400, 300), (255, 255, 255)), load_face("biden.jpg")]
+
+
+def _close(a, b, atol):
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        np.testing.assert_allclose(x.bbox, y.bbox, rtol=0, atol=atol)
+        np.testing.assert_allclose(x.kps, y.kps, rtol=0, atol=atol)
+        if x.embedding is not None:
+            np.testing.assert_allclose(x.embedding, y.embedding, rtol=0, atol=max(atol, 1e-6))
+
+
+def test_batched_onnx_pack_detect_and_embed_many_equal_one_by_one(onnx_pack_settings, batched_pack_settings, load_face, tight):
+    from batched_onnx import CountingSession
+
+    photos = _batch_photos(load_face, tight)
+    fixed = FaceAnalyzer(onnx_pack_settings, pack="buffalo_l").prepare()
+    free = FaceAnalyzer(batched_pack_settings, pack="buffalo_l").prepare()
+    free.detector._session = CountingSession(free.detector._session)
+    free.encoder._session = CountingSession(free.encoder._session)
+    bounded = free.detect_many(photos, max_attempts=2)
+    # one call for the first scale (all four), one for the retry of the two without a face
+    assert free.detector._session.batches == [4, 2]
+    assert [len(f) for f in bounded] == [1, 0, 0, 1]
+    free.detector._session.batches.clear()
+    many = free.detect_many(photos)  # the whole ladder: tight is found at a later rung, blank never
+    assert free.detector._session.batches[:2] == [4, 2] and set(free.detector._session.batches[2:]) <= {1, 2}
+    assert [len(f) for f in many] == [1, 1, 0, 1]
+    for got, p, limit in [(bounded, photos, 2), (many, photos, None)]:
+        for a, b in zip(got, [fixed.detect(x, max_attempts=limit) for x in p]):
+            _close(a, b, 1e-3)
+    items = [(p, f[0]) for p, f in zip(photos, many) if f]
+    embedded = free.embed_many(items, with_quality=False)
+    assert free.encoder._session.batches == [3]
+    for e, (p, f) in zip(embedded, items):
+        one = fixed.embed(p, f, with_quality=False)
+        assert e.space == "buffalo_l" and e.quality is None
+        np.testing.assert_allclose(e.embedding, one.embedding, rtol=0, atol=1e-6)
+
+
+def test_dlib_detect_and_embed_many_equal_one_by_one(dlib_analyzer, load_face, tight):
+    photos = _batch_photos(load_face, tight)
+    many = dlib_analyzer.detect_many(photos)
+    assert [len(f) for f in many] == [1, 1, 0, 1]
+    for a, p in zip(many, photos):
+        _close(a, dlib_analyzer.detect(p), 0)
+    items = [(p, f[0]) for p, f in zip(photos, many) if f]
+    for e, (p, f) in zip(dlib_analyzer.embed_many(items), items):
+        one = dlib_analyzer.embed(p, f)
+        assert np.array_equal(e.embedding, one.embedding) and e.quality.to_dict() == one.quality.to_dict()

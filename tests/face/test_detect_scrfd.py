@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+from batched_onnx import CountingSession
 
 from faceanchor.face.detect_scrfd import ScrfdDetector, distance2bbox, distance2kps, layout_of, nms
 
@@ -75,3 +76,45 @@ def test_layouts():
     assert layout_of(15) == ((8, 16, 32, 64, 128), 1, True)
     with pytest.raises(ValueError):
         layout_of(1)
+
+
+def _photos(load_face):
+    names = ["obama.jpg", "biden.jpg", "astronaut.png", "obama_partial_face.jpg"]
+    return [np.asarray(load_face(n)) for n in names] + [np.zeros((300, 400, 3), np.uint8)]
+
+
+def _same(a, b, exact=True):
+    """The same faces; ``exact=False``: up to float rounding (a batched convolution may sum in
+    another order: last-bit differences, 1e-3 px at most)."""
+    assert len(a) == len(b)
+    for fa, fb in zip(a, b):
+        assert len(fa) == len(fb)
+        for x, y in zip(fa, fb):
+            if exact:
+                assert np.array_equal(x.bbox, y.bbox) and np.array_equal(x.kps, y.kps) and x.det_score == y.det_score
+            else:
+                np.testing.assert_allclose(x.bbox, y.bbox, rtol=0, atol=1e-3)
+                np.testing.assert_allclose(x.kps, y.kps, rtol=0, atol=1e-3)
+                assert abs(x.det_score - y.det_score) < 1e-5
+
+
+@pytest.mark.parametrize("det_size", [640, 320])
+def test_detect_many_is_one_batched_call_equal_to_detect(scrfd, batched_models, load_face, det_size):
+    photos = _photos(load_face)
+    one_by_one = [scrfd.detect(p, det_size=det_size) for p in photos]
+    batched = ScrfdDetector(batched_models["scrfd"]).prepare()
+    assert batched.batchable and not scrfd.batchable
+    batched._session = CountingSession(batched._session)
+    many = batched.detect_many(photos, det_size=det_size)
+    assert batched._session.batches == [len(photos)]  # every image in one network call
+    _same(many, one_by_one, exact=False)  # the fixed-batch model's faces, image by image
+    assert [len(f) for f in many] == [1, 1, 1, 1, 0]
+
+
+def test_detect_many_on_a_fixed_batch_model_goes_image_by_image(scrfd_model_path, load_face):
+    photos = _photos(load_face)[:3]
+    det = ScrfdDetector(scrfd_model_path).prepare()
+    det._session = CountingSession(det._session)
+    many = det.detect_many(photos)
+    assert det._session.batches == [1, 1, 1]
+    _same(many, [det.detect(p) for p in photos])

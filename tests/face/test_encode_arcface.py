@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+from batched_onnx import CountingSession
 
 from faceanchor.face.align import norm_crop
 from faceanchor.face.analyzer import FaceAnalyzer
@@ -71,3 +72,16 @@ def test_encoder_facts(analyzer):
     assert enc.metric == "cosine" and enc.threshold == pytest.approx(0.3)
     v = enc.compare(np.ones(512), np.ones(512))
     assert v.same and v.score == pytest.approx(1.0)
+
+
+def test_crops_of_a_batch_free_model_go_in_one_call_with_the_same_embeddings(batched_models, tiny_arcface, load_face, dlib_analyzer):
+    photos = [np.asarray(load_face(n)) for n in ("obama.jpg", "biden.jpg", "astronaut.png")]
+    crops = np.stack([norm_crop(p, dlib_analyzer.detect(p)[0].kps, 112) for p in photos])
+    fixed = ArcFaceEncoder(tiny_arcface.path, space="buffalo_l").prepare()
+    free = ArcFaceEncoder(batched_models["arcface"], space="buffalo_l").prepare()
+    free._session = CountingSession(free._session)
+    batch = free.encode_crops(crops)
+    assert free._session.batches == [3]  # every crop in one network call
+    one_by_one = np.stack([fixed.encode_crops(c[None])[0] for c in crops])
+    np.testing.assert_allclose(batch, one_by_one, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(batch, tiny_arcface(fixed.preprocess(crops)), rtol=1e-4, atol=1e-5)

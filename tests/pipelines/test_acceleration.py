@@ -75,3 +75,12 @@ def test_settings_reach_the_engine_pipeline(tmp_path):
     (loaded,) = eng._loaded.values()
     assert loaded.pipe.cache_cross_attention is False
     assert any(type(p).__name__ == "FusedAttnProcessor2_0" for p in loaded.pipe.unet.attn_processors.values())
+
+
+def test_attention_slicing_setting_reaches_the_options():
+    from faceanchor.config import Settings
+
+    assert SpeedOptions.from_settings(Settings(speed_attention_slicing=1024)).attention_slicing == 1024
+    assert SpeedOptions.from_settings(Settings()).attention_slicing == 0
+    with pytest.raises(ValueError):
+        Settings(speed_attention_slicing=-1)

@@ -114,6 +114,9 @@ class DecoupledAttnProcessor(nn.Module):
         # (``scale``, ``region_mask``); else one ``(scale, mask)`` per identity, whose
         # ``num_tokens`` tokens follow the text in that order, each confined to its mask.
         self.identity_groups: list[tuple[float, torch.Tensor | None]] | None = None
+        # Set by faceanchor.adapters.attention_slicing.sliced_attention: attend this many query
+        # tokens at a time (memory: the attention matrix is chunk × keys, not tokens × keys).
+        self.query_chunk: int | None = None
 
     def _groups(self) -> list[tuple[float, torch.Tensor | None]]:
         return self.identity_groups if self.identity_groups is not None else [(self.scale, self.region_mask)]
@@ -220,7 +223,7 @@ class DecoupledAttnProcessor(nn.Module):
         head_dim = key.shape[-1]
         query = query.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
 
-        hidden_states = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, dropout_p=0.0, is_causal=False)
+        hidden_states = self._sdpa(query, key, value, attention_mask)
         hidden_states = hidden_states.transpose(1, 2).reshape(batch_size, -1, attn.heads * head_dim)
         hidden_states = hidden_states.to(query.dtype)
 
@@ -244,6 +247,24 @@ class DecoupledAttnProcessor(nn.Module):
         hidden_states = hidden_states / attn.rescale_output_factor
         return hidden_states
 
+    def _sdpa(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """Scaled dot-product attention of head-split tensors; with :attr:`query_chunk`, over
+        chunks of that many query tokens (each query row's attention is independent of the
+        others, so the result is the unsliced one)."""
+        chunk = self.query_chunk
+        n = query.shape[-2]
+        if not chunk or n <= chunk:
+            return F.scaled_dot_product_attention(query, key, value, attn_mask=mask, dropout_p=0.0, is_causal=False)
+        rows_masked = mask is not None and mask.shape[-2] != 1  # else the mask broadcasts over the queries
+        out = [
+            F.scaled_dot_product_attention(
+                query[..., i : i + chunk, :], key, value, dropout_p=0.0, is_causal=False,
+                attn_mask=mask[..., i : i + chunk, :] if rows_masked else mask,  # type: ignore[index]
+            )
+            for i in range(0, n, chunk)
+        ]
+        return torch.cat(out, dim=-2)
+
     def identity_key_value(
         self, attn: Any, ip_tokens: torch.Tensor, batch_size: int, head_dim: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -263,7 +284,7 @@ class DecoupledAttnProcessor(nn.Module):
     ) -> torch.Tensor:
         """Attention of the head-split query over the identity keys/values, ``(B, L, C)``."""
         ip_key, ip_value = ip_kv
-        ip_hidden = F.scaled_dot_product_attention(query, ip_key, ip_value, attn_mask=None, dropout_p=0.0, is_causal=False)
+        ip_hidden = self._sdpa(query, ip_key, ip_value, None)
         ip_hidden = ip_hidden.transpose(1, 2).reshape(batch_size, -1, attn.heads * head_dim)
         return ip_hidden.to(query.dtype)
 

@@ -25,16 +25,18 @@ from typing import Any, Iterator
 from faceanchor.adapters.attention import DecoupledAttnProcessor, is_cross_attention_name
 
 
-def _plain_replaceable(module: Any, name: str, proc: Any) -> bool:
-    """A diffusers SDPA processor on a cross-attention layer our shared forward reproduces exactly."""
+def plain_replaceable(module: Any, name: str, proc: Any, cross_only: bool = True) -> bool:
+    """A diffusers SDPA processor our shared forward reproduces exactly, on a cross-attention
+    layer (``cross_only=False``: on any layer)."""
     try:
         from diffusers.models.attention_processor import AttnProcessor2_0
     except ImportError:  # pragma: no cover - diffusers is part of the `gen` extra
         return False
-    if type(proc) is not AttnProcessor2_0 or not is_cross_attention_name(name):
+    if type(proc) is not AttnProcessor2_0 or (cross_only and not is_cross_attention_name(name)):
         return False
     attn = module.get_submodule(name[: -len(".processor")])
-    return getattr(attn, "norm_q", None) is None and getattr(attn, "norm_k", None) is None and bool(getattr(attn, "is_cross_attention", True))
+    plain = getattr(attn, "norm_q", None) is None and getattr(attn, "norm_k", None) is None
+    return plain and (not cross_only or bool(getattr(attn, "is_cross_attention", True)))
 
 
 @contextmanager
@@ -54,7 +56,7 @@ def cross_attention_cache(*modules: Any, enabled: bool = True) -> Iterator[int]:
             if module is None or not hasattr(module, "attn_processors"):
                 continue
             current = dict(module.attn_processors)
-            swapped = {name: DecoupledAttnProcessor() for name, proc in current.items() if _plain_replaceable(module, name, proc)}
+            swapped = {name: DecoupledAttnProcessor() for name, proc in current.items() if plain_replaceable(module, name, proc)}
             if swapped:
                 module.set_attn_processor({**current, **swapped})
                 restored.append((module, current))

@@ -66,6 +66,16 @@ def _shift(faces: list[Face], dx: float, dy: float, scale: float, w: int, h: int
 ORDERS = ("size", "score")
 
 
+def _each(fn: Any, items: list[Any], where: str = "face detection") -> list[Any]:
+    """``fn`` of every item, a cancel checkpoint between two of them."""
+    out = []
+    for i, item in enumerate(items):
+        if i:
+            checkpoint(where)
+        out.append(fn(item))
+    return out
+
+
 def _ordered(faces: list[Face], order: str) -> list[Face]:
     """``size``: largest box first (:func:`sort_faces`); ``score``: highest detection score
     first, equal scores in the detector's order (InsightFace's ``FaceAnalysis.get`` order)."""
@@ -209,34 +219,69 @@ class FaceAnalyzer(InSpace):
         if order not in ORDERS:
             raise InvalidInputError(f"face order {order!r} is unknown; use {' or '.join(ORDERS)}")
         self.prepare()
-        rgb = self._rgb(image, name)
-        h, w = rgb.shape[:2]
-        attempts = self._attempts(rgb)
-        if not self.retry_scales:
-            attempts = attempts[:1]
-        if max_attempts is not None:
-            attempts = attempts[: max(1, max_attempts)]
-        for kind, arg in attempts:
-            checkpoint("face detection")  # a cancel lands between two scales
-            if kind == "size":
-                faces = self.detector.detect(rgb, det_size=arg)
-            elif kind == "up":
-                faces = self._detect_dlib_fast(rgb, arg)
-            else:  # pad, then shrink so the longer side is at most `arg`
-                import cv2
+        return self.detect_many([self._rgb(image, name)], order=order, max_attempts=max_attempts)[0]
 
-                padded, px, py = _pad(rgb, PAD_FRACTION)
-                scale = min(1.0, arg / max(padded.shape[:2]))
-                if scale < 1.0:
-                    padded = cv2.resize(padded, (max(1, int(padded.shape[1] * scale)), max(1, int(padded.shape[0] * scale))), interpolation=cv2.INTER_AREA)
-                if self.detector_kind == "scrfd":
-                    found = self.detector.detect(padded, det_size=arg)
-                else:
-                    found = self.detector.detect(padded, upsample=1)
-                faces = _shift(found, px, py, scale, w, h)
-            if faces:
-                return _ordered(faces, order)
-        return []
+    def detect_many(self, images: list[Any], order: str = "size", max_attempts: int | None = None) -> list[list[Face]]:
+        """:meth:`detect` of every image. Each retry scale runs over all the images still without
+        a face at once: SCRFD models that take a batch see them in one network call
+        (:meth:`ScrfdDetector.detect_many`); dlib goes image by image."""
+        if order not in ORDERS:
+            raise InvalidInputError(f"face order {order!r} is unknown; use {' or '.join(ORDERS)}")
+        self.prepare()
+        rgbs = [self._rgb(im) for im in images]
+        plans = []
+        for rgb in rgbs:
+            attempts = self._attempts(rgb)
+            if not self.retry_scales:
+                attempts = attempts[:1]
+            if max_attempts is not None:
+                attempts = attempts[: max(1, max_attempts)]
+            plans.append(attempts)
+        found: list[list[Face]] = [[] for _ in rgbs]
+        pending = list(range(len(rgbs)))
+        for step in range(max((len(p) for p in plans), default=0)):
+            groups: dict[tuple[str, Any], list[int]] = {}
+            for i in pending:
+                if step < len(plans[i]):
+                    groups.setdefault(plans[i][step], []).append(i)
+            for (kind, arg), idx in groups.items():
+                checkpoint("face detection")  # a cancel lands between two scales
+                for i, faces in zip(idx, self._attempt(kind, arg, [rgbs[i] for i in idx])):
+                    found[i] = faces
+            pending = [i for i in pending if not found[i]]
+            if not pending:
+                break
+        return [_ordered(f, order) if f else [] for f in found]
+
+    def _attempt(self, kind: str, arg: Any, rgbs: list[np.ndarray]) -> list[list[Face]]:
+        """One rung of the retry ladder (see :meth:`_attempts`) on each image: in one call where
+        the detector takes a batch, else image by image (a cancel lands between two images)."""
+        scrfd = self.detector_kind == "scrfd"
+        batch = scrfd and self.detector.batchable
+        if kind == "size":
+            if batch:
+                return self.detector.detect_many(rgbs, det_size=arg)
+            return _each(lambda rgb: self.detector.detect(rgb, det_size=arg), rgbs)
+        if kind == "up":
+            return _each(lambda rgb: self._detect_dlib_fast(rgb, arg), rgbs)
+        # pad, then shrink so the longer side is at most `arg`
+        import cv2
+
+        shifts, copies = [], []
+        for rgb in rgbs:
+            padded, px, py = _pad(rgb, PAD_FRACTION)
+            scale = min(1.0, arg / max(padded.shape[:2]))
+            if scale < 1.0:
+                padded = cv2.resize(padded, (max(1, int(padded.shape[1] * scale)), max(1, int(padded.shape[0] * scale))), interpolation=cv2.INTER_AREA)
+            copies.append(padded)
+            shifts.append((px, py, scale, rgb.shape[1], rgb.shape[0]))
+        if batch:
+            found = self.detector.detect_many(copies, det_size=arg)
+        elif scrfd:
+            found = _each(lambda c: self.detector.detect(c, det_size=arg), copies)
+        else:
+            found = _each(lambda c: self.detector.detect(c, upsample=1), copies)
+        return [_shift(f, px, py, scale, w, h) for f, (px, py, scale, w, h) in zip(found, shifts)]
 
     def _detect_dlib_fast(self, rgb: np.ndarray, upsample: int) -> list[Face]:
         """dlib on a copy at most DLIB_MAX_SIDE px long (HOG cost grows with pixels), then
@@ -262,6 +307,20 @@ class FaceAnalyzer(InSpace):
         emb = self.encoder.encode(rgb, face)
         quality = assess_quality(rgb, face) if with_quality else face.quality
         return face.with_(embedding=emb, space=self.space, quality=quality)
+
+    def embed_many(self, items: list[tuple[Any, Face]], with_quality: bool = True) -> list[Face]:
+        """:meth:`embed` of each (image, face); encoders that embed aligned crops (the ONNX and
+        facexlib ArcFaces) get all the crops in one call, dlib goes face by face."""
+        self.prepare()
+        rgbs = [self._rgb(im) for im, _ in items]
+        faces = [f for _, f in items]
+        enc = self.encoder
+        if len(items) > 1 and hasattr(enc, "encode_crops") and hasattr(enc, "align"):
+            embs = list(enc.encode_crops(np.stack([enc.align(rgb, f) for rgb, f in zip(rgbs, faces)])))
+        else:
+            embs = _each(lambda pair: enc.encode(*pair), list(zip(rgbs, faces)), "face embedding")
+        return [f.with_(embedding=e, space=self.space, quality=assess_quality(rgb, f) if with_quality else f.quality)
+                for rgb, f, e in zip(rgbs, faces, embs)]
 
     def get(self, image: Any, max_num: int = 0, name: str | None = None, order: str = "size") -> list[Face]:
         """Every face, largest first, with embedding and quality ([] when none is found).

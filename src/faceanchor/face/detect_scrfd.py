@@ -114,7 +114,7 @@ class ScrfdDetector:
         inp = self._session.get_inputs()[0]
         self._input_name = inp.name
         shape = inp.shape
-        h, w = shape[2], shape[3]
+        self._batch, h, w = shape[0], shape[2], shape[3]
         self.fixed_input = (int(w), int(h)) if isinstance(h, int) and isinstance(w, int) else None
         self._output_names = [o.name for o in self._session.get_outputs()]
         self.strides, self.num_anchors, self.has_kps = layout_of(len(self._output_names))
@@ -136,16 +136,16 @@ class ScrfdDetector:
             self._anchor_cache[key] = centres
         return self._anchor_cache[key]
 
-    def detect(self, rgb: np.ndarray, det_size: int | None = None, max_num: int = 0) -> list[Face]:
-        """Faces in ``rgb`` (H×W×3 uint8, RGB), highest detection score first.
+    @property
+    def batchable(self) -> bool:
+        """Whether the model takes several images in one call (its input's batch size is not fixed)."""
+        self.prepare()
+        return not isinstance(self._batch, int) or self._batch > 1
 
-        ``max_num > 0`` keeps the first ``max_num`` of them (InsightFace instead ranks by a
-        centre-weighted area there; the analyzer never passes it).
-        """
+    def _canvas(self, rgb: np.ndarray, size: int) -> tuple[np.ndarray, float]:
+        """``rgb`` resized into the model's input (black right/bottom padding) and its scale."""
         import cv2
 
-        self.prepare()
-        size = int(det_size or self.det_size)
         if self.fixed_input is not None:
             in_w, in_h = self.fixed_input
             fit_w, fit_h = min(size, in_w), min(size, in_h)
@@ -163,9 +163,57 @@ class ScrfdDetector:
         scale = float(new_h) / h
         canvas = np.zeros((in_h, in_w, 3), dtype=np.uint8)
         canvas[:new_h, :new_w] = cv2.resize(np.ascontiguousarray(rgb), (new_w, new_h))
-        blob = cv2.dnn.blobFromImage(canvas, 1.0 / 128.0, (in_w, in_h), (127.5, 127.5, 127.5), swapRB=False)
-        outs = self._session.run(self._output_names, {self._input_name: blob})
-        outs = [o[0] if o.ndim == 3 else o for o in outs]
+        return canvas, scale
+
+    def _blob(self, canvases: list[np.ndarray]) -> np.ndarray:
+        import cv2
+
+        in_h, in_w = canvases[0].shape[:2]
+        return cv2.dnn.blobFromImages(canvases, 1.0 / 128.0, (in_w, in_h), (127.5, 127.5, 127.5), swapRB=False)
+
+    def detect(self, rgb: np.ndarray, det_size: int | None = None, max_num: int = 0) -> list[Face]:
+        """Faces in ``rgb`` (H×W×3 uint8, RGB), highest detection score first.
+
+        ``max_num > 0`` keeps the first ``max_num`` of them (InsightFace instead ranks by a
+        centre-weighted area there; the analyzer never passes it).
+        """
+        self.prepare()
+        canvas, scale = self._canvas(rgb, int(det_size or self.det_size))
+        outs = self._session.run(self._output_names, {self._input_name: self._blob([canvas])})
+        faces = self._decode([o[0] if o.ndim == 3 else o for o in outs], canvas.shape[:2], scale)
+        return faces[:max_num] if max_num > 0 else faces
+
+    def detect_many(self, rgbs: list[np.ndarray], det_size: int | None = None) -> list[list[Face]]:
+        """:meth:`detect` of every image, in one network call when the model takes a batch
+        (``cv2.dnn.blobFromImages`` of the canvases), else one call per image; the faces are
+        :meth:`detect`'s."""
+        self.prepare()
+        size = int(det_size or self.det_size)
+        if len(rgbs) < 2 or not self.batchable:
+            return [self.detect(r, det_size=size) for r in rgbs]
+        prepared = [self._canvas(r, size) for r in rgbs]
+        canvases = [c for c, _ in prepared]
+        outs = self._session.run(self._output_names, {self._input_name: self._blob(canvases)})
+        n = len(rgbs)
+        per_image = [self._split(o, n) for o in outs]
+        if any(p is None for p in per_image):  # a graph that folds the batch some other way: no batch
+            return [self.detect(r, det_size=size) for r in rgbs]
+        return [self._decode([p[i] for p in per_image], canvases[i].shape[:2], scale)  # type: ignore[index]
+                for i, (_, scale) in enumerate(prepared)]
+
+    @staticmethod
+    def _split(out: np.ndarray, n: int) -> list[np.ndarray] | None:
+        """One output of a batch call, per image: ``(n, rows, c)``, or ``(n * rows, c)`` from graphs
+        that reshape the batch into the rows (InsightFace's unbatched exports)."""
+        if out.ndim == 3 and out.shape[0] == n:
+            return list(out)
+        if out.ndim == 2 and out.shape[0] % n == 0:
+            return list(out.reshape(n, out.shape[0] // n, out.shape[1]))
+        return None
+
+    def _decode(self, outs: list[np.ndarray], input_hw: tuple[int, int], scale: float) -> list[Face]:
+        """Faces from one image's outputs (rows × channels each) on a canvas of ``input_hw``."""
+        in_h, in_w = input_hw
         fmc = len(self.strides)
         boxes, scores_all, kpss = [], [], []
         for i, stride in enumerate(self.strides):
@@ -173,6 +221,8 @@ class ScrfdDetector:
             bbox_pred = outs[i + fmc] * stride
             kps_pred = outs[i + 2 * fmc] * stride
             centres = self._anchors(in_h // stride, in_w // stride, stride)
+            if scores.shape[0] != centres.shape[0]:
+                raise ValueError(f"{self.model_path.name}: {scores.shape[0]} scores at stride {stride}, expected {centres.shape[0]}")
             pos = np.where(scores >= self.det_thresh)[0]
             if pos.size == 0:
                 continue
@@ -188,5 +238,4 @@ class ScrfdDetector:
         scores = scores[order]
         dets = np.hstack([bboxes, scores[:, None]]).astype(np.float32)
         keep = nms(dets, self.nms_thresh)
-        faces = [Face(bbox=dets[k, :4], kps=kps[k], det_score=float(dets[k, 4])) for k in keep]
-        return faces[:max_num] if max_num > 0 else faces
+        return [Face(bbox=dets[k, :4], kps=kps[k], det_score=float(dets[k, 4])) for k in keep]

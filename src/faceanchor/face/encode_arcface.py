@@ -58,6 +58,7 @@ class ArcFaceEncoder(InSpace):
                 self.input_mean, self.input_std = 0.0, 1.0
         inp = self._session.get_inputs()[0]
         self._input_name = inp.name
+        self._batchable = not isinstance(inp.shape[0], int) or inp.shape[0] > 1  # a batch dimension that is not fixed at 1
         if isinstance(inp.shape[2], int):
             self.input_size = int(inp.shape[2])
         out_dim = self._session.get_outputs()[0].shape[-1]
@@ -83,9 +84,14 @@ class ArcFaceEncoder(InSpace):
         return np.ascontiguousarray(cv2.dnn.blobFromImages(images, 1.0 / self.input_std, size, mean, swapRB=False), dtype=np.float32)
 
     def encode_crops(self, crops: np.ndarray) -> np.ndarray:
+        """Embeddings of (n, s, s, 3) aligned crops: one network call when the model's batch size
+        is not fixed (``blobFromImages`` of them all), else one call per crop."""
         self.prepare()
         blob = self.preprocess(crops)
-        out = [self._session.run([self._output_name], {self._input_name: blob[i : i + 1]})[0] for i in range(blob.shape[0])]
+        if self._batchable and blob.shape[0] > 1:  # every crop in one call
+            out = [self._session.run([self._output_name], {self._input_name: blob})[0]]
+        else:
+            out = [self._session.run([self._output_name], {self._input_name: blob[i : i + 1]})[0] for i in range(blob.shape[0])]
         return np.concatenate(out).reshape(blob.shape[0], -1).astype(np.float32)
 
     def encode(self, rgb: np.ndarray, face: Face) -> np.ndarray:

@@ -13,6 +13,9 @@ Every method's loaded pipeline passes through :func:`accelerate` once, after loa
   generation pays the compilation (``faceanchor serve`` warms up at start).
 * ``vae_slicing`` / ``vae_tiling`` — decode a batch one image at a time / in tiles (memory).
 * ``cpu_offload`` — diffusers' model CPU offload (CUDA only; needs ``accelerate``).
+* ``attention_slicing`` — attention over query chunks of that many tokens inside faceanchor's
+  own processors, the identity processors kept (:mod:`faceanchor.adapters.attention_slicing`;
+  0: off). diffusers' ``enable_attention_slicing()`` stays refused (it drops them).
 * ``cross_attention_cache`` — keys/values once per generation (on by default; off is the
   official per-step recomputation, the benchmarks' baseline).
 
@@ -40,6 +43,7 @@ class SpeedOptions:
     vae_tiling: bool = False
     cpu_offload: bool = False
     cross_attention_cache: bool = True
+    attention_slicing: int = 0
 
     @classmethod
     def from_settings(cls, settings: Any) -> "SpeedOptions":
@@ -91,8 +95,20 @@ def accelerate(pipe: Any, options: SpeedOptions, device: str) -> Applied:
                                 f"{device!r} turn it off (FACEANCHOR_SPEED_CPU_OFFLOAD=false)")
     if options.cpu_offload and options.compile != "off":
         raise InvalidInputError("cpu_offload and compile do not combine (offload hooks move the compiled modules); choose one")
+    if options.attention_slicing < 0:
+        raise InvalidInputError(f"attention_slicing is a number of query tokens per chunk (0: off), got {options.attention_slicing}")
+    if options.attention_slicing and not hasattr(pipe, "attention_slice_size"):
+        raise InvalidInputError(f"attention slicing is offered by the SDXL and SD1.5 identity pipelines, not by {type(pipe).__name__}; "
+                                "turn it off for this method (FACEANCHOR_SPEED_ATTENTION_SLICING=0)")
+    if options.attention_slicing and options.fuse_qkv:
+        raise InvalidInputError("attention_slicing and fuse_qkv do not combine (fused layers run diffusers' own unsliced processor); "
+                                "choose one")
     applied = Applied()
     dp = _diffusers_pipe(pipe)
+    if hasattr(pipe, "attention_slice_size"):
+        pipe.attention_slice_size = options.attention_slicing or None
+        if options.attention_slicing:
+            applied.notes.append(f"attention in query chunks of {options.attention_slicing} tokens")
     if hasattr(pipe, "cache_cross_attention"):
         pipe.cache_cross_attention = options.cross_attention_cache
     if options.tf32 and cuda:

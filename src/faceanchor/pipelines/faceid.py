@@ -34,6 +34,7 @@ from faceanchor.adapters.faceid import FACEID_EMBEDDING_SPACE, VARIANTS, FaceIDA
 from faceanchor.errors import InvalidInputError
 from faceanchor.pipelines.callbacks import StepEndCallback
 from faceanchor.adapters.attention import identity_groups
+from faceanchor.adapters.attention_slicing import sliced_attention
 from faceanchor.adapters.kv_cache import cross_attention_cache
 from faceanchor.pipelines.processors import refuse_processor_switch, require_processors
 
@@ -83,6 +84,9 @@ class FaceIDPipeline:
         # Cross-attention keys/values once per generation (faceanchor.adapters.kv_cache); False
         # recomputes them at every step as the reference does. Outputs are identical.
         self.cache_cross_attention = True
+        # Attention over query chunks of this many tokens, FaceID processors kept
+        # (faceanchor.adapters.attention_slicing; setting speed_attention_slicing); None: unsliced.
+        self.attention_slice_size: int | None = None
 
     # ------------------------------------------------------------------ adapters
 
@@ -326,7 +330,8 @@ class FaceIDPipeline:
             extra["callback_on_step_end_tensor_inputs"] = list(callback_on_step_end_tensor_inputs)
         if groups is not None:
             groups = [(sc, m.to(device=device, dtype=pipe.unet.dtype)) for sc, m in groups]
-        with cross_attention_cache(pipe.unet, enabled=self.cache_cross_attention), identity_groups(adapter.processors.values(), groups):
+        with cross_attention_cache(pipe.unet, enabled=self.cache_cross_attention), identity_groups(adapter.processors.values(), groups), \
+                sliced_attention(pipe.unet, query_chunk=self.attention_slice_size):
             out = pipe(
                 prompt_embeds=prompt_embeds,
                 negative_prompt_embeds=negative_embeds,

@@ -53,6 +53,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from faceanchor.adapters.instantid import InstantIDAdapter
 from faceanchor.errors import InvalidInputError
 from faceanchor.pipelines.callbacks import StepEndCallback
+from faceanchor.adapters.attention_slicing import sliced_attention
 from faceanchor.adapters.kv_cache import cross_attention_cache
 from faceanchor.pipelines.processors import refuse_processor_switch, require_processors
 
@@ -208,6 +209,9 @@ class InstantIDSDXLPipeline(StableDiffusionXLControlNetPipeline):
     # Cross-attention keys/values once per generation (faceanchor.adapters.kv_cache); False runs
     # the official per-step recomputation (the benchmarks' baseline). Outputs are identical.
     cache_cross_attention: bool = True
+    # Attention over query chunks of this many tokens, identity processors kept
+    # (faceanchor.adapters.attention_slicing; setting speed_attention_slicing); None: unsliced.
+    attention_slice_size: int | None = None
 
     def __init__(
         self,
@@ -501,7 +505,8 @@ class InstantIDSDXLPipeline(StableDiffusionXLControlNetPipeline):
         returns replace those tensors. An exception raised by the callback ends the loop before
         the next UNet call. ``self._interrupt = True`` skips the remaining steps (diffusers).
         """
-        with cross_attention_cache(self.unet, *inputs.nets, enabled=self.cache_cross_attention):
+        with cross_attention_cache(self.unet, *inputs.nets, enabled=self.cache_cross_attention), \
+                sliced_attention(self.unet, *inputs.nets, query_chunk=self.attention_slice_size):
             return self._denoise_loop(latents, timesteps, inputs, after_step, callback_on_step_end, callback_on_step_end_tensor_inputs)
 
     def _denoise_loop(

@@ -7,7 +7,9 @@ diffusers' memory switches replace *every* attention processor of the UNet:
 with an identity adapter that silently drops the identity (IP / LoRA) processors: images come
 out without the identity and nothing says so.
 
-The identity pipelines therefore refuse those switches (:func:`refuse_processor_switch`) and,
+The identity pipelines therefore refuse those switches (:func:`refuse_processor_switch`; the
+setting ``speed_attention_slicing`` slices inside faceanchor's processors instead, see
+:mod:`faceanchor.adapters.attention_slicing`) and,
 before every run, check that the adapter's processors are still the UNet's
 (:func:`require_processors`), which also catches a switch flipped on a shared UNet or on the
 wrapped diffusers pipeline directly.
@@ -22,7 +24,9 @@ from faceanchor.errors import InvalidInputError
 _WHY = (
     "it replaces every attention processor of the UNet, including the identity adapter's, so images would silently "
     "lose the identity. The identity processors already run torch's scaled_dot_product_attention (memory-efficient "
-    "kernels); to save memory use enable_vae_slicing(), enable_vae_tiling() or enable_model_cpu_offload() instead"
+    "kernels); to slice the attention and keep them, use the setting speed_attention_slicing (e.g. "
+    "FACEANCHOR_SPEED_ATTENTION_SLICING=1024: query tokens per chunk), or save memory with enable_vae_slicing(), "
+    "enable_vae_tiling() or enable_model_cpu_offload()"
 )
 
 

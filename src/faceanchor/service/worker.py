@@ -6,6 +6,11 @@ in-process event for speed), so cancelling works between denoising steps. If the
 lost (this worker stalled past expiry and another took the job) the run is abandoned and its
 result discarded: the conditional writes in :class:`~faceanchor.store.jobs.JobStore` make sure
 only one run's outcome is ever recorded.
+
+With ``write_queue`` > 0 (setting ``worker_write_queue``) a finished result is encoded and
+stored by the worker's :class:`~faceanchor.service.result_writer.ResultWriter` while the engine
+already runs the next job; the job keeps its lease and heartbeats until that write has recorded
+its outcome (COMPLETED once the files are stored; FAILED, that job only, when writing fails).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from pydantic import ValidationError
 
 from faceanchor import cancel as cancellation
 from faceanchor.errors import Cancelled, FaceAnchorError, InvalidInputError
+from faceanchor.service.result_writer import ResultWriter
 from faceanchor.service.results import store_result
 from faceanchor.trust.finalise import job_scope
 from faceanchor.service.supervisor import WorkerRecycled
@@ -115,6 +121,11 @@ class _Run:
     deadline: float | None = None  # time.monotonic() past which the job is stopped
     timed_out: bool = False
     stop_since: float | None = None  # when the cancel or the time limit came (stuck detection)
+    beat: threading.Thread | None = None
+
+
+#: :meth:`Worker._run_and_record`'s answer when the result went to the background writer.
+_DEFERRED = "deferred"
 
 
 class Worker(threading.Thread):
@@ -137,6 +148,7 @@ class Worker(threading.Thread):
         job_timeout: float | None = None,
         stuck_grace: float = 10.0,
         settings: Any = None,
+        write_queue: int = 0,
     ):
         super().__init__(name=f"faceanchor-worker-{name}", daemon=True)
         self.worker_name = name
@@ -154,7 +166,11 @@ class Worker(threading.Thread):
         self.stuck_grace = stuck_grace  # seconds a job may keep running past its cancel / time limit
         self.settings = settings if settings is not None else getattr(engine, "settings", None)  # outputs' trust steps
         self._stop_event = threading.Event()
-        self.current: _Run | None = None
+        self.current: _Run | None = None  # the job on the engine
+        self.writing: dict[str, _Run] = {}  # jobs whose results the background writer is storing
+        self._writing_lock = threading.Lock()
+        # write_queue > 0: results are stored in the background, this many waiting at most
+        self.writer = ResultWriter(self.name, write_queue) if write_queue > 0 else None
         self.processed = 0
 
     # ------------------------------------------------------------------ control
@@ -169,6 +185,9 @@ class Worker(threading.Thread):
 
     def request_cancel(self, job_id: str) -> None:
         run = self.current
+        if run is None or run.job.id != job_id:
+            with self._writing_lock:
+                run = self.writing.get(job_id)
         if run is not None and run.job.id == job_id:
             run.cancel.set()
 
@@ -185,6 +204,8 @@ class Worker(threading.Thread):
             if job is None:
                 self.wakeup.wait(self.poll_interval)
                 self.wakeup.clear()
+        if self.writer is not None:  # shutting down: the results already made are stored, not lost
+            self.writer.close()
 
     def run_once(self) -> JobView | None:
         """Claim and run one job; return it (or ``None`` when the queue is empty)."""
@@ -199,8 +220,8 @@ class Worker(threading.Thread):
     def _process(self, run: _Run) -> None:
         job = run.job
         self.current = run
-        beat = threading.Thread(target=self._heartbeat, args=(run,), name=f"{self.name}-heartbeat", daemon=True)
-        beat.start()
+        run.beat = threading.Thread(target=self._heartbeat, args=(run,), name=f"{self.name}-heartbeat", daemon=True)
+        run.beat.start()
         outcome: str | None = None
         try:
             outcome = self._run_and_record(run)
@@ -210,9 +231,19 @@ class Worker(threading.Thread):
             # another worker runs it again, and the conditional writes keep its outcome single.
             log.exception("job %s: the outcome could not be recorded; the job will run again", job.id)
         finally:
-            run.done.set()
-            beat.join(timeout=5)
             self.current = None
+            if outcome != _DEFERRED:
+                self._end(run, outcome)
+
+    def _end(self, run: _Run, outcome: str | None) -> None:
+        """The job is done with (its outcome recorded, or left to its lease): stop its heartbeat
+        and tell :attr:`on_finished`."""
+        job = run.job
+        run.done.set()
+        if run.beat is not None:
+            run.beat.join(timeout=5)
+        with self._writing_lock:
+            self.writing.pop(job.id, None)
         if outcome and self.on_finished is not None:
             try:
                 view = self.jobs.db.retrying(lambda: self.jobs.get(job.id))
@@ -246,7 +277,13 @@ class Worker(threading.Thread):
                 result = self.runners[job.app](self.engine, request, lambda ev: self._progress(run, ev), lambda: self._cancelled(run))
                 if run.lost:
                     return None
-                payload = store_result(result, self.files, str(request.get("output_format", "png")), self.settings)
+                output_format = str(request.get("output_format", "png"))
+                if self.writer is not None:
+                    with self._writing_lock:
+                        self.writing[job.id] = run
+                    self.writer.submit(lambda: self._write_and_record(run, result, output_format, t0))
+                    return _DEFERRED
+                payload = store_result(result, self.files, output_format, self.settings)
         except Cancelled:
             cancelled = True
         except WorkerRecycled as e:  # stuck past its cancel/limit (or its process died): retried once, else failed
@@ -256,6 +293,40 @@ class Worker(threading.Thread):
         except Exception as e:
             log.exception("job %s failed inside the engine", job.id)
             error = error_dict("internal_error", f"generation failed with an internal error ({type(e).__name__})", 500)
+        return self._record(run, t0, payload, error, cancelled, recycled)
+
+    def _write_and_record(self, run: _Run, result: GenerationResult, output_format: str, t0: float) -> None:
+        """On the background writer: store ``result`` (encode, trust steps, files), then record the
+        job's outcome. A cancel or the job's time limit still stops it between two images; a
+        shutdown does not (the writer drains)."""
+        job = run.job
+        outcome: str | None = None
+        try:
+            payload: dict[str, Any] | None = None
+            error: dict[str, Any] | None = None
+            cancelled = False
+            try:
+                with cancellation.scope(lambda: self._cancelled(run, stopping=False)), job_scope(job.id):
+                    payload = store_result(result, self.files, output_format, self.settings)
+            except Cancelled:
+                cancelled = True
+            except FaceAnchorError as e:
+                error = error_dict(e.type, str(e), e.http_status)
+            except Exception as e:
+                log.exception("job %s: storing its result failed", job.id)
+                error = error_dict("output_write_failed", f"the images were made but storing them failed ({type(e).__name__}); "
+                                   "nothing of this job was kept", 500)
+            outcome = self._record(run, t0, payload, error, cancelled, None)
+        except Exception:  # the database stayed away: as in _process, the lease runs out and the job runs again
+            log.exception("job %s: the outcome could not be recorded; the job will run again", job.id)
+        finally:
+            self._end(run, outcome)
+
+    def _record(self, run: _Run, t0: float, payload: dict[str, Any] | None, error: dict[str, Any] | None,
+                cancelled: bool, recycled: WorkerRecycled | None) -> str | None:
+        """Record the run's one outcome; return it (``None``: another run owns the job, or it went
+        back to the queue)."""
+        job = run.job
         db = self.jobs.db
         if recycled is not None:
             self._log(run, str(recycled))
@@ -315,8 +386,9 @@ class Worker(threading.Thread):
             run.progress_dirty = True
             run.logs.append((time.time(), text))
 
-    def _cancelled(self, run: _Run) -> bool:
-        if run.cancel.is_set() or run.lost or self._stop_event.is_set() or run.timed_out:
+    def _cancelled(self, run: _Run, stopping: bool = True) -> bool:
+        """Whether ``run`` should stop: cancelled, lost, past its limit, or (``stopping``) the worker stops."""
+        if run.cancel.is_set() or run.lost or (stopping and self._stop_event.is_set()) or run.timed_out:
             return True
         now = time.monotonic()
         if run.deadline is not None and now > run.deadline:
