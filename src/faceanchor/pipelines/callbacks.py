@@ -80,7 +80,9 @@ def torch_modules(obj: Any) -> dict[str, Any]:
 def cancellable(modules: dict[str, Any]) -> Iterator[None]:
     """Within the block, every conv/linear layer of ``modules`` checks :func:`faceanchor.cancel.checkpoint`
     before it runs: prompt encoding, a denoising step, a VAE encode or decode stop between two layers.
-    Compiled modules (``torch.compile``) are left alone (their step callback still cancels)."""
+    Compiled modules (``torch.compile``, wrapped or in place with ``Module.compile``) and
+    everything inside them are left alone: a hook there would break the compiled graph at every
+    layer (their step callback still cancels)."""
     from faceanchor.cancel import checkpoint
 
     handles = []
@@ -92,8 +94,9 @@ def cancellable(modules: dict[str, Any]) -> Iterator[None]:
         def hook(mod: Any, args: Any, _where: str = where) -> None:
             checkpoint(_where)
 
+        compiled = {id(s) for m in module.modules() if getattr(m, "_compiled_call_impl", None) is not None for s in m.modules()}
         for sub in module.modules():
-            if type(sub).__name__ in _CHECKED_LAYERS:
+            if type(sub).__name__ in _CHECKED_LAYERS and id(sub) not in compiled:
                 handles.append(sub.register_forward_pre_hook(hook))
     try:
         yield
