@@ -250,27 +250,32 @@ class Service:
         uploads: list[str] = []
         stored = self._store_inputs(request, uploads)
         digest = hashlib.sha256(json.dumps([app, stored, webhook_url], sort_keys=True).encode()).hexdigest()
-        if idempotency_key is not None:  # a repeat returns its job; a fresh key is a new job like any other
-            existing = self.jobs.by_idempotency(key_id, idempotency_key, digest)
-            if existing is not None:
-                return existing, False
+        # a repeated idempotency key returns its job (jobs.submit looks, before the quota and the
+        # queue limit); a fresh key is a new job like any other
         images = quotas.images_of(app, request)
-        if key is not None:
-            quotas.check(self.jobs, key, self.settings, images)
-        depth = self.jobs.queue_depth()
-        if depth >= self.settings.max_queue_size:
-            raise ServiceUnavailableError(f"the queue is full ({self.settings.max_queue_size} jobs); retry later", retry_after=30)
+        admitted: dict[str, int] = {}
+
+        def admit(session: Any) -> None:
+            # In the insert's transaction, under the key's lock: the quota cannot be overshot by
+            # concurrent submits of the key (here or on another node on the same database).
+            if key is not None:
+                quotas.check(self.jobs, key, self.settings, images, session=session)
+            depth = self.jobs.queue_depth(session=session)
+            if depth >= self.settings.max_queue_size:
+                raise ServiceUnavailableError(f"the queue is full ({self.settings.max_queue_size} jobs); retry later", retry_after=30)
+            admitted["depth"] = depth
+
         deadline = time.time() + start_timeout if start_timeout is not None else None
         job, created = self.jobs.submit(
             app, {"request": stored, "base_url": base_url, **({"timeout": float(timeout)} if timeout else {})}, key_id=key_id, idempotency_key=idempotency_key,
-            request_sha256=digest, webhook_url=webhook_url, start_deadline=deadline, owner=owner, images=images,
+            request_sha256=digest, webhook_url=webhook_url, start_deadline=deadline, owner=owner, images=images, admit=admit,
             # the uploads' owner rows (their retention clock) in the job's own transaction: one write per submit
             within=lambda s: self.file_owners.add_in(s, "inputs", uploads, owner or ""),
         )
         if created:
             self.wakeup.set()
             # the jobs queued ahead of it as it went in (a new read would count the same rows again)
-            job = dataclasses.replace(job, queue_position=depth)
+            job = dataclasses.replace(job, queue_position=admitted["depth"])
         return job, created
 
     def _store_inputs(self, value: Any, uploads: list[str]) -> Any:
