@@ -145,6 +145,9 @@ def _view(row: Job, position: int | None = None) -> JobView:
     )
 
 
+_INSERT = Job.__table__.insert()
+
+
 def error_dict(type_: str, message: str, status: int) -> dict[str, Any]:
     return {"type": type_, "message": message, "status": status}
 
@@ -193,7 +196,7 @@ class JobStore:
             if existing is not None:
                 return existing, False
         now = self.clock()
-        row = Job(
+        values = dict(
             id=uuid.uuid4().hex, app=app, status=Q, request_json=json.dumps(request, sort_keys=True),
             request_sha256=request_sha256, key_id=key_id, idempotency_key=idempotency_key,
             webhook_url=webhook_url, webhook_state="pending" if webhook_url else None, webhook_attempts=0,
@@ -210,7 +213,7 @@ class JobStore:
                         return existing, False
                 if admit is not None:
                     admit(s)
-                s.add(row)
+                s.connection().execute(_INSERT, values)  # Core: no unit of work for one new row
                 if within is not None:
                     within(s)
         except IntegrityError:
@@ -220,7 +223,7 @@ class JobStore:
             if existing is None:
                 raise
             return existing, False
-        return _view(row, position=None), True
+        return _view(Job(**values), position=None), True
 
     def lock_key(self, session: Session, key_id: str) -> None:
         """Serialise the rest of ``session``'s write transaction with every other one that locks
