@@ -146,6 +146,7 @@ def _view(row: Job, position: int | None = None) -> JobView:
 
 
 _INSERT = Job.__table__.insert()
+_QUEUED = select(func.count()).select_from(Job.__table__).where(Job.__table__.c.status == Q)
 
 
 def error_dict(type_: str, message: str, status: int) -> dict[str, Any]:
@@ -292,11 +293,11 @@ class JobStore:
             return [_view(r) for r in rows]
 
     def queue_depth(self, *, session: Session | None = None) -> int:
-        stmt = select(func.count()).select_from(Job).where(Job.status == Q)
+        """Jobs waiting (every submit and ``/health`` asks: a Core count on the status index)."""
         if session is not None:
-            return int(session.scalar(stmt) or 0)
+            return int(session.connection().execute(_QUEUED).scalar() or 0)
         with self.db.read() as s:
-            return int(s.scalar(stmt) or 0)
+            return int(s.connection().execute(_QUEUED).scalar() or 0)
 
     # ------------------------------------------------------------------ worker side
 
