@@ -168,3 +168,34 @@ def test_read_body_fills_one_buffer_and_checks_its_length():
     for length in (9, 11):
         with pytest.raises(RequestValidationError, match="Content-Length"):
             asyncio.run(read_body(request(list(parts), length)))
+
+
+def test_health_answers_from_memory_while_counting_is_slow(hz):
+    """/health takes the queue depth the service's own thread counted (at most DEPTH_MAX_AGE old):
+    no query and no thread per call, so a slow database does not slow it; the count catches up."""
+    svc = hz.service
+    deadline = time.time() + 5
+    while svc.cached_health() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert svc.cached_health() is not None
+    real = svc.jobs.queue_depth
+    slow = threading.Event()
+
+    def slow_depth(**kw):  # noqa: ANN003, ANN202
+        slow.set()
+        time.sleep(1.5)
+        return real(**kw)
+
+    svc.jobs.queue_depth = slow_depth
+    try:
+        for _ in range(3):
+            t0 = time.perf_counter()
+            r = hz.client.get("/health")
+            assert r.status_code == 200 and time.perf_counter() - t0 < 1.0, r.text
+    finally:
+        svc.jobs.queue_depth = real
+    assert svc.health()["queue_depth"] == real()  # without the cache it counts
+    deadline = time.time() + 5  # and the service's own count carries on
+    while (svc.cached_health() or {}).get("queue_depth") != real() and time.time() < deadline:
+        time.sleep(0.05)
+    assert svc.cached_health()["queue_depth"] == real()

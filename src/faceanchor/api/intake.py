@@ -2,8 +2,10 @@
 
 Submits (validate the body cheaply, store its bytes, insert the job) run in threads, at most
 ``intake_concurrency`` at once; the others wait on the event loop holding only their parsed
-body. ``/health`` has a thread of its own, so readiness never waits behind request work in the
-shared pool (anyio's default limiter, 40 threads, which every sync route uses).
+body. ``/health`` answers from memory (the service counts its queue on a thread of its own,
+:meth:`Service.cached_health <faceanchor.service.runtime.Service.cached_health>`), or, without a
+recent count, on a thread of its own, so readiness never waits behind request work in the shared
+pool (anyio's default limiter, 40 threads, which every sync route uses).
 
 A queued submit's body is taken as raw bytes (:func:`read_body`, one buffer, never parsed on the
 event loop) and parsed and validated in its intake thread in one pass by pydantic-core
