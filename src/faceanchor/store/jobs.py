@@ -19,7 +19,10 @@ whole database, across processes too), on PostgreSQL by a transaction-scoped adv
 the key (:func:`key_lock_id`), so submits of other keys still run in parallel. Under READ
 COMMITTED each statement sees every commit made before it, so the check that runs after the
 lock sees the jobs of every submit of the key admitted before: N concurrent submits for the
-last M images admit exactly M, on one node or many sharing the database.
+last M images admit exactly M, on one node or many sharing the database. (The service's queue
+limit is checked in the same transaction: exact on SQLite; on PostgreSQL submits of different
+keys hold different locks, so it may be passed by the submits in flight at once — it is
+back-pressure, not a quota.)
 """
 
 from __future__ import annotations
