@@ -40,8 +40,8 @@ def decode_image_ref(value: str, field: str, settings: Settings) -> bytes:
         text = text[m.end():]
     if len(text) * 3 // 4 > settings.max_image_bytes + 3:
         raise ImageTooLargeError(f"{field}: the encoded image is over the limit of {settings.max_image_bytes} bytes")
-    try:
-        data = base64.b64decode(text, validate=True)  # the usual case: one line, no whitespace
+    try:  # the usual case: one line, no whitespace; the ASCII text itself, not an encoded copy
+        data = binascii.a2b_base64(text, strict_mode=True)
     except (binascii.Error, ValueError):
         try:  # wrapped base64 (MIME's 76-column lines): strip the whitespace, only then
             data = base64.b64decode(re.sub(r"\s+", "", text), validate=True)

@@ -22,6 +22,7 @@ from starlette.concurrency import run_in_threadpool
 
 from faceanchor.api.deps import CurrentKey, MetricsDep, ServiceDep, SettingsDep, SubmittingKey
 from faceanchor.api.errors import ApiError, ErrorBody, error_responses
+from faceanchor.api.intake import json_body_openapi, parse_body, read_body
 from faceanchor.api.jobs import JobTimeout, base_url, cancel_job, job_urls, prepare_request, result_response, status_body
 from faceanchor.api.schemas import CancelOut, GenerateBody, GenerationOut, JobStatusBody, QueueSubmitted
 from faceanchor.service.fetch import validate_url
@@ -53,10 +54,9 @@ def _own_job(service: Service, app: str, request_id: str, key, with_logs: bool =
 
 
 @router.post("/{app}", response_model=QueueSubmitted, responses=error_responses(400, 401, 403, 404, 413, 415, 422, 429, 503),
-             summary="Queue a generation")
+             summary="Queue a generation", openapi_extra=json_body_openapi(GenerateBody))
 async def submit(
     app: AppName,
-    body: GenerateBody,
     request: Request,
     service: ServiceDep,
     settings: SettingsDep,
@@ -68,8 +68,10 @@ async def submit(
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)] = None,
 ) -> QueueSubmitted:
     base = base_url(request)
+    held = [await read_body(request)]  # the raw body, held once while the submit waits for its place
 
     def intake() -> QueueSubmitted:  # in a thread, at most settings.intake_concurrency at once
+        body = parse_body(GenerateBody, held.pop())  # JSON and schema in one pass, off the event loop
         _check_app(service, app)
         if webhook is not None:
             validate_url(webhook, allow_private=settings.allow_private_urls)

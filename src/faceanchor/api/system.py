@@ -15,7 +15,10 @@ router = APIRouter(tags=["system"])
 @router.get("/health", response_model=HealthOut, summary="loading / ready / busy",
             responses={503: {"model": HealthOut, "description": "The model is loading or failed to load."}})
 async def health(request: Request, service: ServiceDep) -> JSONResponse:
-    body = HealthOut(**await request.app.state.lanes.run("health", service.health))  # never behind request work
+    # From memory while the service's own thread keeps a recent queue count (no thread hop, no
+    # query: never behind request work); else counted on a thread of its own.
+    snapshot = service.cached_health() or await request.app.state.lanes.run("health", service.health)
+    body = HealthOut(**snapshot)
     code = 200 if body.status in ("ready", "busy") else 503
     headers = {"Retry-After": "5"} if body.status in ("starting", "loading") else None
     return JSONResponse(body.model_dump(exclude_none=True), status_code=code, headers=headers)

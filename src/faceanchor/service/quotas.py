@@ -7,8 +7,11 @@ cancelled jobs not counted. An exhausted quota answers **429** ``quota_exceeded`
 numbers in the message and in ``X-Quota-*`` headers, and ``Retry-After`` until the period
 resets (the Segmind-shaped ``/v1/instantid`` answers 406, Segmind's "insufficient credits").
 
-The check runs just before the job is inserted; concurrent submits of one key may overshoot
-by the requests in flight at that moment.
+The check is atomic: :meth:`Service.submit <faceanchor.service.runtime.Service.submit>` runs it
+inside the job insert's transaction, serialised per key (SQLite: ``BEGIN IMMEDIATE``;
+PostgreSQL: a transaction-scoped advisory lock on the key, see :mod:`faceanchor.store.jobs`), so
+concurrent submits of one key — on one server or on several sharing one PostgreSQL — never
+admit more images than the limit left: N submits for the last M images admit exactly M.
 """
 
 from __future__ import annotations
@@ -90,15 +93,17 @@ def usage(jobs: Any, key: Any, settings: Any, now: float | None = None) -> dict[
     return out
 
 
-def check(jobs: Any, key: Any, settings: Any, requested: int, now: float | None = None) -> None:
-    """Raise :class:`QuotaExceededError` if ``requested`` more images would pass a limit of the key."""
+def check(jobs: Any, key: Any, settings: Any, requested: int, now: float | None = None, *, session: Any = None) -> None:
+    """Raise :class:`QuotaExceededError` if ``requested`` more images would pass a limit of the key.
+    With ``session`` (the submit's write transaction, holding the key's lock) the usage is read in
+    it, which makes check-and-insert atomic."""
     now = time.time() if now is None else now
     lim = limits_for(key, settings)
     for period, limit in (("day", lim.per_day), ("month", lim.per_month)):
         if limit is None:
             continue
         start, end = period_bounds(period, now)
-        used = jobs.images_since(key.id, start)
+        used = jobs.images_since(key.id, start, session=session)
         if used + requested > limit:
             raise QuotaExceededError(
                 f"image quota exhausted for this key: {used} of {limit} images per {period} used, this request needs "

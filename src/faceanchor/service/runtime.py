@@ -89,6 +89,7 @@ class Service:
         self._stopped = False
         self._retention_stop = threading.Event()
         self._retention: threading.Thread | None = None
+        self._depth: tuple[int, float] | None = None  # (queue depth, time.monotonic() it was counted)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -100,6 +101,7 @@ class Service:
             return
         self.state = "loading"
         self.webhooks.start()
+        threading.Thread(target=self._depth_loop, name="faceanchor-queue-depth", daemon=True).start()
         if self.settings.retention_days is not None:
             self._retention = threading.Thread(target=self._retention_loop, name="faceanchor-retention", daemon=True)
             self._retention.start()
@@ -198,7 +200,27 @@ class Service:
             return self._engines_given[0]
         return self.workers[0].engine if self.workers else None
 
-    def health(self) -> dict[str, Any]:
+    #: How often the started service counts the queue for ``/health`` (seconds), and how old a count may be.
+    DEPTH_INTERVAL, DEPTH_MAX_AGE = 0.5, 2.0
+
+    def _depth_loop(self) -> None:
+        while not self._retention_stop.is_set():
+            try:
+                self._depth = (self.jobs.queue_depth(), time.monotonic())
+            except Exception:  # the database is away: health() counts itself (and reports the error)
+                self._depth = None
+            self._retention_stop.wait(self.DEPTH_INTERVAL)
+
+    def cached_health(self) -> dict[str, Any] | None:
+        """:meth:`health` from memory — the queue depth a thread of the service counts every
+        ``DEPTH_INTERVAL`` — so ``/health`` needs no thread and no query while submits keep both
+        busy; ``None`` when there is no recent count (service not started, database away)."""
+        depth = self._depth
+        if depth is None or time.monotonic() - depth[1] > self.DEPTH_MAX_AGE:
+            return None
+        return self.health(queue_depth=depth[0])
+
+    def health(self, queue_depth: int | None = None) -> dict[str, Any]:
         status = self.state
         if status == "ready" and self.workers and all(w.busy for w in self.workers):
             status = "busy"
@@ -206,7 +228,7 @@ class Service:
             "status": status,
             "workers": len(self.workers),
             "busy_workers": sum(w.busy for w in self.workers),
-            "queue_depth": self.jobs.queue_depth(),
+            "queue_depth": self.jobs.queue_depth() if queue_depth is None else queue_depth,
         }
         if self.load_seconds is not None:
             out["load_seconds"] = round(self.load_seconds, 3)
@@ -250,27 +272,32 @@ class Service:
         uploads: list[str] = []
         stored = self._store_inputs(request, uploads)
         digest = hashlib.sha256(json.dumps([app, stored, webhook_url], sort_keys=True).encode()).hexdigest()
-        if idempotency_key is not None:  # a repeat returns its job; a fresh key is a new job like any other
-            existing = self.jobs.by_idempotency(key_id, idempotency_key, digest)
-            if existing is not None:
-                return existing, False
+        # a repeated idempotency key returns its job (jobs.submit looks, before the quota and the
+        # queue limit); a fresh key is a new job like any other
         images = quotas.images_of(app, request)
-        if key is not None:
-            quotas.check(self.jobs, key, self.settings, images)
-        depth = self.jobs.queue_depth()
-        if depth >= self.settings.max_queue_size:
-            raise ServiceUnavailableError(f"the queue is full ({self.settings.max_queue_size} jobs); retry later", retry_after=30)
+        admitted: dict[str, int] = {}
+
+        def admit(session: Any) -> None:
+            # In the insert's transaction, under the key's lock: the quota cannot be overshot by
+            # concurrent submits of the key (here or on another node on the same database).
+            if key is not None:
+                quotas.check(self.jobs, key, self.settings, images, session=session)
+            depth = self.jobs.queue_depth(session=session)
+            if depth >= self.settings.max_queue_size:
+                raise ServiceUnavailableError(f"the queue is full ({self.settings.max_queue_size} jobs); retry later", retry_after=30)
+            admitted["depth"] = depth
+
         deadline = time.time() + start_timeout if start_timeout is not None else None
         job, created = self.jobs.submit(
             app, {"request": stored, "base_url": base_url, **({"timeout": float(timeout)} if timeout else {})}, key_id=key_id, idempotency_key=idempotency_key,
-            request_sha256=digest, webhook_url=webhook_url, start_deadline=deadline, owner=owner, images=images,
+            request_sha256=digest, webhook_url=webhook_url, start_deadline=deadline, owner=owner, images=images, admit=admit,
             # the uploads' owner rows (their retention clock) in the job's own transaction: one write per submit
             within=lambda s: self.file_owners.add_in(s, "inputs", uploads, owner or ""),
         )
         if created:
             self.wakeup.set()
             # the jobs queued ahead of it as it went in (a new read would count the same rows again)
-            job = dataclasses.replace(job, queue_position=depth)
+            job = dataclasses.replace(job, queue_position=admitted["depth"])
         return job, created
 
     def _store_inputs(self, value: Any, uploads: list[str]) -> Any:

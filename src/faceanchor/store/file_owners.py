@@ -45,7 +45,7 @@ class FileOwnerStore:
         rows = [{"namespace": namespace, "file_id": fid, "owner": owner, "created_at": now} for fid in dict.fromkeys(file_ids)]
         if not rows:
             return
-        session.execute(_upsert(self.db.is_sqlite), rows)
+        session.connection().execute(_upsert(self.db.is_sqlite), rows)  # Core: no ORM bulk machinery per submit
 
     def owns(self, namespace: str, file_id: str, owner: str) -> bool:
         with self.db.read() as s:
@@ -86,7 +86,7 @@ def _upsert(sqlite: bool):  # noqa: ANN202
     dialect (so SQLAlchemy's compiled cache serves every call) and run with a list of rows."""
     stmt = _UPSERTS.get(sqlite)
     if stmt is None:
-        base = (sqlite_insert if sqlite else pg_insert)(FileOwnerRow)
+        base = (sqlite_insert if sqlite else pg_insert)(FileOwnerRow.__table__)
         stmt = _UPSERTS[sqlite] = base.on_conflict_do_update(index_elements=["namespace", "file_id", "owner"],
                                                              set_={"created_at": base.excluded.created_at})
     return stmt

@@ -11,17 +11,30 @@ On SQLite all changes run in ``BEGIN IMMEDIATE`` transactions (one writer at a t
 oldest runnable job ``FOR UPDATE SKIP LOCKED`` (a row another worker is claiming is skipped, not
 waited for), and a client's cancel locks the row it changes. Terminal writes are retried
 through a dropped connection and are safe to repeat.
+
+A submit can be *admitted* atomically: :meth:`JobStore.submit` with ``admit`` runs the
+caller's check (the key's image quota, the queue limit) and the insert in one write
+transaction that is serialised per key — on SQLite by ``BEGIN IMMEDIATE`` (one writer for the
+whole database, across processes too), on PostgreSQL by a transaction-scoped advisory lock on
+the key (:func:`key_lock_id`), so submits of other keys still run in parallel. Under READ
+COMMITTED each statement sees every commit made before it, so the check that runs after the
+lock sees the jobs of every submit of the key admitted before: N concurrent submits for the
+last M images admit exactly M, on one node or many sharing the database. (The service's queue
+limit is checked in the same transaction: exact on SQLite; on PostgreSQL submits of different
+keys hold different locks, so it may be passed by the submits in flight at once — it is
+back-pressure, not a quota.)
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
-from sqlalchemy import Boolean, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint, and_, func, or_, select, update
+from sqlalchemy import Boolean, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint, and_, func, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
@@ -113,8 +126,14 @@ class JobView:
     images: int | None = None
 
 
-def _loads(text: str | None) -> Any:
-    return json.loads(text) if text else None
+def _loads(value: str | None) -> Any:
+    return json.loads(value) if value else None
+
+
+def key_lock_id(key_id: str) -> int:
+    """The PostgreSQL advisory lock id (a signed 64-bit integer) that serialises one key's submits."""
+    digest = hashlib.blake2b(b"faceanchor-key:" + key_id.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
 
 
 def _view(row: Job, position: int | None = None) -> JobView:
@@ -127,6 +146,10 @@ def _view(row: Job, position: int | None = None) -> JobView:
         start_deadline=row.start_deadline, created_at=row.created_at, started_at=row.started_at,
         finished_at=row.finished_at, queue_position=position, owner=row.owner, images=row.images,
     )
+
+
+_INSERT = Job.__table__.insert()
+_QUEUED = select(func.count()).select_from(Job.__table__).where(Job.__table__.c.status == Q)
 
 
 def error_dict(type_: str, message: str, status: int) -> dict[str, Any]:
@@ -162,17 +185,22 @@ class JobStore:
         start_deadline: float | None = None,
         owner: str | None = None,
         images: int | None = None,
+        admit: Callable[[Session], None] | None = None,
         within: Callable[[Session], None] | None = None,
     ) -> tuple[JobView, bool]:
         """Insert a queued job; return ``(job, created)``. A repeated idempotency key returns the
         existing job (``created`` false), or raises :class:`IdempotencyConflict` if the request differs.
-        ``within(session)`` writes more rows in the same transaction (the job's file owners)."""
-        if idempotency_key is not None:
+
+        ``admit(session)`` runs first inside the insert's transaction, after the key's lock (see
+        the module docstring): it reads what it must (usage, queue depth) through ``session`` and
+        raises to refuse the job, which then is not inserted. ``within(session)`` writes more rows
+        in the same transaction (the job's file owners)."""
+        if idempotency_key is not None:  # the cheap path for a repeat: a read, no lock
             existing = self.by_idempotency(key_id, idempotency_key, request_sha256)
             if existing is not None:
                 return existing, False
         now = self.clock()
-        row = Job(
+        values = dict(
             id=uuid.uuid4().hex, app=app, status=Q, request_json=json.dumps(request, sort_keys=True),
             request_sha256=request_sha256, key_id=key_id, idempotency_key=idempotency_key,
             webhook_url=webhook_url, webhook_state="pending" if webhook_url else None, webhook_attempts=0,
@@ -181,7 +209,15 @@ class JobStore:
         )
         try:
             with self.db.write() as s:
-                s.add(row)
+                if admit is not None or idempotency_key is not None:
+                    self.lock_key(s, key_id)
+                if idempotency_key is not None:  # under the key's lock: a racing repeat is seen here
+                    existing = self._idempotent(s, key_id, idempotency_key, request_sha256)
+                    if existing is not None:
+                        return existing, False
+                if admit is not None:
+                    admit(s)
+                s.connection().execute(_INSERT, values)  # Core: no unit of work for one new row
                 if within is not None:
                     within(s)
         except IntegrityError:
@@ -191,17 +227,27 @@ class JobStore:
             if existing is None:
                 raise
             return existing, False
-        return _view(row, position=None), True
+        return _view(Job(**values), position=None), True
+
+    def lock_key(self, session: Session, key_id: str) -> None:
+        """Serialise the rest of ``session``'s write transaction with every other one that locks
+        ``key_id``. SQLite: nothing to do, ``BEGIN IMMEDIATE`` already made this the only writer.
+        PostgreSQL: ``pg_advisory_xact_lock``, released when the transaction ends."""
+        if not self.db.is_sqlite:
+            session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": key_lock_id(key_id)})
+
+    def _idempotent(self, s: Session, key_id: str, idem: str, request_sha256: str) -> JobView | None:
+        row = s.scalar(select(Job).where(Job.key_id == key_id, Job.idempotency_key == idem))
+        if row is None:
+            return None
+        if row.request_sha256 != request_sha256:
+            raise IdempotencyConflict("this Idempotency-Key was already used with a different request")
+        return _view(row)
 
     def by_idempotency(self, key_id: str, idem: str, request_sha256: str) -> JobView | None:
         """The job this key already submitted with this idempotency key (None: none yet)."""
         with self.db.read() as s:
-            row = s.scalar(select(Job).where(Job.key_id == key_id, Job.idempotency_key == idem))
-            if row is None:
-                return None
-            if row.request_sha256 != request_sha256:
-                raise IdempotencyConflict("this Idempotency-Key was already used with a different request")
-            return _view(row)
+            return self._idempotent(s, key_id, idem, request_sha256)
 
     def get(self, job_id: str, *, with_logs: bool = False) -> JobView | None:
         with self.db.read() as s:
@@ -231,12 +277,15 @@ class JobStore:
         out.update({status: int(n) for status, n in rows})
         return out
 
-    def images_since(self, key_id: str, since: float) -> int:
-        """Images the key's jobs created since ``since`` asked for (failed and cancelled jobs do not count)."""
+    def images_since(self, key_id: str, since: float, *, session: Session | None = None) -> int:
+        """Images the key's jobs created since ``since`` asked for (failed and cancelled jobs do not
+        count); in ``session`` when given (an admission check inside the submit's transaction)."""
+        stmt = select(func.coalesce(func.sum(func.coalesce(Job.images, 1)), 0)).where(
+            Job.key_id == key_id, Job.created_at >= since, Job.status.not_in([F, X]))
+        if session is not None:
+            return int(session.scalar(stmt) or 0)
         with self.db.read() as s:
-            n = s.scalar(select(func.coalesce(func.sum(func.coalesce(Job.images, 1)), 0)).where(
-                Job.key_id == key_id, Job.created_at >= since, Job.status.not_in([F, X])))
-        return int(n or 0)
+            return int(s.scalar(stmt) or 0)
 
     def with_request_text(self, app_prefix: str, fragment: str) -> list[JobView]:
         """Jobs of apps starting with ``app_prefix`` whose stored request contains ``fragment``
@@ -246,9 +295,12 @@ class JobStore:
                                                Job.request_json.contains(fragment, autoescape=True)))
             return [_view(r) for r in rows]
 
-    def queue_depth(self) -> int:
+    def queue_depth(self, *, session: Session | None = None) -> int:
+        """Jobs waiting (every submit and ``/health`` asks: a Core count on the status index)."""
+        if session is not None:
+            return int(session.connection().execute(_QUEUED).scalar() or 0)
         with self.db.read() as s:
-            return int(s.scalar(select(func.count()).select_from(Job).where(Job.status == Q)) or 0)
+            return int(s.connection().execute(_QUEUED).scalar() or 0)
 
     # ------------------------------------------------------------------ worker side
 

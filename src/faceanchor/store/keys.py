@@ -13,7 +13,7 @@ import secrets
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import Boolean, Float, Integer, String, false, select
+from sqlalchemy import Boolean, Float, Integer, String, bindparam, false, select
 from sqlalchemy.orm import Mapped, mapped_column
 
 from faceanchor.store.db import Base, Database
@@ -95,7 +95,10 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def _info(row: ApiKey) -> KeyInfo:
+_BY_ID = select(ApiKey.__table__).where(ApiKey.__table__.c.id == bindparam("id"))
+
+
+def _info(row: ApiKey) -> KeyInfo:  # an ORM row or a Core row of the table
     return KeyInfo(row.id, row.name, row.created_at, row.revoked_at, row.rate_limit_per_minute, bool(row.admin),
                    row.tenant, row.images_per_day, row.images_per_month)
 
@@ -154,8 +157,8 @@ class KeyStore:
         m = _KEY.match(key.strip())
         if not m:
             return KeyCheck.UNKNOWN, None
-        with self.db.read() as s:
-            row = s.get(ApiKey, m.group("id"))
+        with self.db.read() as s:  # every request runs this: one Core select, no ORM identity map
+            row = s.connection().execute(_BY_ID, {"id": m.group("id")}).first()
             if row is None or not hmac.compare_digest(row.key_hash, hash_key(key.strip())):
                 return KeyCheck.UNKNOWN, None
             info = _info(row)
