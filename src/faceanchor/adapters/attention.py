@@ -161,8 +161,12 @@ class DecoupledAttnProcessor(nn.Module):
 
         query = self.project_query(attn, hidden_states)
 
+        # Inside a torch.compile'd module the cache stands aside: its per-tensor bookkeeping (id,
+        # _version) would break the graph at every cross-attention layer, and the compiled graph
+        # fuses the key/value projections anyway.
+        use_cache = self.kv_cache is not None and not torch.compiler.is_compiling()
         cached = None
-        if encoder_hidden_states is not None and self.kv_cache is not None:
+        if encoder_hidden_states is not None and use_cache:
             cached = self._cached(encoder_hidden_states)
         if cached is not None:
             key, value, ip_kv = cached
@@ -194,7 +198,7 @@ class DecoupledAttnProcessor(nn.Module):
             n = self.num_tokens
             ip_kv = [self.identity_key_value(attn, ip_tokens[:, j * n : (j + 1) * n], batch_size, head_dim)
                      for j in range(ip_tokens.shape[1] // n)]
-        if self.kv_cache is not None and source is not None:
+        if use_cache and source is not None:
             self.kv_cache[id(source)] = (source, source._version, self._cache_tag(), key, value, ip_kv)
         return self._attend(attn, query, key, value, ip_kv, attention_mask, batch_size, residual, input_ndim)
 
