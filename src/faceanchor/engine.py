@@ -523,7 +523,12 @@ class Engine:
                     out[i] = Cancelled("cancelled before it ran")
                 if not live:
                     continue
-                images = self._run_batch(live, preps, notifies, checks, everyone)
+                try:
+                    images = self._run_batch(live, preps, notifies, checks, everyone)
+                except Cancelled as e:  # every request was cancelled: the call stopped
+                    for i in live:
+                        out[i] = e
+                    continue
                 for i in live:
                     if checks[i]():
                         out[i] = Cancelled("cancelled while its batch ran")
