@@ -2,6 +2,7 @@
 request's images equal its own generate() call, per-request errors, cancels and progress."""
 
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -153,3 +154,38 @@ def test_requests_that_cannot_batch_run_alone_in_generate_many(engine):
     assert [o.timings["batch_requests"] for o in out] == [1, 1, 1]
     alone = engine.generate(reqs[1])
     assert np.array_equal(pixels(alone.images[0]), pixels(out[1].images[0]))
+
+
+def test_the_batched_worker_runs_queued_jobs_as_one_call(engine, tmp_path, monkeypatch):
+    """The engine on tiny weights behind the queue: three queued InstantID jobs run as one
+    pipeline call, each job's stored image equal to its request run alone (up to 8-bit rounding)."""
+    import io
+
+    from PIL import Image
+
+    from faceanchor.service.runtime import Service
+    from faceanchor.types import JobStatus
+
+    photo = Path(OBAMA).read_bytes()
+    settings = Settings(home=tmp_path, device="cpu", watermark=False, worker_batch_max=4, job_lease_seconds=2.0)
+    calls = []
+    real = engine.generate_many
+    monkeypatch.setattr(engine, "generate_many", lambda reqs, *a, **kw: calls.append(len(reqs)) or real(reqs, *a, **kw))
+    svc = Service(settings, engine=engine)
+    reqs = [{"face_image": photo, "prompt": p, "width": 64, "height": 64, "num_inference_steps": 2, "seed": s, "adapter_strength": a}
+            for p, s, a in (("a portrait", 1, 0.8), ("a painting", 2, 1.1), ("a sketch", 3, 0.5))]
+    ids = [svc.submit("instantid", dict(r))[0].id for r in reqs]
+    svc.start(background=False)
+    try:
+        deadline = time.time() + 120
+        views = [svc.jobs.get(i) for i in ids]
+        while not all(v.status.finished for v in views) and time.time() < deadline:
+            time.sleep(0.05)
+            views = [svc.jobs.get(i) for i in ids]
+    finally:
+        svc.stop()
+    assert calls == [3]
+    assert all(v.status == JobStatus.COMPLETED and v.result["timings"]["batch_requests"] == 3 for v in views), [v.error for v in views]
+    stored = np.asarray(Image.open(io.BytesIO(svc.files.get(views[1].result["images"][0]["file_id"], "outputs"))).convert("RGB"), np.int16)
+    alone = engine.generate(GenerationRequest(**reqs[1]))
+    assert np.abs(stored - np.asarray(alone.images[0].image, np.int16)).max() <= 2

@@ -155,3 +155,4 @@ def test_claim_matching_takes_only_matching_queued_jobs_up_to_the_limit(tmp_path
     assert jobs.get(ids[3]).status == JobStatus.IN_QUEUE and jobs.get(ids[5]).status == JobStatus.IN_QUEUE
     # a job whose request the key cannot read is left to claim()
     assert jobs.claim_matching("w", 5.0, lambda v: v.request["missing"], limit=5) == []
+
