@@ -10,8 +10,10 @@ Two engines on the same seeded random weights, measured interleaved (A B B A ...
 Cases: InstantID SDXL 1024² 30 steps Euler (batch 1 and 4), InstantID 1024² 5 steps LCM,
 FaceID SD1.5 512² 30 steps. Each case prints and records the median wall time per
 generation, seconds per step, the fast/baseline ratio, identity of outputs (fast must equal
-baseline up to TF32 rounding) and peak GPU memory. Targets (issue 14): 1024² 30-step ratio
-≤ 0.6, LCM 5 steps ≤ 0.5 s.
+baseline up to TF32 rounding) and peak GPU memory. Then, on the fast engine, 4 separate
+InstantID requests one by one vs one batched call (``benchmarks/batching.py``'s
+``engine_batch_case``; ``--batch-steps``, 0 skips it). Targets (issue 14): 1024² 30-step ratio
+≤ 0.6, LCM 5 steps ≤ 0.5 s, batched requests ≥ 1.5× the images/s of one by one.
 
     python benchmarks/gpu.py --out gpu.json                      # on a CUDA machine
     python benchmarks/gpu.py --weights tiny --device cpu --size 64 --out /tmp/g.json   # checks the script
@@ -40,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=2, help="interleaved pairs per case")
     ap.add_argument("--compile", action="store_true", help="also torch.compile the fast side's UNet")
     ap.add_argument("--budget-s", type=float, default=450.0, help="skip remaining cases past this many seconds")
+    ap.add_argument("--batch-steps", type=int, default=30, help="steps of the batched-requests case (0: skip it)")
     args = ap.parse_args(argv)
 
     import numpy as np
@@ -78,8 +81,8 @@ def main(argv: list[str] | None = None) -> int:
             results["cases"][name] = {"skipped": "time budget"}
             print(f"{name:<30} skipped (time budget)")
             continue
-        req = GenerationRequest(face_image=str(FACE), prompt="a portrait photo, studio light", seed=0,
-                                enhance_face_region=False, **kw)
+        region = {"enhance_face_region": False} if "enhance_face_region" in Engine.method(kw["method"]).honoured() else {}
+        req = GenerationRequest(face_image=str(FACE), prompt="a portrait photo, studio light", seed=0, **region, **kw)
         times: dict[str, list[float]] = {"baseline": [], "fast": []}
         images: dict[str, np.ndarray] = {}
         peaks = {}
@@ -107,6 +110,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:<30}{b:>11.3f}{f:>9.3f}{f / b:>7.2f}{row['fast_s_per_step']:>12.4f}{delta:>9.4f}"
               f"{(peaks.get('fast') or 0):>10.2f}", flush=True)
         failed |= delta > 0.05  # fp16 + TF32 rounding stays far below this; a wrong fast path does not
+    if args.batch_steps and time.perf_counter() - start > args.budget_s:
+        results["cases"]["instantid_sdxl_batched_requests_x4"] = {"skipped": "time budget"}
+        print("instantid_sdxl_batched_requests_x4 skipped (time budget)")
+    elif args.batch_steps:
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location("faceanchor_bench_batching", Path(__file__).with_name("batching.py"))
+        batching = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(batching)
+        torch.backends.cuda.matmul.allow_tf32 = True
+        row = batching.engine_batch_case(sides["fast"], size=s, steps=args.batch_steps, n=4, repeat=1, enhance_face_region=False)
+        row.pop("runs", None)
+        results["cases"]["instantid_sdxl_batched_requests_x4"] = row
+        print(f"batched requests x4 ({args.batch_steps} steps): one by one {row['one_by_one_s']:.3f} s, one call {row['batch_s']:.3f} s, "
+              f"{row['ratio']:.2f}x images/s, max|Δ| {row['max_abs_diff']:.4f}", flush=True)
+        failed |= row["max_abs_diff"] > 0.05
     results["wall_s"] = time.perf_counter() - start
     args.out.write_text(json.dumps(results, indent=2))
     print(f"# wrote {args.out} in {results['wall_s']:.0f} s")
