@@ -156,3 +156,22 @@ def test_claim_matching_takes_only_matching_queued_jobs_up_to_the_limit(tmp_path
     # a job whose request the key cannot read is left to claim()
     assert jobs.claim_matching("w", 5.0, lambda v: v.request["missing"], limit=5) == []
 
+
+
+def test_a_job_past_its_time_limit_or_missing_its_input_ends_alone(tmp_path, db_url):
+    engine = BatchingTinyEngine(step_delay=0.05)
+    svc = Service(settings_for(tmp_path, db_url, worker_batch_max=4), engine=engine)
+    ids = submit(svc, 1, num_inference_steps=30)
+    ids.append(svc.submit("instantid", {"face_image": face(), "num_inference_steps": 30, "seed": 50}, timeout=0.4)[0].id)
+    gone = svc.submit("instantid", {"face_image": face(), "num_inference_steps": 30, "seed": 60})[0]
+    svc.files.delete(gone.request["request"]["face_image"]["$file"], "inputs")
+    ids += [gone.id] + submit(svc, 1, num_inference_steps=30)
+    svc.start(background=False)
+    try:
+        views = wait_done(svc, ids)
+    finally:
+        svc.stop()
+    assert engine.batches == [3]  # the job without its input never reached the engine
+    assert [v.status for v in views] == [JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.FAILED, JobStatus.COMPLETED]
+    assert views[1].error["type"] == "timeout" and views[2].error["type"] == "input_missing"
+    assert views[1].finished_at < views[0].finished_at - 0.3 and views[2].finished_at < views[0].finished_at

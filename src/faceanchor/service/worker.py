@@ -348,7 +348,7 @@ class Worker(threading.Thread):
     def _run_batch(self, runs: list[_Run]) -> list[str | None]:
         """Several jobs as one engine call (``generate_many``), each recorded on its own; if the
         shared call fails, each job runs again alone."""
-        outcomes: dict[int, _Outcome] = {}
+        out: list[str | None] = [None] * len(runs)
         live: list[tuple[int, _Run, dict[str, Any], GenerationRequest]] = []
         for run in runs:
             run.peers = [r for r in runs if r is not run]
@@ -357,8 +357,8 @@ class Worker(threading.Thread):
             try:
                 request = resolve_inputs(run.job.request.get("request", {}), self.files)
                 live.append((k, run, request, _parse(request)))
-            except Exception as e:
-                outcomes[k] = self._failure(run, e)
+            except Exception as e:  # its input is missing or invalid: it fails now, alone
+                out[k] = self._record_safely(run, lambda r, err=e: self._failure(r, err))
         results: list[Any] | None = None
         if live:
             checks = [(lambda r=run: self._cancelled(r)) for _, run, _, _ in live]
@@ -374,13 +374,10 @@ class Worker(threading.Thread):
                 for _, run, _, _ in live:
                     self._log(run, f"its batch failed ({type(e).__name__}); running alone")
                 results = None
-        out: list[str | None] = [None] * len(runs)
-        for k, run in enumerate(runs):
-            if k in outcomes:
-                out[k] = self._record_safely(run, lambda r, o=outcomes[k]: o)
         for j, (k, run, request, _) in enumerate(live):
             if results is None:
-                out[k] = self._record_safely(run, self._execute)
+                if not run.lost:  # (a job already ended while its batch ran stays ended)
+                    out[k] = self._record_safely(run, self._execute)
                 continue
             out[k] = self._record_safely(run, lambda r, res=results[j], req=request: self._store(r, res, req))
         return out
