@@ -144,12 +144,28 @@ def test_batch_keys(engine):
     # region control of several people, and methods that cannot batch, run alone
     assert engine.batch_key(req(face_box=[0, 0, 32, 32])) is None
     assert engine.batch_key(req(more_identities=[PlacedIdentity(face_image=BIDEN, box=[32, 0, 64, 32])])) is None
-    assert engine.batch_key(req(method="faceid")) is None
+    faceid = engine.batch_key(req(method="faceid"))
+    assert faceid is not None and faceid != key and faceid == engine.batch_key(req(method="faceid", seed=3, face_image=BIDEN))
+    for other in (req(method="faceid", adapter_strength=0.5), req(method="faceid", lora_scale=0.5), req(method="faceid-plusv2")):
+        assert engine.batch_key(other) not in (None, faceid)
+    assert engine.batch_key(req(method="faceid", face_box=[0, 0, 32, 32])) is None
     assert engine.batch_key(req(base="sd15")) is None  # InstantID on SD1.5 is an error: it fails alone
 
 
+@pytest.mark.parametrize("method", ["faceid", "faceid-plusv2", "faceid-portrait"])
+def test_faceid_family_batch_equals_each_request_alone(engine, method):
+    reqs = [req(method=method, seed=1), req(method=method, face_image=BIDEN, prompt="a painting", negative_prompt="ugly", seed=2, samples=2)]
+    alone = [engine.generate(r) for r in reqs]
+    many = engine.generate_many(reqs)
+    for a, m in zip(alone, many):
+        assert m.timings["batch_requests"] == 2 and [im.seed for im in m.images] == [im.seed for im in a.images]
+        for x, y in zip(a.images, m.images):
+            assert np.abs(pixels(x) - pixels(y)).max() <= 2
+    assert np.abs(pixels(many[0].images[0]) - pixels(many[1].images[0])).max() > 10
+
+
 def test_requests_that_cannot_batch_run_alone_in_generate_many(engine):
-    reqs = [req(seed=1), req(method="faceid", seed=2), req(seed=3, width=128, height=64)]
+    reqs = [req(seed=1), req(seed=2, face_box=[0, 0, 40, 40]), req(seed=3, width=128, height=64)]
     out = engine.generate_many(reqs)
     assert [o.timings["batch_requests"] for o in out] == [1, 1, 1]
     alone = engine.generate(reqs[1])
