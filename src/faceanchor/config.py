@@ -58,6 +58,8 @@ class Settings(BaseSettings):
     max_queue_size: int = Field(default=1000, ge=1, description="Queued jobs beyond this answer 503.")
     job_max_attempts: int = Field(default=3, ge=1, description="Leases of one job before it fails as crashing its worker.")
     workers: int = Field(default=1, ge=1, description="Worker threads (one per device); each gets its own engine.")
+    worker_batch_max: int = Field(default=1, ge=1, le=16, description=(
+        "Queued generation jobs a worker may run as one batch (same method, base, size, steps, scheduler, guidance...); 1: one at a time."))
     intake_concurrency: int = Field(default=4, ge=1, le=256, description=(
         "Submits validated and stored at once, each in a thread; more wait on the event loop holding only their body."))
     sync_timeout_seconds: float = Field(default=300.0, gt=0, description="Start deadline of synchronous requests (504 past it).")

@@ -22,6 +22,7 @@ import secrets
 import threading
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, Iterator
 
 import numpy as np
@@ -377,17 +378,27 @@ class Engine:
             return self._generate(request, on_progress, cancellation.current())
 
     def _generate(self, request: GenerationRequest, on_progress: ProgressCallback | None, cancel: CancelCheck | None) -> GenerationResult:
-        import torch
+        prep = self._prepare(request, on_progress, cancel)
+        with self._cancellable(prep.loaded):
+            images = prep.method.run(prep.loaded, prep.ctx)
+        return self._finish(prep, images)
 
+    def _prepare(self, request: GenerationRequest, on_progress: ProgressCallback | None, cancel: CancelCheck | None,
+                 shared_cancel: CancelCheck | None = None) -> "_Prepared":
+        """Everything before the method's run: fields, face, models, seeds, prompt, the run context.
+
+        ``shared_cancel`` (a batch): the check the context's stages and steps use, so one
+        request's cancel does not stop the call it shares with others."""
         from faceanchor.styles import apply_style
 
         timings: dict[str, float] = {}
         notify = on_progress or (lambda e: None)
         check = cancel or (lambda: False)
+        run_check = shared_cancel or check
 
         @contextmanager
         def stage(name: str) -> Iterator[None]:
-            if check():
+            if run_check():
                 raise Cancelled(f"cancelled before {name}")
             notify(ProgressEvent(stage=name, message=f"{name} started"))
             t0 = time.perf_counter()
@@ -415,12 +426,18 @@ class Engine:
         warnings += [w for f in ident.faces for w in (f.quality.warnings if f.quality else ())]
         ctx = RunContext(
             request=request, identity=ident, family=family, prompt=prompt, negative=negative, seeds=seeds, stage=stage,
-            step_callback=lambda chunk: progress_callback(notify, check, chunk, request.steps), cancel=check, notify=notify,
+            step_callback=lambda chunk: progress_callback(notify, run_check, chunk, request.steps), cancel=run_check, notify=notify,
             timings=timings, tools=self._tools(method), more=more,
         )
-        with self._cancellable(loaded):
-            images = method.run(loaded, ctx)
+        return _Prepared(method, loaded, ctx, seed, warnings, check)
 
+    def _finish(self, prep: "_Prepared", images: list[Any]) -> GenerationResult:
+        """Scores, best-of, the face-detail pass and the result record of one request's images."""
+        import torch
+
+        method, loaded, ctx, seed, seeds = prep.method, prep.loaded, prep.ctx, prep.seed, prep.ctx.seeds
+        request, ident, more, timings = ctx.request, ctx.identity, ctx.more, ctx.timings
+        stage = ctx.stage
         with stage("score"):
             if more:
                 outs = self._score_people(images, seeds, [ident] + [m[0] for m in more], ctx.regions)
@@ -434,9 +451,9 @@ class Engine:
             from faceanchor.character.edit import face_detail_pass
 
             with stage("face_detail"):
-                outs, face_detail = face_detail_pass(self, request, ident, outs, cancel=check)
+                outs, face_detail = face_detail_pass(self, request, ident, outs, cancel=prep.cancel)
         params = request.public_params()
-        params.update(seed=seed, prompt_used=prompt, negative_prompt_used=negative, face_space=ident.space,
+        params.update(seed=seed, prompt_used=ctx.prompt, negative_prompt_used=ctx.negative, face_space=ident.space,
                       embedding_normalised=method.normalised, **_reference_report(request, ident))
         params.update(method.effective_params(request))
         if request.model_name is not None and not self.loader.honours_model_name:
@@ -445,7 +462,124 @@ class Engine:
             params["face_detail"] = face_detail
         if torch.cuda.is_available() and str(self.device).startswith("cuda"):
             timings["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
-        return GenerationResult(images=outs, seed=seed, params=params, models=method.models_used(loaded.models, request), timings=timings, warnings=warnings)
+        return GenerationResult(images=outs, seed=seed, params=params, models=method.models_used(loaded.models, request),
+                                timings=timings, warnings=list(prep.warnings))
+
+    # ------------------------------------------------------------------ separate requests, one call
+
+    def batch_key(self, request: GenerationRequest) -> tuple[Any, ...] | None:
+        """Requests with equal keys may run as one pipeline call (:meth:`generate_many`); ``None``:
+        this request runs alone (its method cannot batch it, or it is invalid: it then fails alone).
+
+        The key: method (its shared pipeline), base family and model, size as asked, steps,
+        scheduler, guidance (CFG on or off and its scale), this engine's dtype and weights, and
+        whatever the method's :meth:`~faceanchor.methods.contract.Method.batch_key` adds."""
+        try:
+            method = self.method(request.method)
+            own = method.batch_key(request)
+            if own is None:
+                return None
+            family = method.family_for(request)
+        except FaceAnchorError:
+            return None
+        return (method.pipeline_key or method.name, method.name, family, request.model_name, request.width, request.height,
+                request.steps, request.scheduler, request.guidance, str(self.dtype), self.weights, own)
+
+    def generate_many(
+        self,
+        requests: list[GenerationRequest],
+        on_progress: list[ProgressCallback | None] | None = None,
+        cancel: list[CancelCheck | None] | None = None,
+    ) -> list[GenerationResult | FaceAnchorError]:
+        """Run separate requests, those of equal :meth:`batch_key` as one pipeline call.
+
+        Each request keeps its own seeds (its own generators: its images equal what
+        :meth:`generate` gives it alone, up to float tolerance), prompt, identity and strengths;
+        results come back in order, each with its own timings (the shared stages' times, and
+        ``batch_requests`` / ``batch_images``), metadata and scores. An entry is the request's
+        :class:`FaceAnchorError` instead when that request alone failed (no face in its photo...)
+        or was cancelled (``cancel[i]``; the others go on; all cancelled stops the call). An
+        error of the shared call itself is raised (the caller may run the requests one by one)."""
+        n = len(requests)
+        notifies = list(on_progress or [None] * n)
+        checks = [c or (lambda: False) for c in (cancel or [None] * n)]
+        out: list[Any] = [None] * n
+
+        def everyone() -> bool:
+            return all(c() for c in checks)
+
+        with self.lock, cancellation.scope(everyone):
+            preps: dict[int, _Prepared] = {}
+            for i, request in enumerate(requests):
+                try:
+                    with cancellation.scope(checks[i]):
+                        preps[i] = self._prepare(request, notifies[i], checks[i], shared_cancel=everyone)
+                except FaceAnchorError as e:
+                    out[i] = e
+            groups: dict[Any, list[int]] = {}
+            for i, prep in preps.items():
+                key = self.batch_key(prep.ctx.request)
+                groups.setdefault((id(prep.loaded), key) if key is not None else ("alone", i), []).append(i)
+            for members in groups.values():
+                live = [i for i in members if not checks[i]()]
+                for i in set(members) - set(live):
+                    out[i] = Cancelled("cancelled before it ran")
+                if not live:
+                    continue
+                try:
+                    images = self._run_batch(live, preps, notifies, checks, everyone)
+                except Cancelled as e:  # every request was cancelled: the call stopped
+                    for i in live:
+                        out[i] = e
+                    continue
+                for i in live:
+                    if checks[i]():
+                        out[i] = Cancelled("cancelled while its batch ran")
+                        continue
+                    try:
+                        with cancellation.scope(checks[i]):
+                            out[i] = self._finish(preps[i], images[i])
+                            out[i].timings.update(batch_requests=float(len(live)), batch_images=float(sum(len(images[j]) for j in live)))
+                    except FaceAnchorError as e:
+                        out[i] = e
+        return out
+
+    def _run_batch(self, live: list[int], preps: dict[int, "_Prepared"], notifies: list[Any], checks: list[CancelCheck],
+                   everyone: CancelCheck) -> dict[int, list[Any]]:
+        """One method call for the requests ``live`` (equal batch keys, one loaded pipeline)."""
+        from faceanchor.methods.contract import Batch
+
+        first = preps[live[0]]
+        ctxs = [preps[i].ctx for i in live]
+
+        @contextmanager
+        def stage(name: str) -> Iterator[None]:
+            if everyone():
+                raise Cancelled(f"cancelled before {name}")
+            for i in live:
+                if not checks[i]() and notifies[i] is not None:
+                    notifies[i](ProgressEvent(stage=name, message=f"{name} started"))
+            t0 = time.perf_counter()
+            yield
+            dt = time.perf_counter() - t0
+            for ctx in ctxs:
+                ctx.timings[name] = ctx.timings.get(name, 0.0) + dt
+
+        def step_callback(chunk: int) -> Any:
+            def notify_all(ev: ProgressEvent) -> None:
+                for i in live:
+                    if not checks[i]() and notifies[i] is not None:
+                        notifies[i](ev)
+
+            return progress_callback(notify_all, everyone, chunk, first.ctx.request.steps)
+
+        if len(live) == 1:
+            ctx = first.ctx
+            with self._cancellable(first.loaded):
+                return {live[0]: first.method.run(first.loaded, ctx)}
+        with self._cancellable(first.loaded):
+            images = first.method.run_many(first.loaded, Batch(ctxs, stage, step_callback))
+        return dict(zip(live, images))
 
     # ------------------------------------------------------------------ render (characters)
 
@@ -502,6 +636,18 @@ class Engine:
             with self._cancellable(loaded):
                 return method.render(loaded, ctx, image, kps, strength=strength, seed=seed, mask=mask, face_box=face_box,
                                      callback=callback)
+
+
+@dataclass
+class _Prepared:
+    """One request ready for its method's run (:meth:`Engine._prepare`)."""
+
+    method: Method
+    loaded: Loaded
+    ctx: RunContext
+    seed: int
+    warnings: list[str]
+    cancel: CancelCheck
 
 
 def _reference_report(request: GenerationRequest, ident: Identity) -> dict[str, Any]:

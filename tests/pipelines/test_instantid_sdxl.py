@@ -267,3 +267,25 @@ def test_face_box_mask_and_mask_inputs():
     assert mask_to_tensor(m, 32, 32, "cpu", torch.float32).shape == (32, 32)
     with pytest.raises(InvalidInputError):
         mask_to_tensor("mask", SIZE, SIZE, "cpu", torch.float32)
+
+
+def test_per_image_inputs_of_separate_requests_equal_their_single_calls(parts):
+    """One call with a row per request (embedding, keypoint image, face mask, both strengths)
+    gives each row what its own call gives (the batched worker's contract)."""
+    comps, pipe, kps, emb = parts
+    torch.manual_seed(3)
+    embs = [emb.reshape(1, -1), torch.randn(1, emb.shape[-1])]
+    kpss = [kps, kps.transpose(PIL.Image.FLIP_LEFT_RIGHT)]
+    masks = [face_box_mask((8, 8, 40, 48), SIZE, SIZE), face_box_mask((20, 10, 60, 50), SIZE, SIZE)]
+    ids, ads = [0.5, 1.1], [1.2, 0.3]
+    single = [_run(pipe, kpss[i], embs[i], seed=10 + i, face_mask=masks[i], identity_scale=ids[i], adapter_scale=ads[i])[0]
+              for i in range(2)]
+    both = _run(pipe, kpss, torch.cat(embs), seed=10, num_images=2, face_mask=masks, identity_scale=ids, adapter_scale=ads)
+    for i in range(2):
+        assert np.abs(both[i] - single[i]).max() < 1e-4
+    assert np.abs(single[0] - single[1]).max() > 1e-2
+    assert pipe.identity_adapter.scale == 0.3  # the float scale of the last single call is back
+    with pytest.raises(InvalidInputError, match="identity_scale has 3 values for 2 images"):
+        _run(pipe, kpss, torch.cat(embs), num_images=2, identity_scale=[0.1, 0.2, 0.3])
+    with pytest.raises(InvalidInputError, match="3 face masks for 2 images"):
+        _run(pipe, kpss, torch.cat(embs), num_images=2, face_mask=masks + masks[:1])

@@ -74,3 +74,56 @@ class TinyEngine:
 
 def factory(settings) -> TinyEngine:  # noqa: ANN001
     return TinyEngine(step_delay=float(os.environ.get("TINY_STEP_DELAY", "0")), run_log=os.environ.get("TINY_RUN_LOG"))
+
+
+class BatchingTinyEngine(TinyEngine):
+    """The tiny engine with the batched worker's calls: ``batch_key`` (steps and size; a prompt
+    starting with "alone" runs alone) and ``generate_many``, which steps every request of a batch
+    together (per-request progress and cancel; all cancelled stops the call) and gives each the
+    image its own ``generate`` would. ``fail_batches``: the shared call raises (the worker must
+    then run the jobs one by one). ``batches`` records each call's size."""
+
+    def __init__(self, *args, fail_batches: bool = False, **kw):
+        super().__init__(*args, **kw)
+        self.fail_batches = fail_batches
+        self.batches: list[int] = []
+
+    def batch_key(self, request: GenerationRequest):
+        return None if request.prompt.startswith("alone") else (request.steps, request.width, request.height)
+
+    def generate_many(self, requests, on_progress=None, cancel=None):
+        n = len(requests)
+        on_progress = on_progress or [None] * n
+        cancel = [c or (lambda: False) for c in (cancel or [None] * n)]
+        with self._lock:
+            self.batches.append(n)
+        self.started.set()
+        if self.fail_batches:
+            raise RuntimeError("the tiny engine's batch failed")
+        out: list = [None] * n
+        for i, request in enumerate(requests):
+            try:
+                for k, ref in enumerate(request.references):
+                    lo, hi = load_image(ref, name=f"reference {k}").convert("L").getextrema()
+                    if lo == hi:
+                        raise NoFaceError(f"no face found in reference {k}")
+            except (InvalidInputError, NoFaceError) as e:
+                out[i] = e
+        live = [i for i in range(n) if out[i] is None]
+        steps = max((requests[i].steps for i in live), default=0)
+        for step in range(steps):
+            if all(cancel[i]() for i in live):
+                raise Cancelled("every request of the batch was cancelled")
+            if self.step_delay:
+                time.sleep(self.step_delay)
+            for i in live:
+                if not cancel[i]() and on_progress[i] is not None:
+                    on_progress[i](ProgressEvent("denoise", step + 1, steps))
+        for i in live:
+            if cancel[i]():
+                out[i] = Cancelled("cancelled while its batch ran")
+                continue
+            res = TinyEngine.generate(self, requests[i])
+            res.timings["batch_requests"] = float(len(live))
+            out[i] = res
+        return out

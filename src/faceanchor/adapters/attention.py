@@ -73,7 +73,8 @@ def cross_attention_layers(unet: Any) -> list[CrossAttentionLayer]:
 
 
 def region_mask_for_sequence(region_mask: torch.Tensor, seq_len: int) -> torch.Tensor:
-    """Resample an image-resolution mask ``(H, W)`` to a layer's token grid, as ``(1, seq_len, 1)``.
+    """Resample an image-resolution mask ``(H, W)`` to a layer's token grid, as ``(1, seq_len, 1)``
+    (a batch of per-sample masks ``(N, H, W)``: ``(N, seq_len, 1)``).
 
     Same computation as the official region control: ``ratio = sqrt(H*W / seq_len)`` and
     nearest-neighbour interpolation with ``scale_factor = 1 / ratio``. When the float ratio
@@ -81,13 +82,15 @@ def region_mask_for_sequence(region_mask: torch.Tensor, seq_len: int) -> torch.T
     taken by rounding instead of failing.
     """
     h, w = region_mask.shape[-2:]
+    grid = region_mask[None, None] if region_mask.ndim == 2 else region_mask[:, None]  # (N, H, W): one mask per sample
+    n = grid.shape[0]
     ratio = (h * w / seq_len) ** 0.5
-    mask = F.interpolate(region_mask[None, None], scale_factor=1 / ratio, mode="nearest")
-    if mask.numel() != seq_len:
-        mask = F.interpolate(region_mask[None, None], size=(round(h / ratio), round(w / ratio)), mode="nearest")
-    if mask.numel() != seq_len:
+    mask = F.interpolate(grid, scale_factor=1 / ratio, mode="nearest")
+    if mask.numel() != n * seq_len:
+        mask = F.interpolate(grid, size=(round(h / ratio), round(w / ratio)), mode="nearest")
+    if mask.numel() != n * seq_len:
         raise ValueError(f"region mask {h}x{w} cannot be mapped onto {seq_len} attention tokens")
-    return mask.reshape([1, -1, 1])
+    return mask.reshape([n, -1, 1])
 
 
 class DecoupledAttnProcessor(nn.Module):
@@ -233,14 +236,21 @@ class DecoupledAttnProcessor(nn.Module):
 
         # Each identity: its attention, times its region mask, times its scale. A zero scale adds
         # exactly nothing (0 * finite == 0): skip that identity's branch.
+        # A per-sample scale (a tensor, one value per batch row: separate requests batched) gives
+        # each row what a float scale gives it alone: the product in float32, rounded once.
         for (scale, region), kv in zip(self._groups(), ip_kv or ()):
-            if scale == 0.0:
+            per_sample = isinstance(scale, torch.Tensor)
+            if not per_sample and scale == 0.0:
                 continue
             ip_hidden = self.identity_attention_kv(attn, query, kv, batch_size, head_dim)
             if region is not None:
                 mask = region_mask_for_sequence(region, query.shape[-2])
                 ip_hidden = ip_hidden * mask.to(device=ip_hidden.device, dtype=ip_hidden.dtype)
-            hidden_states = hidden_states + scale * ip_hidden
+            if per_sample:
+                scaled = (scale.to(device=ip_hidden.device, dtype=torch.float32).view(-1, 1, 1) * ip_hidden.float()).to(ip_hidden.dtype)
+                hidden_states = hidden_states + scaled
+            else:
+                hidden_states = hidden_states + scale * ip_hidden
 
         hidden_states = self.project_out(attn, hidden_states)
 

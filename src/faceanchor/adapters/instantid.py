@@ -199,11 +199,28 @@ class InstantIDAdapter:
         for proc in self.processors.values():
             proc.scale = scale
 
+    @contextmanager
+    def sample_scales(self, scales: torch.Tensor | None) -> Iterator[None]:
+        """Per-sample scales (one per UNet batch row: separate requests in one batch) for a
+        ``with`` block; ``None`` keeps the float scale. The float scale is back afterwards."""
+        if scales is None:
+            yield
+            return
+        before = [proc.scale for proc in self.processors.values()]
+        for proc in self.processors.values():
+            proc.scale = scales
+        try:
+            yield
+        finally:
+            for proc, sc in zip(self.processors.values(), before):
+                proc.scale = sc
+
     def set_region_mask(self, mask: torch.Tensor | None) -> None:
-        """``(H, W)`` mask in [0, 1] at output resolution confining identity attention, or None."""
+        """``(H, W)`` mask in [0, 1] at output resolution confining identity attention (``(N, H, W)``:
+        one per UNet batch row), or None."""
         if mask is not None:
-            if mask.ndim != 2:
-                raise InvalidInputError(f"region mask must be (H, W), got shape {tuple(mask.shape)}")
+            if mask.ndim not in (2, 3):
+                raise InvalidInputError(f"region mask must be (H, W) or (N, H, W), got shape {tuple(mask.shape)}")
             mask = mask.to(device=self.image_proj.latents.device, dtype=self.image_proj.latents.dtype)
         for proc in self.processors.values():
             proc.region_mask = mask

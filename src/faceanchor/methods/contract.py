@@ -19,6 +19,13 @@ A method declares
 and implements ``load`` (build its pipeline through a weights loader), ``run`` (latents →
 images for a batch of seeds) and, optionally, ``render`` (image-to-image / inpaint: characters'
 edits and the face-detail pass).
+
+Separate requests in one pipeline call (the batched worker): ``batch_key(request)`` says what
+must be equal for two requests of this method to share a call beyond what the engine compares
+(method, base and its models, size, steps, scheduler, guidance, dtype), or ``None`` when the
+request must run alone (the default: a method that cannot batch says nothing more);
+``run_many(loaded, batch)`` runs a :class:`Batch` of such requests, each with its own seeds,
+prompt, identity and strengths, and returns each one's images.
 """
 
 from __future__ import annotations
@@ -103,6 +110,18 @@ class RunContext:
     # identity, the first one's first) so each is scored inside its own region.
     more: list[tuple[Identity, Any]] = field(default_factory=list)
     regions: list[Any] | None = None
+
+
+@dataclass
+class Batch:
+    """Separate requests run as one pipeline call: one :class:`RunContext` per request (its own
+    seeds, prompt, identity, timings of its own stages) and what they share: ``stage`` times a
+    shared stage into every request's timings, ``step_callback(chunk)`` reports each request's
+    progress (a cancel of one request does not stop the others; all cancelled stops the call)."""
+
+    contexts: list[RunContext]
+    stage: Callable[[str], AbstractContextManager[None]]
+    step_callback: Callable[[int], Any]
 
 
 class Method(ABC):
@@ -223,6 +242,17 @@ class Method(ABC):
     @abstractmethod
     def run(self, loaded: Loaded, ctx: RunContext) -> list[Any]:
         """Images (PIL) for ``ctx.seeds``, through the stages and step callback ``ctx`` provides."""
+
+    def batch_key(self, request: GenerationRequest) -> Any:
+        """What else must be equal for ``request`` to share one pipeline call with others (a
+        hashable value; the engine adds method, base, models, size, steps, scheduler, guidance
+        and dtype), or ``None``: ``request`` runs alone. Default: ``None`` (no batching)."""
+        return None
+
+    def run_many(self, loaded: Loaded, batch: Batch) -> list[list[Any]]:
+        """Each request's images for a batch of requests whose ``batch_key`` is equal. Default:
+        one :meth:`run` per request (for methods that batch only some of their requests)."""
+        return [self.run(loaded, ctx) for ctx in batch.contexts]
 
     @property
     def renders(self) -> bool:

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from faceanchor.errors import InvalidInputError
-from faceanchor.methods.contract import Loaded, Method, RunContext
+from faceanchor.methods.contract import Batch, Loaded, Method, RunContext
 from faceanchor.types import GenerationRequest, Identity
 
 MAX_BATCH = 4
@@ -186,6 +186,76 @@ class FaceIDFamily(Method):
             with ctx.stage("decode"):
                 images.extend(decode_latents(fp.pipe, latents))
         return images
+
+
+    # ------------------------------------------------------------------ separate requests, one call
+
+    def batch_key(self, request: GenerationRequest) -> Any:
+        """Per sample: seeds, prompts, identities (embedding, face crop). Shared, so in the key:
+        the adapter model and its scales (``adapter_strength``, ``lora_scale``, ``s_scale``: one
+        value per call in the FaceID processors). Several people (``face_box``,
+        ``more_identities``) run alone."""
+        if request.more_identities or request.face_box is not None:
+            return None
+        return (request.adapter_model, request.adapter_strength, request.lora_scale, request.s_scale)
+
+    def run_many(self, loaded: Loaded, batch: Batch) -> list[list[Any]]:
+        """The requests' samples in calls of up to ``MAX_BATCH`` images; requests whose output
+        size or token counts differ go in different calls."""
+        import torch
+
+        from faceanchor.methods.sizing import output_size
+        from faceanchor.pipelines.decode import decode_latents
+        from faceanchor.pipelines.prompts import encode_prompts
+
+        ctxs = batch.contexts
+        first = ctxs[0].request
+        tools = ctxs[0].tools
+        fp = loaded.pipe
+        per: list[dict[str, Any]] = []
+        with batch.stage("controls"):
+            for ctx in ctxs:
+                ident = ctx.identity
+                if ident.embedding.ndim == 2 and not self.separate_references:
+                    raise InvalidInputError(
+                        f"combine=concat keeps references as separate tokens, which {self.name} cannot take; "
+                        "use average or norm-average, or method instantid / faceid-portrait"
+                    )
+                size = output_size(ident.image_size, ctx.request.width, ctx.request.height, loaded.family,
+                                   tools.loader.default_size(loaded.family), self.work_pixels(loaded.family, tools.settings, tools.loader))
+                self.adapter(loaded, tools.loader, ctx.request, int(ident.embedding.shape[-1]))
+                per.append(dict(size=size, emb=torch.as_tensor(ident.embedding, dtype=torch.float32), crop=self.face_crop(ctx)))
+        tools.set_scheduler(loaded, first, fp.pipe)
+        with batch.stage("prompt"):
+            for ctx, p in zip(ctxs, per):
+                p["text"] = encode_prompts(fp.pipe, ctx.prompt, ctx.negative, weighting=ctx.request.prompt_weighting,
+                                           device=fp.pipe._execution_device, do_classifier_free_guidance=True)
+        groups: dict[Any, list[tuple[int, int]]] = {}  # call shape -> (request index, seed) per sample
+        for i, (ctx, p) in enumerate(zip(ctxs, per)):
+            shape = (p["size"], tuple(p["text"][0].shape), tuple(p["emb"].shape))
+            groups.setdefault(shape, []).extend((i, seed) for seed in ctx.seeds)
+        required = tools.loader.required_space(self)
+        names = ("prompt_embeds", "negative_prompt_embeds", "pooled_prompt_embeds", "negative_pooled_prompt_embeds")
+        out: list[list[Any]] = [[] for _ in ctxs]
+        chunk = 0
+        for ((width, height), *_), rows in groups.items():
+            for start in range(0, len(rows), MAX_BATCH):
+                part = rows[start : start + MAX_BATCH]
+                ps = [per[i] for i, _ in part]
+                text = {n: torch.cat([p["text"][k] for p in ps]) for k, n in enumerate(names) if k < len(ps[0]["text"])}
+                with batch.stage("denoise"):
+                    latents = fp.generate(
+                        None, prompt=None, negative_prompt=None, **text, num_images=len(part), per_image=[(p["emb"], p["crop"]) for p in ps],
+                        num_inference_steps=first.steps, guidance_scale=first.guidance, width=width, height=height,
+                        generator=tools.generators([seed for _, seed in part]), scale=first.adapter_strength, s_scale=first.s_scale,
+                        lora_scale=first.lora_scale, embedding_space=ctxs[0].identity.space if required else None,
+                        callback_on_step_end=batch.step_callback(chunk), output_type="latent",
+                    )
+                with batch.stage("decode"):
+                    for (i, _), image in zip(part, decode_latents(fp.pipe, latents)):
+                        out[i].append(image)
+                chunk += 1
+        return out
 
 
 class FaceID(FaceIDFamily):

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from faceanchor.errors import InvalidInputError, NoFaceError
-from faceanchor.methods.contract import Loaded, Method, RunContext
+from faceanchor.methods.contract import Batch, Loaded, Method, RunContext
 from faceanchor.types import GenerationRequest, Identity
 
 MAX_BATCH = 4
@@ -254,6 +254,93 @@ class InstantID(Method):
                 images.extend(decode_latents(pipe, latents))
         ctx.timings["steps_per_second"] = round(request.steps * len(chunks) / max(ctx.timings.get("denoise", 1e-9), 1e-9), 4)
         return images
+
+    # ------------------------------------------------------------------ separate requests, one call
+
+    def batch_key(self, request: GenerationRequest) -> Any:
+        """Per sample: seeds, prompts, identities (embedding, keypoint image, face region),
+        IdentityNet and adapter strengths, pose photos. Shared, so in the key: the IdentityNet
+        and adapter models, whether a face region is used, the control window, the extra
+        ControlNets and their scales, the negative-embedding noise. Several people in one picture
+        (``more_identities``, ``face_box``: region control) run alone."""
+        if request.more_identities or request.face_box is not None:
+            return None
+        scales = tuple(request.controlnet_scales.get(n, request.controlnet_conditioning_scale) for n in request.controlnet_selection)
+        return (request.identitynet_model, request.adapter_model, request.enhance_face_region, request.control_guidance_start,
+                request.control_guidance_end, tuple(request.controlnet_selection), scales, request.negative_embedding_noise)
+
+    def run_many(self, loaded: Loaded, batch: Batch) -> list[list[Any]]:
+        """The requests' samples in calls of up to ``MAX_BATCH`` images; requests whose output
+        size or token shapes differ (sizes from the photo, concatenated references, long prompts)
+        go in different calls. Each image equals its request's own run, up to float tolerance."""
+        import torch
+
+        from faceanchor.pipelines.decode import decode_latents
+        from faceanchor.pipelines.instantid_sdxl import ExtraControl
+        from faceanchor.pipelines.prompts import encode_prompts
+
+        ctxs = batch.contexts
+        first = ctxs[0].request
+        tools = ctxs[0].tools
+        pipe = loaded.pipe
+        do_cfg = first.guidance > 1.0
+        per: list[dict[str, Any]] = []
+        with batch.stage("controls"):
+            nets = []
+            for name in first.controlnet_selection:
+                cn, model_id = tools.controlnet(name)
+                loaded.models[f"controlnet_{name}"] = model_id
+                nets.append((name, cn, first.controlnet_scales.get(name, first.controlnet_conditioning_scale)))
+            for ctx in ctxs:
+                width, height, kps_image, mask, control_src = self.controls(ctx.request, ctx.identity, ctx.tools)
+                extra = [control_image(name, cover_image(control_src, (width, height)), tools.settings) for name, _, _ in nets]
+                emb = self._embedding(ctx.identity)
+                per.append(dict(size=(width, height), kps=kps_image, mask=mask, extra=extra,
+                                emb=emb.reshape(1, -1, emb.shape[-1])))
+        tools.set_scheduler(loaded, first, pipe)
+        with batch.stage("prompt"):
+            for ctx, p in zip(ctxs, per):
+                p["text"] = encode_prompts(
+                    pipe, ctx.prompt, ctx.negative or None, weighting=ctx.request.prompt_weighting,
+                    device=pipe._execution_device, do_classifier_free_guidance=do_cfg,
+                )
+        groups: dict[Any, list[tuple[int, int]]] = {}  # call shape -> (request index, seed) per sample
+        for i, (ctx, p) in enumerate(zip(ctxs, per)):
+            shape = (p["size"], tuple(p["text"][0].shape), tuple(p["emb"].shape), p["mask"] is None)
+            groups.setdefault(shape, []).extend((i, seed) for seed in ctx.seeds)
+        out: list[list[Any]] = [[] for _ in ctxs]
+        chunk = 0
+        calls = 0
+        for (size, *_), rows in groups.items():
+            for start in range(0, len(rows), MAX_BATCH):
+                part = rows[start : start + MAX_BATCH]
+                ps = [per[i] for i, _ in part]
+                texts = [torch.cat([p["text"][k] for p in ps]) if ps[0]["text"][k] is not None else None for k in range(4)]
+                reqs = [ctxs[i].request for i, _ in part]
+                extras = [ExtraControl(controlnet=cn, image=[p["extra"][k] for p in ps], scale=sc) for k, (_, cn, sc) in enumerate(nets)]
+                one = len(part) == 1
+                with batch.stage("denoise"):
+                    latents = pipe(
+                        prompt=None, face_embedding=torch.cat([p["emb"] for p in ps]),
+                        kps_image=ps[0]["kps"] if one else [p["kps"] for p in ps],
+                        face_mask=None if ps[0]["mask"] is None else (ps[0]["mask"] if one else [p["mask"] for p in ps]),
+                        height=size[1], width=size[0], num_inference_steps=first.steps, guidance_scale=first.guidance,
+                        num_images=len(part), generator=tools.generators([seed for _, seed in part]),
+                        identity_scale=[r.identity_strength for r in reqs], adapter_scale=[r.adapter_strength for r in reqs],
+                        control_guidance_start=first.control_guidance_start, control_guidance_end=first.control_guidance_end,
+                        negative_embedding_noise=first.negative_embedding_noise, extra_controls=extras,
+                        prompt_embeds=texts[0], negative_prompt_embeds=texts[1] if do_cfg else None,
+                        pooled_prompt_embeds=texts[2], negative_pooled_prompt_embeds=texts[3] if do_cfg else None,
+                        callback_on_step_end=batch.step_callback(chunk), output_type="latent",
+                    ).images
+                with batch.stage("decode"):
+                    for (i, _), image in zip(part, decode_latents(pipe, latents)):
+                        out[i].append(image)
+                chunk += 1
+                calls += 1
+        for ctx in ctxs:
+            ctx.timings["steps_per_second"] = round(first.steps * calls / max(ctx.timings.get("denoise", 1e-9), 1e-9), 4)
+        return out
 
     # ------------------------------------------------------------------ render
 

@@ -247,6 +247,7 @@ class FaceIDPipeline:
         timings: dict[str, float] | None = None,
         region: torch.Tensor | None = None,
         more_identities: Sequence[tuple[torch.Tensor, Any, torch.Tensor, float]] = (),
+        per_image: Sequence[tuple[torch.Tensor, Any]] | None = None,
     ) -> list[Any]:
         """Generate ``num_images`` images (PIL by default) conditioned on the face.
 
@@ -265,6 +266,10 @@ class FaceIDPipeline:
         ``(pipe, step_index, timestep, callback_kwargs) -> dict``, handed to the diffusers pipeline
         with ``callback_on_step_end_tensor_inputs`` (``pipe`` is then the wrapped diffusers pipe).
         ``timings``: when given, the seconds spent encoding the prompt are added to its ``prompt``.
+
+        Separate requests in one call (the batched worker): ``per_image`` gives ``(face_embeds,
+        face_image)`` per image (``face_embeds``/``face_image`` are then unused) and the
+        pre-encoded text has one row per image (not repeated); each image equals its own call.
         """
         adapter = self._require_adapter()
         require_processors(self.pipe.unet, adapter.processors, f"{adapter.variant.method} adapter")
@@ -278,8 +283,16 @@ class FaceIDPipeline:
         self._check_prompt_embeds(prompt, negative_prompt, prompt_embeds, negative_prompt_embeds,
                                   pooled_prompt_embeds, negative_pooled_prompt_embeds)
 
-        # 1-2. identity tokens (cond from the face, uncond from zeros)
-        cond, uncond = self.identity_tokens(face_embeds, face_image, s_scale=s_scale, embedding_space=embedding_space)
+        # 1-2. identity tokens (cond from the face, uncond from zeros); per image: one row each
+        if per_image is not None:
+            if len(per_image) != num_images or more_identities or region is not None:
+                raise InvalidInputError("per_image needs one (embedding, crop) per image, and no regions or more identities")
+            rows = [self.identity_tokens(e, crop, s_scale=s_scale, embedding_space=embedding_space) for e, crop in per_image]
+            if len({tuple(c.shape) for c, _ in rows}) != 1:
+                raise InvalidInputError("per_image identities give different numbers of tokens; batch requests with as many references")
+            cond, uncond = torch.cat([c for c, _ in rows]), torch.cat([u for _, u in rows])
+        else:
+            cond, uncond = self.identity_tokens(face_embeds, face_image, s_scale=s_scale, embedding_space=embedding_space)
         adapter.set_scale(scale)
         adapter.set_lora_scale(lora_scale)
         adapter.set_num_tokens(cond.shape[1])
@@ -303,13 +316,15 @@ class FaceIDPipeline:
         t_text = time.perf_counter()
         pipe = self.pipe
         device = pipe._execution_device
-        cond = torch.cat([cond, *extra_c], dim=1).to(device).repeat(num_images, 1, 1)
-        uncond = torch.cat([uncond, *extra_u], dim=1).to(device).repeat(num_images, 1, 1)
+        repeat = 1 if per_image is not None else num_images
+        per_image_text = per_image is not None and prompt_embeds is not None and prompt_embeds.shape[0] == num_images
+        cond = torch.cat([cond, *extra_c], dim=1).to(device).repeat(repeat, 1, 1)
+        uncond = torch.cat([uncond, *extra_u], dim=1).to(device).repeat(repeat, 1, 1)
         text_kwargs: dict[str, Any] = {"prompt_embeds": prompt_embeds, "negative_prompt_embeds": negative_prompt_embeds}
         if sdxl:
             text_kwargs.update(pooled_prompt_embeds=pooled_prompt_embeds, negative_pooled_prompt_embeds=negative_pooled_prompt_embeds)
         encoded = pipe.encode_prompt(
-            None if prompt_embeds is not None else prompt, device=device, num_images_per_prompt=num_images,
+            None if prompt_embeds is not None else prompt, device=device, num_images_per_prompt=1 if per_image_text else num_images,
             do_classifier_free_guidance=True, negative_prompt=None if negative_prompt_embeds is not None else negative_prompt,
             **text_kwargs,
         )

@@ -25,6 +25,12 @@ embeddings are all repeated per image; per-image generators are accepted. Added:
 noise on the unconditional identity embedding; the identity processors are checked before every
 run and diffusers' processor-replacing memory switches are refused (:mod:`.processors`).
 
+Separate requests in one batch (the batched worker): per image, ``face_embedding`` rows,
+``kps_image`` / ``face_mask`` / extra control images as lists, pre-encoded ``prompt_embeds``
+with one row per image, and ``identity_scale`` / ``adapter_scale`` as sequences (per-sample
+scale tensors, each product rounded once as a float scale would be); each image then equals
+the one its own call would give with its own generator (up to float tolerance).
+
 Per-step hook: diffusers' ``callback_on_step_end(pipe, step_index, timestep, callback_kwargs)``
 with ``callback_on_step_end_tensor_inputs`` (see :data:`InstantIDSDXLPipeline._callback_tensor_inputs`);
 the returned dict's entries replace those tensors. Progress and cancellation are such a
@@ -106,9 +112,9 @@ class DenoiseInputs:
 
     nets: list[Any]  # IdentityNet first, then the extra ControlNets
     images: list[torch.Tensor]  # their prepared, CFG-batched condition images
-    scales: list[float]  # conditioning scale per net
+    scales: list[Any]  # conditioning scale per net (IdentityNet's: a float, or a per-sample (N,) tensor)
     windows: list[tuple[float, float]]  # control_guidance start/end per net
-    region: torch.Tensor | None  # face mask for IdentityNet's residuals, (H, W)
+    region: torch.Tensor | None  # face mask for IdentityNet's residuals, (H, W) or per-sample (N, H, W)
     id_tokens: torch.Tensor  # IdentityNet's encoder states
     prompt_embeds: torch.Tensor  # text tokens (the extra ControlNets')
     encoder_hidden_states: torch.Tensor  # text + identity tokens (the UNet's)
@@ -309,10 +315,15 @@ class InstantIDSDXLPipeline(StableDiffusionXLControlNetPipeline):
         if not guidance_scale >= 0:
             raise InvalidInputError(f"guidance_scale must be >= 0, got {guidance_scale}")
         for name, value in (("identity_scale", identity_scale), ("negative_embedding_noise", negative_embedding_noise)):
-            if not value >= 0:
-                raise InvalidInputError(f"{name} must be >= 0, got {value}")
-        if adapter_scale is not None and not adapter_scale >= 0:
-            raise InvalidInputError(f"adapter_scale must be >= 0, got {adapter_scale}")
+            for v in (value if name == "identity_scale" and _is_sequence(value) else [value]):
+                if not v >= 0:
+                    raise InvalidInputError(f"{name} must be >= 0, got {v}")
+        for name, value in (("identity_scale", identity_scale), ("adapter_scale", adapter_scale)):
+            if _is_sequence(value) and len(value) != num_images:
+                raise InvalidInputError(f"{name} has {len(value)} values for {num_images} images; give one, or one per image")
+        for v in (adapter_scale if _is_sequence(adapter_scale) else [adapter_scale]):
+            if v is not None and not v >= 0:
+                raise InvalidInputError(f"adapter_scale must be >= 0, got {v}")
         _check_window(control_guidance_start, control_guidance_end, "control_guidance")
         for k, extra in enumerate(extra_controls):
             if extra.image is None or extra.controlnet is None:
@@ -446,9 +457,10 @@ class InstantIDSDXLPipeline(StableDiffusionXLControlNetPipeline):
         """Each net's condition image, CFG-batched; the first (IdentityNet's) sets the size of the rest."""
         images = []
         for net, img in zip(nets, conditions):
+            per_image = isinstance(img, list) and len(img) == num_images and num_images > 1  # one image per sample
             images.append(
                 self.prepare_image(
-                    image=img, width=width, height=height, batch_size=num_images, num_images_per_prompt=num_images,
+                    image=img, width=width, height=height, batch_size=num_images, num_images_per_prompt=1 if per_image else num_images,
                     device=device, dtype=net.dtype, do_classifier_free_guidance=do_cfg, guess_mode=False,
                 )
             )
@@ -461,12 +473,17 @@ class InstantIDSDXLPipeline(StableDiffusionXLControlNetPipeline):
         """All ControlNets' residuals at one step (IdentityNet's times the face region), summed."""
         downs_list, mids = [], []
         for k, net in enumerate(inputs.nets):
+            scale = inputs.scales[k] * keep[k]
+            per_sample = isinstance(scale, torch.Tensor)
             down, mid = net(
                 latent_model_input, t,
                 encoder_hidden_states=inputs.id_tokens if k == 0 else inputs.prompt_embeds,
-                controlnet_cond=inputs.images[k], conditioning_scale=inputs.scales[k] * keep[k], guess_mode=False,
+                controlnet_cond=inputs.images[k], conditioning_scale=1.0 if per_sample else scale, guess_mode=False,
                 added_cond_kwargs=inputs.added_cond_kwargs, return_dict=False,
             )
+            if per_sample:  # as ControlNetModel's own `sample * conditioning_scale`, one value per row
+                down = [_scale_rows(d, scale) for d in down]
+                mid = _scale_rows(mid, scale)
             if k == 0 and inputs.region is not None:
                 down = [d * _resize_mask(inputs.region, d) for d in down]
                 mid = mid * _resize_mask(inputs.region, mid)
@@ -630,7 +647,12 @@ class InstantIDSDXLPipeline(StableDiffusionXLControlNetPipeline):
         self.check_prompt_embeds(prompt, negative_prompt, prompt_embeds, negative_prompt_embeds, pooled_prompt_embeds,
                                  negative_pooled_prompt_embeds, callback_on_step_end_tensor_inputs)
         adapter = self._require_adapter()
-        if adapter_scale is not None:
+        identity_scale, adapter_scale = _one_or_many(identity_scale), _one_or_many(adapter_scale)
+        per_sample = [n for n, v in (("identity_scale", identity_scale), ("adapter_scale", adapter_scale),
+                                     ("face_mask", face_mask if _is_sequence(face_mask) else None)) if isinstance(v, list)]
+        if per_sample and more_identities:
+            raise InvalidInputError(f"several identities take one {' and '.join(per_sample)} for the whole batch")
+        if adapter_scale is not None and not isinstance(adapter_scale, list):
             adapter.set_scale(adapter_scale)
 
         # 1. Call parameters
@@ -643,9 +665,10 @@ class InstantIDSDXLPipeline(StableDiffusionXLControlNetPipeline):
         device = self._execution_device
         nets = [self.controlnet] + [x.controlnet for x in extra_controls]
 
-        # 2. Encode prompt
+        # 2. Encode prompt (pre-encoded text with one row per image: separate requests, not repeated)
+        per_image_text = prompt_embeds is not None and num_images > 1 and prompt_embeds.shape[0] == num_images
         prompt_embeds, negative_prompt_embeds, pooled_prompt_embeds, negative_pooled_prompt_embeds = self.encode_prompt(
-            prompt, None, device, num_images, do_cfg, negative_prompt, None,
+            prompt, None, device, 1 if per_image_text else num_images, do_cfg, negative_prompt, None,
             prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_prompt_embeds,
             pooled_prompt_embeds=pooled_prompt_embeds, negative_pooled_prompt_embeds=negative_pooled_prompt_embeds,
         )
@@ -675,7 +698,13 @@ class InstantIDSDXLPipeline(StableDiffusionXLControlNetPipeline):
                 device=device, dtype=latents.dtype
             )
         region = ip_region = None
-        if face_mask is not None:
+        if _is_sequence(face_mask):  # one mask per image (separate requests): (N, H, W), N the UNet batch
+            if len(face_mask) != num_images:
+                raise InvalidInputError(f"got {len(face_mask)} face masks for {num_images} images; give one, or one per image")
+            rows = 2 if do_cfg else 1
+            region = torch.stack([mask_to_tensor(m, height, width, device, prompt_embeds.dtype) for m in face_mask] * rows)
+            ip_region = torch.stack([mask_to_tensor(m, height, width, self.unet.device, self.unet.dtype) for m in face_mask] * rows)
+        elif face_mask is not None:
             region = mask_to_tensor(face_mask, height, width, device, prompt_embeds.dtype)
             ip_region = mask_to_tensor(face_mask, height, width, self.unet.device, self.unet.dtype)
         add_time_ids = self._get_add_time_ids(
@@ -692,7 +721,8 @@ class InstantIDSDXLPipeline(StableDiffusionXLControlNetPipeline):
         inputs = DenoiseInputs(
             nets=nets,
             images=images,
-            scales=[float(identity_scale)] + [float(x.scale) for x in extra_controls],
+            scales=[_sample_tensor(identity_scale, do_cfg, device) if isinstance(identity_scale, list) else float(identity_scale)]
+            + [float(x.scale) for x in extra_controls],
             windows=[(control_guidance_start, control_guidance_end)] + [
                 (control_guidance_start if x.guidance_start is None else x.guidance_start,
                  control_guidance_end if x.guidance_end is None else x.guidance_end)
@@ -715,7 +745,8 @@ class InstantIDSDXLPipeline(StableDiffusionXLControlNetPipeline):
             ]
 
         # 8. Denoising loop
-        with adapter.region(ip_region), adapter.identities(groups):
+        scales = _sample_tensor(adapter_scale, do_cfg, self.unet.device) if isinstance(adapter_scale, list) else None
+        with adapter.region(ip_region), adapter.identities(groups), adapter.sample_scales(scales):
             latents = self.denoise(
                 latents, timesteps, inputs, after_step=after_step, callback_on_step_end=callback_on_step_end,
                 callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
@@ -738,8 +769,33 @@ def _expand(tokens: torch.Tensor, n: int) -> torch.Tensor:
 
 
 def _resize_mask(region: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-    """The official residual mask: bilinear resize of the full-size mask to the residual's grid."""
-    return F.interpolate(region[None, None], size=tuple(residual.shape[-2:]), mode="bilinear")
+    """The official residual mask: bilinear resize of the full-size mask to the residual's grid
+    (a per-sample ``(N, H, W)`` mask: one per residual row)."""
+    grid = region[None, None] if region.ndim == 2 else region[:, None]
+    return F.interpolate(grid, size=tuple(residual.shape[-2:]), mode="bilinear")
+
+
+def _is_sequence(value: Any) -> bool:
+    return isinstance(value, (list, tuple)) or (isinstance(value, np.ndarray) and value.ndim == 1)
+
+
+def _one_or_many(value: Any) -> Any:
+    """A per-image sequence of scales as a list of floats, or one float when they are all equal
+    (so a batch of equal scales runs the very arithmetic of a single call)."""
+    if not _is_sequence(value):
+        return value
+    vals = [float(v) for v in value]
+    return vals[0] if len(set(vals)) == 1 else vals
+
+
+def _sample_tensor(values: list[float], do_cfg: bool, device: Any) -> torch.Tensor:
+    """Per-image values as one float32 value per UNet batch row (``[uncond..., cond...]`` with CFG)."""
+    return torch.tensor(values * (2 if do_cfg else 1), dtype=torch.float32, device=device)
+
+
+def _scale_rows(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """``x`` times one scale per row, computed in float32 and rounded once (a float scale's arithmetic)."""
+    return (x.float() * scale.to(x.device).view(-1, *([1] * (x.ndim - 1)))).to(x.dtype)
 
 
 def _step_tensors(latents: torch.Tensor, inputs: DenoiseInputs) -> dict[str, torch.Tensor]:

@@ -139,7 +139,7 @@ class Service:
                 max_attempts=self.settings.job_max_attempts, runners=runners[i] if i < len(runners) else self.runners, wakeup=self.wakeup,
                 on_finished=self._finished, poll_interval=self.poll_interval, owners=self.file_owners,
                 job_timeout=self.settings.job_timeout_seconds, stuck_grace=self.settings.job_stuck_grace_seconds,
-                settings=self.settings, write_queue=self.settings.worker_write_queue,
+                settings=self.settings, write_queue=self.settings.worker_write_queue, batch_max=self.settings.worker_batch_max,
             )
             self.workers.append(worker)
             worker.start()

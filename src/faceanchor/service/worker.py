@@ -7,10 +7,18 @@ lost (this worker stalled past expiry and another took the job) the run is aband
 result discarded: the conditional writes in :class:`~faceanchor.store.jobs.JobStore` make sure
 only one run's outcome is ever recorded.
 
+Batching (setting ``worker_batch_max`` > 1, an engine with ``generate_many``): after claiming a
+generation job the worker also leases up to ``worker_batch_max - 1`` more queued jobs of the same
+app whose engine :meth:`batch_key` is equal, and runs them as one engine call. Every job keeps
+its own lease, heartbeat, progress, logs, cancel flag, time limit and outcome: a cancelled job
+of the batch ends CANCELLED and its images are discarded while the others complete; a job whose
+own input fails (no face) fails alone; if the shared call itself fails, the jobs are run again
+one by one, each getting its own outcome.
+
 With ``write_queue`` > 0 (setting ``worker_write_queue``) a finished result is encoded and
 stored by the worker's :class:`~faceanchor.service.result_writer.ResultWriter` while the engine
-already runs the next job; the job keeps its lease and heartbeats until that write has recorded
-its outcome (COMPLETED once the files are stored; FAILED, that job only, when writing fails).
+already runs the next job (or batch); the job keeps its lease and heartbeats until that write has
+recorded its outcome (COMPLETED once the files are stored; FAILED, that job only, when writing fails).
 """
 
 from __future__ import annotations
@@ -26,8 +34,8 @@ from pydantic import ValidationError
 
 from faceanchor import cancel as cancellation
 from faceanchor.errors import Cancelled, FaceAnchorError, InvalidInputError
-from faceanchor.service.result_writer import ResultWriter
 from faceanchor.service.results import store_result
+from faceanchor.service.result_writer import ResultWriter
 from faceanchor.trust.finalise import job_scope
 from faceanchor.service.supervisor import WorkerRecycled
 from faceanchor.store.db import is_transient
@@ -55,13 +63,40 @@ class InputMissingError(FaceAnchorError):
 
 def run_generation(engine: GenerationEngine, request: dict[str, Any], on_progress: ProgressCallback, cancel: CancelCheck) -> GenerationResult:
     """The runner of the generation apps (one per app of the method registry)."""
+    return engine.generate(_parse(request), on_progress, cancel)
+
+
+def _parse(request: dict[str, Any]) -> GenerationRequest:
     try:
-        parsed = GenerationRequest.model_validate(request)
+        return GenerationRequest.model_validate(request)
     except ValidationError as e:
         first = e.errors()[0]
         loc = ".".join(str(p) for p in first.get("loc", ())) or "request"
         raise InvalidInputError(f"{loc}: {first.get('msg', 'invalid value')}") from None
-    return engine.generate(parsed, on_progress, cancel)
+
+
+def _file_placeholders(value: Any) -> Any:
+    """A stored request with every ``{"$file": id}`` as empty bytes: enough to read its batch key."""
+    if isinstance(value, dict):
+        if set(value) == {"$file"}:
+            return b""
+        return {k: _file_placeholders(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_file_placeholders(v) for v in value]
+    return value
+
+
+def generation_batch_key(engine: Any, app: str, request: dict[str, Any]) -> Any:
+    """The batch key of a stored generation request (``None``: it runs alone)."""
+    key_of = getattr(engine, "batch_key", None)
+    if key_of is None or not hasattr(engine, "generate_many"):
+        return None
+    try:
+        parsed = GenerationRequest.model_validate(_file_placeholders(request))
+    except ValidationError:
+        return None
+    key = key_of(parsed)
+    return None if key is None else (app, key)
 
 
 def default_runners() -> dict[str, JobRunner]:
@@ -105,6 +140,22 @@ def _log_db_error(what: str, error: Exception) -> None:
 
 
 @dataclass
+class _Outcome:
+    """What one run of a job came to, before it is recorded."""
+
+    payload: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    cancelled: bool = False
+    recycled: WorkerRecycled | None = None
+    abandoned: bool = False  # the lease was lost: nothing is recorded
+    deferred: bool = False  # the result went to the background writer, which records the outcome
+
+
+#: :meth:`Worker._record`'s answer when the result went to the background writer.
+_DEFERRED = "deferred"
+
+
+@dataclass
 class _Run:
     job: JobView
     owner: str
@@ -121,11 +172,9 @@ class _Run:
     deadline: float | None = None  # time.monotonic() past which the job is stopped
     timed_out: bool = False
     stop_since: float | None = None  # when the cancel or the time limit came (stuck detection)
+    t0: float = 0.0  # when this run started (inference time)
+    peers: list["_Run"] = field(default_factory=list)  # the other jobs of its batch (batched worker)
     beat: threading.Thread | None = None
-
-
-#: :meth:`Worker._run_and_record`'s answer when the result went to the background writer.
-_DEFERRED = "deferred"
 
 
 class Worker(threading.Thread):
@@ -148,6 +197,7 @@ class Worker(threading.Thread):
         job_timeout: float | None = None,
         stuck_grace: float = 10.0,
         settings: Any = None,
+        batch_max: int = 1,
         write_queue: int = 0,
     ):
         super().__init__(name=f"faceanchor-worker-{name}", daemon=True)
@@ -165,13 +215,17 @@ class Worker(threading.Thread):
         self.job_timeout = job_timeout  # seconds a job may run (its request's `timeout` may lower it)
         self.stuck_grace = stuck_grace  # seconds a job may keep running past its cancel / time limit
         self.settings = settings if settings is not None else getattr(engine, "settings", None)  # outputs' trust steps
+        # Jobs run as one engine call at most (setting worker_batch_max; 1: one job at a time).
+        self.batch_max = max(1, int(batch_max))
         self._stop_event = threading.Event()
-        self.current: _Run | None = None  # the job on the engine
+        self.current: _Run | None = None
+        self.current_runs: list[_Run] = []  # the jobs on the engine
         self.writing: dict[str, _Run] = {}  # jobs whose results the background writer is storing
         self._writing_lock = threading.Lock()
         # write_queue > 0: results are stored in the background, this many waiting at most
         self.writer = ResultWriter(self.name, write_queue) if write_queue > 0 else None
         self.processed = 0
+        self.batches = 0  # engine calls that ran more than one job
 
     # ------------------------------------------------------------------ control
 
@@ -184,12 +238,11 @@ class Worker(threading.Thread):
         return self.current is not None
 
     def request_cancel(self, job_id: str) -> None:
-        run = self.current
-        if run is None or run.job.id != job_id:
-            with self._writing_lock:
-                run = self.writing.get(job_id)
-        if run is not None and run.job.id == job_id:
-            run.cancel.set()
+        with self._writing_lock:
+            writing = self.writing.get(job_id)
+        for run in [*self.current_runs, *([writing] if writing is not None else [])]:
+            if run.job.id == job_id:
+                run.cancel.set()
 
     # ------------------------------------------------------------------ loop
 
@@ -208,125 +261,216 @@ class Worker(threading.Thread):
             self.writer.close()
 
     def run_once(self) -> JobView | None:
-        """Claim and run one job; return it (or ``None`` when the queue is empty)."""
+        """Claim and run one job (with ``batch_max`` > 1: and the queued jobs that can share its
+        engine call); return the first (or ``None`` when the queue is empty)."""
         owner = f"{self.worker_name}:{uuid.uuid4().hex[:12]}"
         job = self.jobs.claim(owner, self.lease_seconds, max_attempts=self.max_attempts, apps=self.runners.keys())
         if job is None:
             return None
-        self._process(_Run(job=job, owner=owner))
-        self.processed += 1
+        runs = [_Run(job=job, owner=owner)]
+        key = self._batch_key(job) if self.batch_max > 1 else None
+        if key is not None:
+            try:
+                more = self.jobs.claim_matching(owner, self.lease_seconds, lambda v: self._batch_key(v) == key,
+                                                limit=self.batch_max - 1, apps=[job.app], max_attempts=self.max_attempts)
+            except Exception as e:  # the database hiccuped: run the job we hold alone
+                _log_db_error(f"worker {self.worker_name}: batch claim failed", e)
+                more = []
+            runs += [_Run(job=j, owner=owner) for j in more]
+        self._process(runs)
+        self.processed += len(runs)
         return job
 
-    def _process(self, run: _Run) -> None:
-        job = run.job
-        self.current = run
-        run.beat = threading.Thread(target=self._heartbeat, args=(run,), name=f"{self.name}-heartbeat", daemon=True)
-        run.beat.start()
-        outcome: str | None = None
+    def _batch_key(self, job: JobView) -> Any:
+        """The job's batch key (``None``: it runs alone): generation jobs on an engine that batches."""
+        if self.runners.get(job.app) is not run_generation:
+            return None
+        return generation_batch_key(self.engine, job.app, job.request.get("request", {}))
+
+    def _process(self, runs: list[_Run]) -> None:
+        self.current_runs = list(runs)
+        self.current = runs[0]
+        for run in runs:
+            run.beat = threading.Thread(target=self._heartbeat, args=(run,), name=f"{self.name}-heartbeat", daemon=True)
+            run.beat.start()
+        outcomes: list[str | None] = [None] * len(runs)
         try:
-            outcome = self._run_and_record(run)
-        except Exception:
-            # Only the database can get here (the engine's errors are the job's outcome): it stayed
-            # unreachable past the retries. The job keeps its lease, which runs out; then this or
-            # another worker runs it again, and the conditional writes keep its outcome single.
-            log.exception("job %s: the outcome could not be recorded; the job will run again", job.id)
+            if len(runs) == 1:
+                outcomes[0] = self._record_safely(runs[0], self._execute)
+            else:
+                outcomes = self._run_batch(runs)
         finally:
-            self.current = None
-            if outcome != _DEFERRED:
-                self._end(run, outcome)
+            self.current, self.current_runs = None, []
+            for run, outcome in zip(runs, outcomes):
+                if outcome != _DEFERRED:  # a deferred job ends when the writer has recorded it
+                    self._end(run, outcome)
 
     def _end(self, run: _Run, outcome: str | None) -> None:
         """The job is done with (its outcome recorded, or left to its lease): stop its heartbeat
         and tell :attr:`on_finished`."""
-        job = run.job
         run.done.set()
         if run.beat is not None:
             run.beat.join(timeout=5)
         with self._writing_lock:
-            self.writing.pop(job.id, None)
+            self.writing.pop(run.job.id, None)
         if outcome and self.on_finished is not None:
-            try:
-                view = self.jobs.db.retrying(lambda: self.jobs.get(job.id))
-            except Exception:
-                log.exception("job %s: could not read the finished job", job.id)
-                view = None
-            if view is not None:
-                try:
-                    self.on_finished(view)
-                except Exception:
-                    log.exception("on_finished hook failed for job %s", job.id)
+            self._notify_finished(run.job.id)
 
-    def _run_and_record(self, run: _Run) -> str | None:
-        """Run the job on the engine, then record its one outcome; return it (``None``: another
-        run owns the job, or it went back to the queue). Engine errors become the job's outcome;
-        database errors while recording are retried (see :meth:`Database.retrying`) and never
-        turn a finished run into a failure."""
-        job = run.job
-        t0 = time.time()
-        run.limit = job_limit(self.job_timeout, job.request.get("timeout"))
-        if run.limit is not None:
-            run.deadline = time.monotonic() + run.limit
-        payload: dict[str, Any] | None = None
-        error: dict[str, Any] | None = None
-        cancelled = False
-        recycled: WorkerRecycled | None = None
-        try:
-            request = resolve_inputs(job.request.get("request", {}), self.files)
-            self._log(run, f"started on {self.worker_name} (attempt {job.attempts})")
-            with cancellation.scope(lambda: self._cancelled(run)), job_scope(job.id):  # every stage, down to model layers, checks it
-                result = self.runners[job.app](self.engine, request, lambda ev: self._progress(run, ev), lambda: self._cancelled(run))
-                if run.lost:
-                    return None
-                output_format = str(request.get("output_format", "png"))
-                if self.writer is not None:
-                    with self._writing_lock:
-                        self.writing[job.id] = run
-                    self.writer.submit(lambda: self._write_and_record(run, result, output_format, t0))
-                    return _DEFERRED
-                payload = store_result(result, self.files, output_format, self.settings)
-        except Cancelled:
-            cancelled = True
-        except WorkerRecycled as e:  # stuck past its cancel/limit (or its process died): retried once, else failed
-            recycled = e
-        except FaceAnchorError as e:
-            error = error_dict(e.type, str(e), e.http_status)
-        except Exception as e:
-            log.exception("job %s failed inside the engine", job.id)
-            error = error_dict("internal_error", f"generation failed with an internal error ({type(e).__name__})", 500)
-        return self._record(run, t0, payload, error, cancelled, recycled)
+    def _deferred(self, run: _Run, result: Any, output_format: str) -> _Outcome:
+        """Hand ``result`` to the background writer (which records the outcome and ends the job)."""
+        assert self.writer is not None
+        with self._writing_lock:
+            self.writing[run.job.id] = run
+        self.writer.submit(lambda: self._write_and_record(run, result, output_format))
+        return _Outcome(deferred=True)
 
-    def _write_and_record(self, run: _Run, result: GenerationResult, output_format: str, t0: float) -> None:
+    def _write_and_record(self, run: _Run, result: Any, output_format: str) -> None:
         """On the background writer: store ``result`` (encode, trust steps, files), then record the
         job's outcome. A cancel or the job's time limit still stops it between two images; a
         shutdown does not (the writer drains)."""
         job = run.job
         outcome: str | None = None
         try:
-            payload: dict[str, Any] | None = None
-            error: dict[str, Any] | None = None
-            cancelled = False
             try:
                 with cancellation.scope(lambda: self._cancelled(run, stopping=False)), job_scope(job.id):
-                    payload = store_result(result, self.files, output_format, self.settings)
+                    done = _Outcome(payload=store_result(result, self.files, output_format, self.settings))
             except Cancelled:
-                cancelled = True
+                done = _Outcome(cancelled=True)
             except FaceAnchorError as e:
-                error = error_dict(e.type, str(e), e.http_status)
+                done = _Outcome(error=error_dict(e.type, str(e), e.http_status))
             except Exception as e:
                 log.exception("job %s: storing its result failed", job.id)
-                error = error_dict("output_write_failed", f"the images were made but storing them failed ({type(e).__name__}); "
-                                   "nothing of this job was kept", 500)
-            outcome = self._record(run, t0, payload, error, cancelled, None)
+                done = _Outcome(error=error_dict("output_write_failed", f"the images were made but storing them failed "
+                                                 f"({type(e).__name__}); nothing of this job was kept", 500))
+            outcome = self._record(run, done)
         except Exception:  # the database stayed away: as in _process, the lease runs out and the job runs again
             log.exception("job %s: the outcome could not be recorded; the job will run again", job.id)
         finally:
             self._end(run, outcome)
 
-    def _record(self, run: _Run, t0: float, payload: dict[str, Any] | None, error: dict[str, Any] | None,
-                cancelled: bool, recycled: WorkerRecycled | None) -> str | None:
-        """Record the run's one outcome; return it (``None``: another run owns the job, or it went
-        back to the queue)."""
+    def _notify_finished(self, job_id: str) -> None:
+        try:
+            view = self.jobs.db.retrying(lambda: self.jobs.get(job_id))
+        except Exception:
+            log.exception("job %s: could not read the finished job", job_id)
+            view = None
+        if view is not None:
+            try:
+                self.on_finished(view)
+            except Exception:
+                log.exception("on_finished hook failed for job %s", job_id)
+
+    def _record_safely(self, run: _Run, execute: Callable[[_Run], _Outcome]) -> str | None:
+        try:
+            return self._record(run, execute(run))
+        except Exception:
+            # Only the database can get here (the engine's errors are the job's outcome): it stayed
+            # unreachable past the retries. The job keeps its lease, which runs out; then this or
+            # another worker runs it again, and the conditional writes keep its outcome single.
+            log.exception("job %s: the outcome could not be recorded; the job will run again", run.job.id)
+            return None
+
+    def _start(self, run: _Run, batch: int = 1) -> None:
         job = run.job
+        if not run.t0:  # a job of a failed batch run again alone keeps its start and time limit
+            run.t0 = time.time()
+            run.limit = job_limit(self.job_timeout, job.request.get("timeout"))
+            if run.limit is not None:
+                run.deadline = time.monotonic() + run.limit
+        self._log(run, f"started on {self.worker_name} (attempt {job.attempts})" + (f", in a batch of {batch} jobs" if batch > 1 else ""))
+
+    def _execute(self, run: _Run) -> _Outcome:
+        """Run one job on the engine (errors become its outcome)."""
+        job = run.job
+        self._start(run)
+        try:
+            request = resolve_inputs(job.request.get("request", {}), self.files)
+            with cancellation.scope(lambda: self._cancelled(run)), job_scope(job.id):  # every stage, down to model layers, checks it
+                result = self.runners[job.app](self.engine, request, lambda ev: self._progress(run, ev), lambda: self._cancelled(run))
+                if run.lost:
+                    return _Outcome(abandoned=True)
+                output_format = str(request.get("output_format", "png"))
+                if self.writer is not None:
+                    return self._deferred(run, result, output_format)
+                return _Outcome(payload=store_result(result, self.files, output_format, self.settings))
+        except Exception as e:
+            return self._failure(run, e)
+
+    def _failure(self, run: _Run, e: Exception) -> _Outcome:
+        if isinstance(e, Cancelled):
+            return _Outcome(cancelled=True)
+        if isinstance(e, WorkerRecycled):  # stuck past its cancel/limit (or its process died): retried once, else failed
+            return _Outcome(recycled=e)
+        if isinstance(e, FaceAnchorError):
+            return _Outcome(error=error_dict(e.type, str(e), e.http_status))
+        log.error("job %s failed inside the engine", run.job.id, exc_info=e)
+        return _Outcome(error=error_dict("internal_error", f"generation failed with an internal error ({type(e).__name__})", 500))
+
+    def _run_batch(self, runs: list[_Run]) -> list[str | None]:
+        """Several jobs as one engine call (``generate_many``), each recorded on its own; if the
+        shared call fails, each job runs again alone."""
+        out: list[str | None] = [None] * len(runs)
+        live: list[tuple[int, _Run, dict[str, Any], GenerationRequest]] = []
+        for run in runs:
+            run.peers = [r for r in runs if r is not run]
+        for k, run in enumerate(runs):
+            self._start(run, len(runs))
+            try:
+                request = resolve_inputs(run.job.request.get("request", {}), self.files)
+                live.append((k, run, request, _parse(request)))
+            except Exception as e:  # its input is missing or invalid: it fails now, alone
+                out[k] = self._record_safely(run, lambda r, err=e: self._failure(r, err))
+        results: list[Any] | None = None
+        if live:
+            checks = [(lambda r=run: self._cancelled(r)) for _, run, _, _ in live]
+            progress = [(lambda ev, r=run: self._progress(r, ev)) for _, run, _, _ in live]
+            try:
+                with cancellation.scope(lambda: all(c() for c in checks)):
+                    results = self.engine.generate_many([p for _, _, _, p in live], progress, checks)
+                self.batches += 1
+            except Cancelled as e:
+                results = [e] * len(live)
+            except Exception as e:  # the shared call failed: every job on its own
+                log.warning("batch of %d jobs failed (%s: %s); running them one by one", len(live), type(e).__name__, e)
+                for _, run, _, _ in live:
+                    self._log(run, f"its batch failed ({type(e).__name__}); running alone")
+                results = None
+        for j, (k, run, request, _) in enumerate(live):
+            if results is None:
+                if not run.lost:  # (a job already ended while its batch ran stays ended)
+                    out[k] = self._record_safely(run, self._execute)
+                continue
+            out[k] = self._record_safely(run, lambda r, res=results[j], req=request: self._store(r, res, req))
+        return out
+
+    def _store(self, run: _Run, result: Any, request: dict[str, Any]) -> _Outcome:
+        """One batched job's outcome: its error, or its result stored (in its own cancel scope and job id)."""
+        if isinstance(result, Exception):
+            return self._failure(run, result)
+        if run.lost:
+            return _Outcome(abandoned=True)
+        if self._cancelled(run):
+            return _Outcome(cancelled=True)
+        output_format = str(request.get("output_format", "png"))
+        if self.writer is not None:
+            return self._deferred(run, result, output_format)
+        try:
+            with cancellation.scope(lambda: self._cancelled(run)), job_scope(run.job.id):
+                return _Outcome(payload=store_result(result, self.files, output_format, self.settings))
+        except Exception as e:
+            return self._failure(run, e)
+
+    def _record(self, run: _Run, outcome: _Outcome) -> str | None:
+        """Record a run's one outcome; return it (``None``: another run owns the job, or it went
+        back to the queue). Database errors while recording are retried (see
+        :meth:`Database.retrying`) and never turn a finished run into a failure."""
+        job = run.job
+        if outcome.deferred:
+            return _DEFERRED
+        if outcome.abandoned:
+            return None
+        payload, error, cancelled, recycled = outcome.payload, outcome.error, outcome.cancelled, outcome.recycled
+        t0 = run.t0
         db = self.jobs.db
         if recycled is not None:
             self._log(run, str(recycled))
@@ -433,20 +577,29 @@ class Worker(threading.Thread):
             run.timed_out = True
         if run.stop_since is None and (run.cancel.is_set() or run.timed_out):
             run.stop_since = now
-        if run.stop_since is None or now - run.stop_since <= self.stuck_grace or getattr(self.engine, "supervised", False):
+        # A job of a batch whose other jobs go on is ended at once: the shared call keeps running
+        # for them and this job's images are discarded.
+        batch_goes_on = any(not (p.cancel.is_set() or p.timed_out or p.lost or p.finishing) for p in run.peers)
+        grace = 0.0 if batch_goes_on else self.stuck_grace
+        if run.stop_since is None or now - run.stop_since <= grace or getattr(self.engine, "supervised", False):
             return False
         with run.lock:
             if run.finishing:
                 return False
             run.finishing, run.lost = True, True
-        log.error("job %s: still running %.0f s after its cancel/time limit; ended without waiting (the worker "
-                  "thread stays busy until the engine returns; setting worker_processes recycles such a worker)",
-                  run.job.id, self.stuck_grace)
+        if batch_goes_on:
+            self._log(run, "stopped; the other jobs of its batch go on")
+            self._flush_final(run)
+        else:
+            log.error("job %s: still running %.0f s after its cancel/time limit; ended without waiting (the worker "
+                      "thread stays busy until the engine returns; setting worker_processes recycles such a worker)",
+                      run.job.id, self.stuck_grace)
         if run.cancel.is_set():
             ended = self.jobs.finish_cancelled(run.job.id, run.owner)
         else:
+            why = "was stopped (its batch goes on)" if batch_goes_on else "did not stop (stuck outside Python)"
             ended = self.jobs.fail(run.job.id, run.owner, error_dict(
-                "timeout", f"the job ran past its time limit of {run.limit:g} s and did not stop (stuck outside Python)", 504))
+                "timeout", f"the job ran past its time limit of {run.limit:g} s and {why}", 504))
         view = self.jobs.get(run.job.id) if ended and self.on_finished is not None else None
         if view is not None:
             try:

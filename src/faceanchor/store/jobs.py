@@ -353,6 +353,49 @@ class JobStore:
                 s.refresh(row)
                 return _view(row)
 
+    def claim_matching(
+        self, owner: str, lease_seconds: float, match: Callable[[JobView], bool], *, limit: int,
+        apps: Iterable[str] | None = None, max_attempts: int = 3, scan: int = 64,
+    ) -> list[JobView]:
+        """Lease up to ``limit`` more queued jobs that ``match`` (the batched worker: jobs that
+        can share one pipeline call with a job it holds), oldest first among the next ``scan``
+        queued ones. Only queued jobs past no start deadline are taken (expired leases and late
+        jobs are :meth:`claim`'s); each lease is a compare-and-set as there, and on PostgreSQL
+        rows another claim holds are skipped."""
+        if limit <= 0:
+            return []
+        apps = list(apps) if apps is not None else None
+        now = self.clock()
+        out: list[JobView] = []
+        with self.db.write() as s:
+            stmt = select(Job).where(Job.status == Q, Job.attempts < max_attempts, Job.cancel_requested.is_(False),
+                                     or_(Job.start_deadline.is_(None), Job.start_deadline >= now))
+            if apps is not None:
+                stmt = stmt.where(Job.app.in_(apps))
+            stmt = stmt.order_by(Job.created_at, Job.id).limit(scan)
+            if not self.db.is_sqlite:
+                stmt = stmt.with_for_update(skip_locked=True)
+            for row in s.scalars(stmt).all():
+                if len(out) >= limit:
+                    break
+                try:
+                    if not match(_view(row)):
+                        continue
+                except Exception:  # a request the key cannot read: it runs alone, through claim()
+                    continue
+                res = s.execute(
+                    update(Job).where(Job.id == row.id, Job.status == Q, Job.attempts == row.attempts)
+                    .values(status=P, lease_owner=owner, lease_expires_at=now + lease_seconds, heartbeat_at=now,
+                            attempts=row.attempts + 1, started_at=row.started_at if row.started_at is not None else now)
+                    .execution_options(synchronize_session=False)
+                )
+                if res.rowcount != 1:
+                    continue
+                s.expire(row)
+                s.refresh(row)
+                out.append(_view(row))
+        return out
+
     def heartbeat(
         self,
         job_id: str,
