@@ -135,7 +135,10 @@ def accelerate(pipe: Any, options: SpeedOptions, device: str) -> Applied:
             targets["vae.decoder"] = getattr(vae, "decoder", None)  # pipelines call vae.decode, not forward
         for name, m in targets.items():
             if m is not None:
-                m.compile(backend=options.compile_backend)
+                # dynamic=False: UNet and ControlNet share diffusers' forward wrapper (one code
+                # object) but see different encoder lengths (text+identity vs identity tokens);
+                # automatic dynamic shapes would then turn both into slower dynamic-shape graphs.
+                m.compile(backend=options.compile_backend, dynamic=False)
                 applied.compiled.append(name)
     if options.cpu_offload:
         dp.enable_model_cpu_offload()
