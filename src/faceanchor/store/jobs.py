@@ -339,18 +339,9 @@ class JobStore:
                     continue
                 # Compare-and-set, so the claim is exclusive on any backend (not only under
                 # SQLite's single writer): it only lands if the job is still runnable.
-                res = s.execute(
-                    update(Job)
-                    .where(Job.id == row.id, Job.attempts == row.attempts,
-                           or_(Job.status == Q, and_(Job.status == P, Job.lease_expires_at < now)))
-                    .values(status=P, lease_owner=owner, lease_expires_at=now + lease_seconds, heartbeat_at=now,
-                            attempts=row.attempts + 1, started_at=row.started_at if row.started_at is not None else now)
-                    .execution_options(synchronize_session=False)
-                )
-                if res.rowcount != 1:
+                if not self._lease(s, row, owner, lease_seconds, now,
+                                   or_(Job.status == Q, and_(Job.status == P, Job.lease_expires_at < now))):
                     continue
-                s.expire(row)
-                s.refresh(row)
                 return _view(row)
 
     def claim_matching(
@@ -383,18 +374,27 @@ class JobStore:
                         continue
                 except Exception:  # a request the key cannot read: it runs alone, through claim()
                     continue
-                res = s.execute(
-                    update(Job).where(Job.id == row.id, Job.status == Q, Job.attempts == row.attempts)
-                    .values(status=P, lease_owner=owner, lease_expires_at=now + lease_seconds, heartbeat_at=now,
-                            attempts=row.attempts + 1, started_at=row.started_at if row.started_at is not None else now)
-                    .execution_options(synchronize_session=False)
-                )
-                if res.rowcount != 1:
+                if not self._lease(s, row, owner, lease_seconds, now, Job.status == Q):
                     continue
-                s.expire(row)
-                s.refresh(row)
                 out.append(_view(row))
         return out
+
+    @staticmethod
+    def _lease(s: Any, row: Job, owner: str, lease_seconds: float, now: float, runnable: Any) -> bool:
+        """Lease ``row`` to ``owner`` by compare-and-set (it lands only while the job is still at
+        the attempt read and ``runnable``), so a claim is exclusive on any backend; on success
+        ``row`` is refreshed."""
+        res = s.execute(
+            update(Job).where(Job.id == row.id, Job.attempts == row.attempts, runnable)
+            .values(status=P, lease_owner=owner, lease_expires_at=now + lease_seconds, heartbeat_at=now,
+                    attempts=row.attempts + 1, started_at=row.started_at if row.started_at is not None else now)
+            .execution_options(synchronize_session=False)
+        )
+        if res.rowcount != 1:
+            return False
+        s.expire(row)
+        s.refresh(row)
+        return True
 
     def heartbeat(
         self,
