@@ -92,6 +92,7 @@ class Settings(BaseSettings):
     flux_quantize: Literal["none", "8bit"] = Field(default="none", description=(
         "8bit: InfuseNet, the FLUX transformer and T5 with optimum-quanto qint8 weights, as InfiniteYou's --quantize_8bit (the quant extra)."))
     speed_cross_attention_cache: bool = Field(default=True, description="Cross-attention keys/values once per generation.")
+    speed_condition_cache: bool = Field(default=True, description="ControlNet condition-image embeddings once per generation.")
     speed_attention_slicing: int = Field(default=0, ge=0, description=(
         "Attention over query chunks of this many tokens (memory; e.g. 1024), identity processors kept; 0: off."))
 

@@ -18,6 +18,8 @@ Every method's loaded pipeline passes through :func:`accelerate` once, after loa
   0: off). diffusers' ``enable_attention_slicing()`` stays refused (it drops them).
 * ``cross_attention_cache`` — keys/values once per generation (on by default; off is the
   official per-step recomputation, the benchmarks' baseline).
+* ``condition_cache`` — ControlNet condition-image embeddings once per generation
+  (:mod:`faceanchor.adapters.condition_cache`; on by default; off: the official per-step runs).
 
 Combinations that cannot work are refused with one clear line (:class:`InvalidInputError`).
 """
@@ -43,6 +45,7 @@ class SpeedOptions:
     vae_tiling: bool = False
     cpu_offload: bool = False
     cross_attention_cache: bool = True
+    condition_cache: bool = True
     attention_slicing: int = 0
 
     @classmethod
@@ -111,6 +114,8 @@ def accelerate(pipe: Any, options: SpeedOptions, device: str) -> Applied:
             applied.notes.append(f"attention in query chunks of {options.attention_slicing} tokens")
     if hasattr(pipe, "cache_cross_attention"):
         pipe.cache_cross_attention = options.cross_attention_cache
+    if hasattr(pipe, "cache_control_condition"):
+        pipe.cache_control_condition = options.condition_cache
     if options.tf32 and cuda:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True

@@ -60,6 +60,7 @@ from faceanchor.adapters.instantid import InstantIDAdapter
 from faceanchor.errors import InvalidInputError
 from faceanchor.pipelines.callbacks import StepEndCallback
 from faceanchor.adapters.attention_slicing import sliced_attention
+from faceanchor.adapters.condition_cache import condition_embedding_cache
 from faceanchor.adapters.kv_cache import cross_attention_cache
 from faceanchor.pipelines.processors import refuse_processor_switch, require_processors
 
@@ -215,6 +216,9 @@ class InstantIDSDXLPipeline(StableDiffusionXLControlNetPipeline):
     # Cross-attention keys/values once per generation (faceanchor.adapters.kv_cache); False runs
     # the official per-step recomputation (the benchmarks' baseline). Outputs are identical.
     cache_cross_attention: bool = True
+    # ControlNet condition-image embeddings once per generation (faceanchor.adapters.condition_cache);
+    # False runs them at every step, as the official pipeline does. Outputs are identical.
+    cache_control_condition: bool = True
     # Attention over query chunks of this many tokens, identity processors kept
     # (faceanchor.adapters.attention_slicing; setting speed_attention_slicing); None: unsliced.
     attention_slice_size: int | None = None
@@ -523,6 +527,7 @@ class InstantIDSDXLPipeline(StableDiffusionXLControlNetPipeline):
         the next UNet call. ``self._interrupt = True`` skips the remaining steps (diffusers).
         """
         with cross_attention_cache(self.unet, *inputs.nets, enabled=self.cache_cross_attention), \
+                condition_embedding_cache(*inputs.nets, enabled=self.cache_control_condition), \
                 sliced_attention(self.unet, *inputs.nets, query_chunk=self.attention_slice_size):
             return self._denoise_loop(latents, timesteps, inputs, after_step, callback_on_step_end, callback_on_step_end_tensor_inputs)
 
